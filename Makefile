@@ -1,0 +1,40 @@
+# The two commands of the README: `make demo` and `make test`. Everything they need is installed here.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+IMAGE := hls-debian-systemd:bookworm
+DEMO_CONTAINER := hls-demo
+DEMO_PORT ?= 8080
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: test lint unit molecule demo demo-clean engine image
+
+test: lint unit molecule
+
+$(BIN)/.installed: requirements-dev.txt files/scripts/requirements.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2> >(grep -v 'is ignored' >&2)
+	touch $@
+
+lint: $(BIN)/.installed
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --profile production --offline
+
+unit: $(BIN)/.installed
+	$(BIN)/pytest -q tests/unit
+
+engine:
+	bash tools/ensure-docker.sh
+
+image: engine
+	bash tools/build-image.sh $(IMAGE)
+
+molecule: $(BIN)/.installed image
+	$(BIN)/molecule test
+
+demo: $(BIN)/.installed image
+	bash tools/demo.sh $(DEMO_CONTAINER) $(IMAGE) $(DEMO_PORT)
+
+demo-clean:
+	-docker rm -f $(DEMO_CONTAINER)

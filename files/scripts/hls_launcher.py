@@ -1,0 +1,184 @@
+"""Start one station: read its env file, pick copy or transcode from the upstream codec, exec FFmpeg.
+
+Run by hls@<slug>.service. After exec, FFmpeg is the unit's main PID, so systemd sees its crashes directly.
+
+Segment names never repeat: each start names its segments `<start time in ms>-<sequence>.ts`, so a name
+can only be reused if the clock runs backwards by the lifetime of a station. The media sequence continues
+from the playlist when it survived (systemd keeps the runtime directory across restarts); when it did not,
+it starts at the current Unix time in seconds, which is always ahead of any sequence a station reached
+before (a sequence grows by one per segment, at most one per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import ffmpeg
+from dotenv import dotenv_values
+
+from hls_station import InvalidStation, redact_url, validate_slug, validate_stream_url
+
+# Inputs may only come from the network: never file:, concat:, subfile:, pipe: and the like.
+PROTOCOL_WHITELIST = "http,https,tcp,tls"
+PLAYLIST_NAME = "index.m3u8"
+HLS_FLAGS = "delete_segments+append_list+omit_endlist+temp_file"
+GLOBAL_OPTIONS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning")
+CODEC_CHOICES = ("auto", "copy", "transcode")
+# Codecs that HLS players take as they are inside MPEG-TS.
+COPYABLE_CODECS = ("aac",)
+
+
+class LaunchError(RuntimeError):
+    """The station cannot be started as configured."""
+
+
+@dataclass(frozen=True)
+class StationSettings:
+    slug: str
+    stream_url: str
+    segment_seconds: int = 6
+    playlist_size: int = 10
+    aac_bitrate: str = "128k"
+    codec: str = "auto"
+    read_timeout_seconds: int = 15
+
+    @classmethod
+    def from_env(cls, values: Mapping[str, str | None]) -> StationSettings:
+        def number(key: str, default: int, low: int, high: int) -> int:
+            raw = values.get(key) or str(default)
+            if not raw.isdigit() or not low <= int(raw) <= high:
+                raise LaunchError(f"{key}={raw!r} is not a whole number from {low} to {high}")
+            return int(raw)
+
+        try:
+            slug = validate_slug(values.get("HLS_STATION_SLUG"))
+            url = validate_stream_url(values.get("HLS_STREAM_URL"))
+        except InvalidStation as error:
+            raise LaunchError(str(error)) from None
+        codec = values.get("HLS_CODEC") or "auto"
+        if codec not in CODEC_CHOICES:
+            raise LaunchError(f"HLS_CODEC={codec!r} is not one of {', '.join(CODEC_CHOICES)}")
+        bitrate = values.get("HLS_AAC_BITRATE") or "128k"
+        if not (bitrate[:-1].isdigit() and bitrate[-1] == "k"):
+            raise LaunchError(f"HLS_AAC_BITRATE={bitrate!r} is not like 128k")
+        return cls(
+            slug=slug,
+            stream_url=url,
+            segment_seconds=number("HLS_SEGMENT_SECONDS", 6, 1, 60),
+            playlist_size=number("HLS_PLAYLIST_SIZE", 10, 3, 100),
+            aac_bitrate=bitrate,
+            codec=codec,
+            read_timeout_seconds=number("HLS_READ_TIMEOUT_SECONDS", 15, 1, 600),
+        )
+
+
+def input_options(settings: StationSettings) -> dict[str, object]:
+    return {
+        "protocol_whitelist": PROTOCOL_WHITELIST,
+        "reconnect": 1,
+        "reconnect_streamed": 1,
+        "reconnect_on_network_error": 1,
+        "reconnect_delay_max": 10,
+        "rw_timeout": settings.read_timeout_seconds * 1_000_000,
+        "user_agent": "radio-hls/1.0",
+    }
+
+
+def probe_codec(settings: StationSettings) -> str:
+    """The codec of the upstream's first audio stream, e.g. 'aac' or 'mp3'."""
+    try:
+        info = ffmpeg.probe(
+            settings.stream_url,
+            v="error",
+            select_streams="a:0",
+            probesize=65536,
+            analyzeduration=1_000_000,
+            **input_options(settings),
+        )
+    except ffmpeg.Error as error:
+        reason = error.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        raise LaunchError(f"cannot probe {redact_url(settings.stream_url)}: {reason[0]}") from None
+    streams = info.get("streams") or []
+    if not streams:
+        raise LaunchError(f"{redact_url(settings.stream_url)} has no audio stream")
+    return str(streams[0].get("codec_name", "unknown"))
+
+
+def choose_mode(settings: StationSettings, upstream_codec: str | None) -> str:
+    """'copy' or 'transcode'."""
+    if settings.codec != "auto":
+        return settings.codec
+    return "copy" if upstream_codec in COPYABLE_CODECS else "transcode"
+
+
+def remove_partial_segments(output_dir: Path) -> None:
+    """A killed FFmpeg leaves its unfinished temp_file segment behind; nothing will ever finish it."""
+    for leftover in output_dir.glob("*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+def start_number(output_dir: Path, now: float) -> int | None:
+    """None to continue the surviving playlist's sequence, else a fresh, always-higher start."""
+    return None if (output_dir / PLAYLIST_NAME).exists() else int(now)
+
+
+def build_command(settings: StationSettings, output_dir: Path, mode: str, now: float) -> list[str]:
+    stream = ffmpeg.input(settings.stream_url, **input_options(settings))
+    audio_options: dict[str, object] = {"c:a": "copy"}
+    if mode == "transcode":
+        # Debian's FFmpeg has no libfdk_aac: the native encoder makes AAC-LC.
+        audio_options = {"c:a": "aac", "profile:a": "aac_low", "b:a": settings.aac_bitrate}
+    hls_options: dict[str, object] = {
+        "format": "hls",
+        "map": "0:a:0",
+        "hls_time": settings.segment_seconds,
+        "hls_list_size": settings.playlist_size,
+        "hls_flags": HLS_FLAGS,
+        "hls_segment_type": "mpegts",
+        "hls_segment_filename": str(output_dir / f"{int(now * 1000)}-%d.ts"),
+    }
+    first = start_number(output_dir, now)
+    if first is not None:
+        hls_options["start_number"] = first
+    command = stream.output(str(output_dir / PLAYLIST_NAME), **audio_options, **hls_options).compile()
+    # Global options go first: FFmpeg may ignore options that trail the output file.
+    return [command[0], *GLOBAL_OPTIONS, *command[1:]]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Start one station's FFmpeg (used by hls@.service).")
+    parser.add_argument("env_file", type=Path, help="the station's env file, e.g. /etc/hls/stations/<slug>.env")
+    parser.add_argument("--output-dir", type=Path, default=os.environ.get("RUNTIME_DIRECTORY"),
+                        help="where the playlist goes (default: $RUNTIME_DIRECTORY, set by systemd)")
+    parser.add_argument("--dry-run", action="store_true", help="print the FFmpeg command instead of running it")
+    args = parser.parse_args(argv)
+    try:
+        if args.output_dir is None:
+            raise LaunchError("no output directory: pass --output-dir or run under systemd")
+        if not args.env_file.is_file():
+            raise LaunchError(f"{args.env_file} does not exist")
+        settings = StationSettings.from_env(dotenv_values(args.env_file, interpolate=False))
+        upstream = probe_codec(settings) if settings.codec == "auto" else None
+        mode = choose_mode(settings, upstream)
+        command = build_command(settings, args.output_dir, mode, time.time())
+    except LaunchError as error:
+        print(f"hls-launcher: {args.env_file}: {error}", file=sys.stderr, flush=True)
+        return 1
+    print(f"hls-launcher: {settings.slug}: upstream {redact_url(settings.stream_url)} codec "
+          f"{upstream or 'not probed'}, mode {mode}", file=sys.stderr, flush=True)
+    if args.dry_run:
+        print(" ".join(command))
+        return 0
+    remove_partial_segments(args.output_dir)
+    os.execvp(command[0], command)
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

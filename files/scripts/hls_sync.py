@@ -1,0 +1,237 @@
+"""hls-sync: make the running hls@<slug> units match the station list.
+
+The list comes from the backend's GraphQL API, or, when no endpoint is configured, from a file that Ansible
+renders from the inventory in the same JSON shape, so both go through the same code below.
+
+Fail static: if the list cannot be had, nothing is touched and the program exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from hls_graphql import BackendError, execute
+from hls_station import InvalidStation, Station, station_env, station_from_record, validate_slug, write_atomically
+
+STATIONS_QUERY = "query GetHLSStations { stations { id title slug stream_url generate_hls_stream disabled } }"
+UNIT_PREFIX = "hls@"
+# Deployment-wide settings copied into every station's env file: changing one restarts every station.
+STATION_SETTINGS = ("HLS_SEGMENT_SECONDS", "HLS_PLAYLIST_SIZE", "HLS_AAC_BITRATE", "HLS_CODEC", "HLS_READ_TIMEOUT_SECONDS")
+# systemctl takes many units per call; chunks keep the command line well under ARG_MAX.
+SYSTEMCTL_CHUNK = 200
+
+log = logging.getLogger("hls-sync")
+
+Systemctl = Callable[[Sequence[str]], str]
+
+
+class SyncRefused(RuntimeError):
+    """The station list looks wrong enough that acting on it could take the network off the air."""
+
+
+@dataclass
+class Plan:
+    start: list[str] = field(default_factory=list)
+    restart: list[str] = field(default_factory=list)
+    enable: list[str] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        return not (self.start or self.restart or self.enable or self.remove)
+
+
+@dataclass(frozen=True)
+class Config:
+    endpoint: str
+    token: str
+    stations_file: Path
+    stations_dir: Path
+    allow_empty: bool
+    timeout: float
+    settings: dict[str, str]
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Config:
+        return cls(
+            endpoint=environ.get("GRAPHQL_ENDPOINT", "").strip(),
+            token=environ.get("GRAPHQL_TOKEN", "").strip(),
+            stations_file=Path(environ.get("HLS_STATIONS_FILE", "/etc/hls/stations.json")),
+            stations_dir=Path(environ.get("HLS_STATIONS_DIR", "/etc/hls/stations")),
+            allow_empty=environ.get("HLS_SYNC_ALLOW_EMPTY", "false").lower() in ("1", "true", "yes"),
+            timeout=float(environ.get("GRAPHQL_TIMEOUT_SECONDS", "20")),
+            settings={key: environ[key] for key in STATION_SETTINGS if key in environ},
+        )
+
+
+def fetch_records(config: Config) -> list[Any]:
+    """The raw station records, from the backend or from the inventory's file."""
+    if config.endpoint:
+        headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
+        data = execute(config.endpoint, STATIONS_QUERY, headers=headers, timeout=config.timeout)
+        source = config.endpoint
+    else:
+        try:
+            data = json.loads(config.stations_file.read_text(encoding="utf-8"))["data"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise BackendError(f"cannot read station list {config.stations_file}: {error}") from None
+        source = str(config.stations_file)
+    records = data.get("stations") if isinstance(data, dict) else None
+    if not isinstance(records, list):
+        raise BackendError(f"{source}: `stations` is missing or not a list")
+    return records
+
+
+def select_stations(records: Iterable[Any]) -> tuple[list[Station], set[str]]:
+    """Stations to run, plus the valid slugs of records that were refused (kept as they are, not removed)."""
+    stations: dict[str, Station] = {}
+    refused: set[str] = set()
+    for record in records:
+        if not isinstance(record, dict):
+            log.error("skipping station record that is not an object: %r", record)
+            continue
+        if record.get("generate_hls_stream") is not True or record.get("disabled") is not False:
+            continue
+        try:
+            station = station_from_record(record)
+        except InvalidStation as error:
+            log.error("skipping station: %s", error)
+            try:
+                refused.add(validate_slug(record.get("slug")))
+            except InvalidStation:
+                pass
+            continue
+        if station.slug in stations:
+            log.error("skipping station: slug %r appears more than once; the first one is kept", station.slug)
+            continue
+        stations[station.slug] = station
+    return list(stations.values()), refused
+
+
+def read_current(stations_dir: Path) -> dict[str, str]:
+    current = {}
+    for path in stations_dir.glob("*.env"):
+        try:
+            current[path.stem] = path.read_text(encoding="utf-8")
+        except OSError as error:
+            log.warning("cannot read %s: %s", path, error)
+            current[path.stem] = ""
+    return current
+
+
+def make_plan(
+    desired: Mapping[str, str],
+    current: Mapping[str, str],
+    enabled: set[str],
+    running_units: set[str],
+    keep: set[str] = frozenset(),
+) -> Plan:
+    """Decide what to do; pure, so the rules can be tested without a systemd."""
+    plan = Plan()
+    for slug, content in sorted(desired.items()):
+        if slug not in current:
+            plan.start.append(slug)
+        elif current[slug] != content:
+            plan.restart.append(slug)
+        elif slug not in enabled:
+            plan.enable.append(slug)
+    known = set(current) | enabled | running_units
+    plan.remove = sorted(slug for slug in known if slug not in desired and slug not in keep)
+    return plan
+
+
+def run_systemctl(args: Sequence[str]) -> str:
+    result = subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0 and args[0] != "is-enabled":
+        raise RuntimeError(f"systemctl {' '.join(args[:2])} ... failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def units(slugs: Iterable[str]) -> list[str]:
+    return [f"{UNIT_PREFIX}{slug}.service" for slug in slugs]
+
+
+def in_chunks(systemctl: Systemctl, verb: Sequence[str], slugs: Sequence[str]) -> None:
+    for index in range(0, len(slugs), SYSTEMCTL_CHUNK):
+        systemctl([*verb, *units(slugs[index : index + SYSTEMCTL_CHUNK])])
+
+
+def systemd_state(systemctl: Systemctl, slugs: Sequence[str]) -> tuple[set[str], set[str]]:
+    """(enabled slugs among `slugs`, slugs of every loaded hls@ instance)."""
+    enabled: set[str] = set()
+    for index in range(0, len(slugs), SYSTEMCTL_CHUNK):
+        chunk = slugs[index : index + SYSTEMCTL_CHUNK]
+        answers = systemctl(["is-enabled", *units(chunk)]).split()
+        enabled.update(slug for slug, answer in zip(chunk, answers) if answer == "enabled")
+    listing = systemctl(["list-units", "--all", "--plain", "--no-legend", "--type=service", f"{UNIT_PREFIX}*"])
+    loaded = set()
+    for line in listing.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if name.startswith(UNIT_PREFIX) and name.endswith(".service"):
+            loaded.add(name[len(UNIT_PREFIX) : -len(".service")])
+    return enabled, loaded
+
+
+def apply_plan(plan: Plan, desired: Mapping[str, str], config: Config, systemctl: Systemctl) -> None:
+    for slug in plan.start + plan.restart:
+        write_atomically(config.stations_dir / f"{slug}.env", desired[slug])
+    if plan.start or plan.enable:
+        in_chunks(systemctl, ["enable", "--now", "--no-block"], plan.start + plan.enable)
+    if plan.restart:
+        in_chunks(systemctl, ["enable"], plan.restart)
+        in_chunks(systemctl, ["restart", "--no-block"], plan.restart)
+    if plan.remove:
+        in_chunks(systemctl, ["disable", "--now"], plan.remove)
+        for slug in plan.remove:
+            (config.stations_dir / f"{slug}.env").unlink(missing_ok=True)
+
+
+def sync(config: Config, systemctl: Systemctl = run_systemctl) -> Plan:
+    stations, refused = select_stations(fetch_records(config))
+    desired = {station.slug: station_env(station, config.settings) for station in stations}
+    current = read_current(config.stations_dir)
+    if not desired and current and not config.allow_empty:
+        raise SyncRefused(
+            f"the station list is empty while {len(current)} station(s) are deployed; refusing to stop them "
+            "(set HLS_SYNC_ALLOW_EMPTY=true to allow it)"
+        )
+    enabled, loaded = systemd_state(systemctl, sorted(set(desired) | set(current)))
+    plan = make_plan(desired, current, enabled, loaded, keep=refused & set(current))
+    apply_plan(plan, desired, config, systemctl)
+    for verb, slugs in (("started", plan.start), ("restarted", plan.restart), ("enabled", plan.enable),
+                        ("stopped and removed", plan.remove)):
+        if slugs:
+            log.info("%s %d station(s): %s", verb, len(slugs), ", ".join(slugs))
+    log.info("in sync: %d station(s) wanted, %d refused, %d changed", len(desired), len(refused),
+             len(plan.start) + len(plan.restart) + len(plan.enable) + len(plan.remove))
+    return plan
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        sync(Config.from_environ(os.environ))
+    except (BackendError, SyncRefused) as error:
+        log.error("no change made: %s", error)
+        return 1
+    except (RuntimeError, OSError) as error:
+        log.error("sync failed part way: %s", error)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
