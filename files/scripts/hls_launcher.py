@@ -162,8 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output_dir is None:
             raise LaunchError("no output directory: pass --output-dir or run under systemd")
         if not args.env_file.is_file():
-            raise LaunchError(f"{args.env_file} does not exist")
-        settings = StationSettings.from_env(dotenv_values(args.env_file, interpolate=False))
+            raise LaunchError("the file does not exist")
+        try:
+            values = dotenv_values(args.env_file, interpolate=False)
+        except OSError as error:
+            raise LaunchError(f"cannot read it: {error.strerror}") from None
+        settings = StationSettings.from_env(values)
         upstream = probe_codec(settings) if settings.codec == "auto" else None
         mode = choose_mode(settings, upstream)
         command = build_command(settings, args.output_dir, mode, time.time())

@@ -6,6 +6,7 @@ rules for what may reach a unit name, a path or an FFmpeg command line live in e
 
 from __future__ import annotations
 
+import grp
 import os
 import re
 import tempfile
@@ -111,7 +112,13 @@ def station_env(station: Station, settings: Mapping[str, str]) -> str:
     return render_env(values)
 
 
-def write_atomically(path: Path, content: str, mode: int = 0o640) -> None:
+def set_owner_group(path: Path | str, mode: int, group: str | None) -> None:
+    os.chmod(path, mode)
+    if group is not None:
+        os.chown(path, -1, grp.getgrnam(group).gr_gid)
+
+
+def write_atomically(path: Path, content: str, mode: int = 0o640, group: str | None = None) -> None:
     """Write a file so that readers see the old or the new content, never a half-written one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -120,7 +127,7 @@ def write_atomically(path: Path, content: str, mode: int = 0o640) -> None:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp_name, mode)
+        set_owner_group(tmp_name, mode, group)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

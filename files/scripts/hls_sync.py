@@ -19,12 +19,21 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from hls_graphql import BackendError, execute
-from hls_station import InvalidStation, Station, station_env, station_from_record, validate_slug, write_atomically
+from hls_station import (
+    InvalidStation,
+    Station,
+    set_owner_group,
+    station_env,
+    station_from_record,
+    validate_slug,
+    write_atomically,
+)
 
 STATIONS_QUERY = "query GetHLSStations { stations { id title slug stream_url generate_hls_stream disabled } }"
 UNIT_PREFIX = "hls@"
 # Deployment-wide settings copied into every station's env file: changing one restarts every station.
 STATION_SETTINGS = ("HLS_SEGMENT_SECONDS", "HLS_PLAYLIST_SIZE", "HLS_AAC_BITRATE", "HLS_CODEC", "HLS_READ_TIMEOUT_SECONDS")
+ENV_FILE_MODE = 0o640
 # systemctl takes many units per call; chunks keep the command line well under ARG_MAX.
 SYSTEMCTL_CHUNK = 200
 
@@ -54,6 +63,7 @@ class Config:
     token: str
     stations_file: Path
     stations_dir: Path
+    stations_group: str | None
     allow_empty: bool
     timeout: float
     settings: dict[str, str]
@@ -65,6 +75,7 @@ class Config:
             token=environ.get("GRAPHQL_TOKEN", "").strip(),
             stations_file=Path(environ.get("HLS_STATIONS_FILE", "/etc/hls/stations.json")),
             stations_dir=Path(environ.get("HLS_STATIONS_DIR", "/etc/hls/stations")),
+            stations_group=environ.get("HLS_STATIONS_GROUP") or None,
             allow_empty=environ.get("HLS_SYNC_ALLOW_EMPTY", "false").lower() in ("1", "true", "yes"),
             timeout=float(environ.get("GRAPHQL_TIMEOUT_SECONDS", "20")),
             settings={key: environ[key] for key in STATION_SETTINGS if key in environ},
@@ -180,8 +191,14 @@ def systemd_state(systemctl: Systemctl, slugs: Sequence[str]) -> tuple[set[str],
 
 
 def apply_plan(plan: Plan, desired: Mapping[str, str], config: Config, systemctl: Systemctl) -> None:
-    for slug in plan.start + plan.restart:
-        write_atomically(config.stations_dir / f"{slug}.env", desired[slug])
+    changed = set(plan.start + plan.restart)
+    for slug in desired:
+        path = config.stations_dir / f"{slug}.env"
+        if slug in changed:
+            write_atomically(path, desired[slug], mode=ENV_FILE_MODE, group=config.stations_group)
+        else:
+            # The units read their file as the hls user: keep it readable even if someone changed it.
+            set_owner_group(path, ENV_FILE_MODE, config.stations_group)
     if plan.start or plan.enable:
         in_chunks(systemctl, ["enable", "--now", "--no-block"], plan.start + plan.enable)
     if plan.restart:
