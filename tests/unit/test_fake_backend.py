@@ -1,22 +1,24 @@
-"""Tests of the fake GraphQL backend (molecule/resources/backend/fake_backend.py) that other tests rely on."""
+"""Tests of the fake GraphQL backend (molecule/resources/backend/fake_backend.py) that other tests rely on.
+
+The `url` fixture (a fresh in-process server) lives in conftest.py.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+
+import fake_backend  # on sys.path through conftest.py
 
 SERVER_SCRIPT = Path(__file__).resolve().parents[2] / "molecule" / "resources" / "backend" / "fake_backend.py"
 
@@ -44,28 +46,6 @@ EVENT = {"anonymous_session_id": "5b0c3f9e-1111-4222-8333-944455556666", "statio
          "ip_address": "203.0.113.7", "user_agent": "ExoPlayer", "timestamp": "2026-11-24T10:00:00+00:00",
          "event_type": "segment_request", "bytes_transferred": 48000, "request_duration": 0.12,
          "status_code": 200, "request_count": 1, "referer": "radio-crestin-android"}
-
-
-def load_server_module() -> Any:
-    spec = importlib.util.spec_from_file_location("fake_backend", SERVER_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fake_backend = load_server_module()
-
-
-@pytest.fixture
-def url() -> Iterator[str]:
-    """A fresh in-process server on a free port; its base URL."""
-    server = fake_backend.make_server("127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
 
 
 def set_state(url: str, **state: Any) -> dict[str, Any]:

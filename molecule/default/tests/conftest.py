@@ -1,0 +1,119 @@
+"""Helpers for the testinfra tests: the GraphQL test backend, playlists through nginx, waiting."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+import pytest
+
+BACKEND = "http://127.0.0.1:8001"
+NGINX = "http://127.0.0.1"
+STATIONS = [
+    {"id": 1, "slug": "demo-mp3", "title": "Demo MP3", "stream_url": "http://127.0.0.1:8000/demo-mp3",
+     "generate_hls_stream": True, "disabled": False},
+    {"id": 2, "slug": "demo-aac", "title": "Demo AAC", "stream_url": "http://127.0.0.1:8000/demo-aac",
+     "generate_hls_stream": True, "disabled": False},
+]
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T], timeout: float = 30.0, interval: float = 0.5, what: str = "condition") -> T:
+    """Poll until probe() returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def set_backend(host, **state) -> None:
+    body = shlex.quote(json.dumps(state))
+    host.check_output(f"curl -fsS -X PUT -H 'Content-Type: application/json' -d {body} {BACKEND}/admin/state")
+
+
+def run_sync(host):
+    """Run one sync now; the result's rc is the unit's success (0) or failure."""
+    return host.run("systemctl start hls-sync.service")
+
+
+def sync_log(host, since: str) -> str:
+    return host.check_output(f"journalctl -u hls-sync.service --no-pager -o cat --since {shlex.quote(since)}")
+
+
+def now(host) -> str:
+    return host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+
+
+def main_pid(host, slug: str) -> int:
+    return int(host.check_output(f"systemctl show -p MainPID --value hls@{slug}.service"))
+
+
+def http(host, path: str, *curl_args: str):
+    """(status, headers, body) of a request through nginx, made inside the host."""
+    args = " ".join(shlex.quote(a) for a in curl_args)
+    out = host.run(f"curl -sS -D /dev/stderr {args} {shlex.quote(NGINX + path)}")
+    status_line, *header_lines = out.stderr.strip().splitlines()
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, out.stdout
+
+
+@dataclass
+class Playlist:
+    sequence: int
+    segments: list[str]
+    discontinuities: list[int]  # indexes into segments that follow an EXT-X-DISCONTINUITY
+    text: str
+
+    def numbered(self) -> dict[str, int]:
+        """Each listed segment name with its media sequence number."""
+        return {name: self.sequence + index for index, name in enumerate(self.segments)}
+
+
+def parse_playlist(text: str) -> Playlist:
+    sequence, segments, discontinuities = -1, [], []
+    pending_discontinuity = False
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+            sequence = int(line.split(":", 1)[1])
+        elif line == "#EXT-X-DISCONTINUITY":
+            pending_discontinuity = True
+        elif line and not line.startswith("#"):
+            if pending_discontinuity:
+                discontinuities.append(len(segments))
+                pending_discontinuity = False
+            segments.append(line)
+    return Playlist(sequence, segments, discontinuities, text)
+
+
+def playlist(host, slug: str) -> Playlist | None:
+    status, _, body = http(host, f"/hls/{slug}/index.m3u8")
+    return parse_playlist(body) if status == 200 else None
+
+
+def station_ready(host, slug: str, min_segments: int = 3) -> Playlist:
+    return wait_for(lambda: (p := playlist(host, slug)) and len(p.segments) >= min_segments and p,
+                    timeout=60, what=f"{slug} to list {min_segments} segments")
+
+
+@pytest.fixture
+def backend(host):
+    """The test backend serving the two demo stations; put back after the test whatever it changed."""
+    normal = {"stations": STATIONS, "fail": None, "fail_count": None, "token": "molecule-token"}
+    set_backend(host, **normal)
+    yield lambda **state: set_backend(host, **state)
+    host.run("systemctl start hls-test-backend.service")
+    wait_for(lambda: host.run(f"curl -fsS {BACKEND}/healthz").rc == 0, what="the test backend")
+    set_backend(host, **normal)
+    assert run_sync(host).rc == 0
+    for station in STATIONS:
+        station_ready(host, station["slug"], min_segments=1)

@@ -1,0 +1,80 @@
+"""nginx: what it serves, how it caches and what it logs for the listener analytics."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import http, station_ready
+
+LOG = "/var/log/nginx/hls-access.log"
+LOG_FIELDS = 16
+
+
+@pytest.fixture(scope="module")
+def segment(host):
+    return station_ready(host, "demo-aac").segments[-1]
+
+
+def test_playlist_headers(host):
+    status, headers, body = http(host, "/hls/demo-aac/index.m3u8")
+    assert status == 200
+    assert body.startswith("#EXTM3U")
+    assert headers["content-type"] == "application/vnd.apple.mpegurl"
+    assert headers["cache-control"] == "no-cache"
+    assert headers["access-control-allow-origin"] == "*"
+    assert headers["server"] == "nginx"  # no version
+
+
+def test_playlist_is_gzipped_for_clients_that_ask(host):
+    _, headers, _ = http(host, "/hls/demo-aac/index.m3u8", "-H", "Accept-Encoding: gzip", "-o", "/dev/null")
+    assert headers.get("content-encoding") == "gzip"
+
+
+def test_segment_headers(host, segment):
+    status, headers, _ = http(host, f"/hls/demo-aac/{segment}", "-o", "/dev/null")
+    assert status == 200
+    assert headers["content-type"] == "video/mp2t"
+    assert "immutable" in headers["cache-control"] and "max-age=31536000" in headers["cache-control"]
+    assert headers["access-control-allow-origin"] == "*"
+
+
+def test_cors_preflight_and_methods(host):
+    status, headers, _ = http(host, "/hls/demo-aac/index.m3u8", "-X", "OPTIONS",
+                              "-H", "Origin: https://app.example", "-H", "Access-Control-Request-Method: GET")
+    assert status == 204
+    assert "GET" in headers["access-control-allow-methods"]
+    assert http(host, "/hls/demo-aac/index.m3u8", "-X", "POST")[0] == 405
+
+
+@pytest.mark.parametrize("path", [
+    "/", "/hls/", "/hls/demo-aac/", "/hls/demo-aac/../../etc/passwd", "/hls/%2e%2e/%2e%2e/etc/passwd",
+    "/hls/demo-aac/index.m3u8.tmp", "/hls/no-such-station/index.m3u8", "/hls/demo-aac/notes.txt",
+    "/nginx.conf", "/hls/Demo-AAC/index.m3u8",
+])
+def test_nothing_else_is_served(host, path):
+    status, _, body = http(host, path, "--path-as-is")
+    assert status in (400, 404), (path, status)
+    assert "root:" not in body and "Index of" not in body
+
+
+def test_session_log_line(host, segment):
+    marker = "sess-0123456789"
+    http(host, f"/hls/demo-aac/{segment}?s={marker}&ref=molecule", "-o", "/dev/null",
+         "-A", "TestPlayer/1.0", "-H", "X-Forwarded-For: 203.0.113.9", "-H", "Referer: https://app.example/")
+    line = [entry for entry in host.file(LOG).content_string.splitlines() if marker in entry][-1]
+    fields = line.split("\t")
+    assert len(fields) == LOG_FIELDS
+    assert fields[1].count(".") == 1 and len(fields[1].split(".")[1]) == 3  # msec: milliseconds
+    assert fields[2:5] == ["demo-aac", marker, "molecule"]
+    assert fields[7] == "203.0.113.9"
+    assert fields[9:12] == ["GET", f"/hls/demo-aac/{segment}", "200"]
+    assert int(fields[12]) > 0
+    assert fields[14:16] == ["TestPlayer/1.0", "https://app.example/"]
+
+
+def test_a_hostile_session_id_cannot_break_the_log(host):
+    hostile = '"evil\\' + "x" * 3000 + "%09%0A"
+    http(host, f"/hls/demo-aac/index.m3u8?s={hostile}&ref=%09tab", "-o", "/dev/null", "-A", 'quote"tab\tua')
+    lines = [entry for entry in host.file(LOG).content_string.splitlines() if "evil" in entry]
+    assert lines, "the request was not logged"
+    assert all(len(entry.split("\t")) == LOG_FIELDS for entry in lines)
+    assert '\\"' in lines[-1]  # the quote from the user agent arrived escaped

@@ -1,0 +1,120 @@
+"""hls@ units on a real systemd: running, serving AAC, surviving kills and restarts without breaking listeners."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import main_pid, playlist, station_ready, wait_for
+
+SLUGS = ["demo-mp3", "demo-aac"]
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_station_is_enabled_and_running_as_the_hls_user(host, slug):
+    unit = host.service(f"hls@{slug}")
+    assert unit.is_enabled
+    assert unit.is_running
+    pid = main_pid(host, slug)
+    # FFmpeg itself is the main PID (the launcher exec'd it), without privileges.
+    assert host.file(f"/proc/{pid}/comm").content_string.strip() == "ffmpeg"
+    assert host.check_output(f"stat -c %U /proc/{pid}") == "hls"
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_playlist_advances_and_newest_segment_is_aac_audio(host, slug):
+    first = station_ready(host, slug)
+    later = wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1] != first.segments[-1] and p,
+                     timeout=20, what=f"{slug}'s playlist to advance")
+    assert later.sequence >= first.sequence
+    newest = later.segments[-1]
+    host.check_output(f"curl -fsS -o /tmp/{slug}-newest.ts http://127.0.0.1/hls/{slug}/{newest}")
+    probe = json.loads(host.check_output(
+        f"ffprobe -v error -show_streams -of json /tmp/{slug}-newest.ts"))
+    audio = [s for s in probe["streams"] if s["codec_type"] == "audio"]
+    assert [s["codec_name"] for s in audio] == ["aac"]
+    assert float(probe["streams"][0].get("duration", "0")) > 1.0
+
+
+@pytest.mark.parametrize(("slug", "expected"), [("demo-aac", ["-c:a", "copy"]), ("demo-mp3", ["-c:a", "aac"])])
+def test_aac_upstream_is_copied_and_mp3_is_transcoded(host, slug, expected):
+    argv = host.file(f"/proc/{main_pid(host, slug)}/cmdline").content_string.split("\0")
+    position = argv.index(expected[0])
+    assert argv[position:position + 2] == expected
+    if expected[1] == "copy":
+        assert "-b:a" not in argv
+    # Only network protocols for the input: a stream URL can never read local files.
+    assert argv[argv.index("-protocol_whitelist") + 1] == "http,https,tcp,tls"
+    assert argv.index("-protocol_whitelist") < argv.index("-i")
+
+
+def assert_continues(before, after) -> None:
+    """The playlist after a restart continues the one before it, as a listener needs."""
+    old, new = before.numbered(), after.numbered()
+    kept = set(old) & set(new)
+    assert kept, "the restart lost every segment the listeners knew"
+    # Segments listed on both sides keep their sequence numbers: no jump, nothing backwards.
+    assert all(old[name] == new[name] for name in kept), (before.text, after.text)
+    # Each FFmpeg start names its segments <start ms>-<sequence>.ts; the new process's first segment
+    # must be marked as a discontinuity (the old one may still have closed its last segment).
+    launches_before = {name.split("-")[0] for name in before.segments}
+    fresh = [name for name in after.segments if name.split("-")[0] not in launches_before]
+    assert fresh, "no segment was written by the new FFmpeg"
+    assert after.segments.index(fresh[0]) in after.discontinuities, after.text
+    assert len(set(after.segments)) == len(after.segments)
+
+
+@pytest.mark.parametrize("how", ["kill -9", "systemctl restart"])
+def test_restart_continues_the_playlist(host, how):
+    slug = "demo-aac"
+    before = station_ready(host, slug)
+    old_pid = main_pid(host, slug)
+    if how == "kill -9":
+        host.check_output(f"kill -9 {old_pid}")
+    else:
+        host.check_output(f"systemctl restart hls@{slug}")
+    wait_for(lambda: main_pid(host, slug) not in (0, old_pid), timeout=30, what="a new FFmpeg")
+    launches = {name.split("-")[0] for name in before.segments}
+    after = wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1].split("-")[0] not in launches and p,
+                     timeout=30, what="a segment written by the new FFmpeg")
+    assert_continues(before, after)
+
+
+def test_stop_removes_the_files_and_a_fresh_start_never_reuses_names(host):
+    slug = "demo-mp3"
+    before = station_ready(host, slug)
+    host.check_output(f"systemctl stop hls@{slug}")
+    assert not host.file(f"/run/hls/{slug}").exists
+    assert playlist(host, slug) is None
+    host.check_output(f"systemctl start hls@{slug}")
+    after = station_ready(host, slug, min_segments=1)
+    # The playlist was gone, yet the sequence still moves forward and no name comes back.
+    assert after.sequence > max(before.numbered().values())
+    assert not set(after.segments) & set(before.segments)
+
+
+def test_ffmpeg_logs_go_to_a_file_per_station(host):
+    log = host.file("/var/log/hls/demo-aac.log")
+    assert log.exists
+    assert "mode copy" in log.content_string
+    assert "mode transcode" in host.file("/var/log/hls/demo-mp3.log").content_string
+
+
+def test_logrotate_bounds_the_logs(host):
+    assert host.run("logrotate --debug /etc/logrotate.d/hls").rc == 0
+    assert host.run("logrotate --debug /etc/logrotate.d/nginx").rc == 0
+    # A log past the size limit is rotated at the next logrotate run, not the next day.
+    host.check_output("head -c 11M /dev/zero | tr '\\0' x >> /var/log/hls/demo-mp3.log")
+    host.check_output("logrotate /etc/logrotate.d/hls")
+    assert host.file("/var/log/hls/demo-mp3.log").size < 1024 * 1024
+    calendar = host.check_output("systemctl show -p TimersCalendar --value logrotate.timer")
+    assert "*:00/10" in calendar or "*:0/10" in calendar, calendar
+
+
+def test_station_config_files_are_private(host):
+    sync_env = host.file("/etc/hls/sync.env")
+    assert (sync_env.user, sync_env.group, sync_env.mode) == ("root", "root", 0o600)
+    env = host.file("/etc/hls/stations/demo-aac.env")
+    assert (env.user, env.group, env.mode) == ("root", "hls", 0o640)
+    # systemd never shows the stream URL: the launcher reads it from the file.
+    assert "127.0.0.1:8000" not in host.check_output("systemctl show hls@demo-aac.service")
