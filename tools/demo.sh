@@ -22,8 +22,12 @@ ansible-playbook -i inventories/demo/hosts.yml playbooks/site.yml
 
 echo "Waiting for the first segments..."
 for slug in demo-mp3 demo-aac; do
-    for _ in $(seq 1 30); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$PORT/hls/$slug/index.m3u8" && break
+    for attempt in $(seq 1 60); do
+        curl -fs -o /dev/null "http://127.0.0.1:$PORT/hls/$slug/index.m3u8" && break
+        if [ "$attempt" = 60 ]; then
+            echo "demo: $slug has no playlist after 60 s; see: docker exec $CONTAINER tail /var/log/hls/$slug.log" >&2
+            exit 1
+        fi
         sleep 1
     done
 done
