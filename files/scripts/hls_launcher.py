@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ PLAYLIST_NAME = "index.m3u8"
 HLS_FLAGS = "delete_segments+append_list+omit_endlist+temp_file"
 GLOBAL_OPTIONS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning")
 CODEC_CHOICES = ("auto", "copy", "transcode")
+ASCII_DIGITS = re.compile(r"[0-9]+")
+BITRATE = re.compile(r"[0-9]+k")
 # Codecs that HLS players take as they are inside MPEG-TS.
 COPYABLE_CODECS = ("aac",)
 
@@ -52,7 +55,7 @@ class StationSettings:
     def from_env(cls, values: Mapping[str, str | None]) -> StationSettings:
         def number(key: str, default: int, low: int, high: int) -> int:
             raw = values.get(key) or str(default)
-            if not raw.isdigit() or not low <= int(raw) <= high:
+            if not ASCII_DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
                 raise LaunchError(f"{key}={raw!r} is not a whole number from {low} to {high}")
             return int(raw)
 
@@ -65,7 +68,7 @@ class StationSettings:
         if codec not in CODEC_CHOICES:
             raise LaunchError(f"HLS_CODEC={codec!r} is not one of {', '.join(CODEC_CHOICES)}")
         bitrate = values.get("HLS_AAC_BITRATE") or "128k"
-        if not (bitrate[:-1].isdigit() and bitrate[-1] == "k"):
+        if not BITRATE.fullmatch(bitrate):
             raise LaunchError(f"HLS_AAC_BITRATE={bitrate!r} is not like 128k")
         return cls(
             slug=slug,

@@ -47,12 +47,16 @@ def validate_stream_url(url: Any) -> str:
         raise InvalidStation("stream_url is missing")
     if len(url) > MAX_URL_LENGTH:
         raise InvalidStation(f"stream_url is longer than {MAX_URL_LENGTH} characters")
-    if CONTROL_CHARS.search(url) or " " in url:
-        raise InvalidStation("stream_url contains white space or control characters")
-    parts = urlsplit(url)
+    if CONTROL_CHARS.search(url) or " " in url or "\\" in url:
+        raise InvalidStation("stream_url contains white space, backslashes or control characters")
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port  # .port raises on a non-numeric or out-of-range port
+    except ValueError as error:
+        raise InvalidStation(f"stream_url cannot be parsed: {error}") from None
     if parts.scheme.lower() not in ALLOWED_SCHEMES:
         raise InvalidStation(f"stream_url scheme {parts.scheme or '(none)'!r} is not http or https")
-    if not parts.hostname:
+    if not host:
         raise InvalidStation("stream_url has no host")
     return url
 
@@ -69,7 +73,9 @@ def redact_url(url: str) -> str:
 
 
 def clean_title(title: Any) -> str:
-    return CONTROL_CHARS.sub(" ", title if isinstance(title, str) else "").strip()[:200]
+    """A display title that fits an env-file value: no control characters, no backslashes."""
+    text = CONTROL_CHARS.sub(" ", title if isinstance(title, str) else "").replace("\\", "/")
+    return text.strip()[:200]
 
 
 def station_from_record(record: Mapping[str, Any]) -> Station:
@@ -88,10 +94,14 @@ def station_from_record(record: Mapping[str, Any]) -> Station:
 
 
 def quote_env_value(value: str) -> str:
-    """Double-quote a value the way python-dotenv reads it back, so no value can add a variable."""
-    if CONTROL_CHARS.search(value):
-        raise ValueError("env values must not contain control characters")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """Double-quote a value the way python-dotenv reads it back, so no value can add a variable.
+
+    Backslashes are refused: python-dotenv reads an escaped backslash before the closing quote as an
+    escaped quote, which would swallow the next line.
+    """
+    if CONTROL_CHARS.search(value) or "\\" in value:
+        raise ValueError("env values must not contain control characters or backslashes")
+    return '"' + value.replace('"', '\\"') + '"'
 
 
 def render_env(values: Mapping[str, str]) -> str:

@@ -160,7 +160,8 @@ def make_plan(
 
 def run_systemctl(args: Sequence[str]) -> str:
     result = subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False)
-    if result.returncode != 0 and args[0] != "is-enabled":
+    # is-enabled answers non-zero for disabled units; reset-failed for units that are not loaded.
+    if result.returncode != 0 and args[0] not in ("is-enabled", "reset-failed"):
         raise RuntimeError(f"systemctl {' '.join(args[:2])} ... failed: {result.stderr.strip()}")
     return result.stdout
 
@@ -206,11 +207,14 @@ def apply_plan(plan: Plan, desired: Mapping[str, str], config: Config, systemctl
         in_chunks(systemctl, ["restart", "--no-block"], plan.restart)
     if plan.remove:
         in_chunks(systemctl, ["disable", "--now"], plan.remove)
+        # A removed unit that had failed would otherwise stay listed, and be "removed" again every run.
+        in_chunks(systemctl, ["reset-failed"], plan.remove)
         for slug in plan.remove:
             (config.stations_dir / f"{slug}.env").unlink(missing_ok=True)
 
 
-def sync(config: Config, systemctl: Systemctl = run_systemctl) -> Plan:
+def sync(config: Config, systemctl: Systemctl | None = None) -> Plan:
+    systemctl = systemctl or run_systemctl
     stations, refused = select_stations(fetch_records(config))
     desired = {station.slug: station_env(station, config.settings) for station in stations}
     current = read_current(config.stations_dir)

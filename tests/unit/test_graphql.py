@@ -155,14 +155,17 @@ class FakeSession:
     ({"data": None}, "answered without data"),
     ({}, "answered without data"),
     ({"data": [1]}, "answered without data"),
-    ({"errors": [{"message": "a"}, "b", {"no": "message"}]}, "GraphQL errors from http://x/graphql: a; b; {'no': 'message'}"),
+    ({"errors": [{"message": "a"}, "b", {"no": "message"}]},
+     "GraphQL errors from http://x/graphql: a; b; {'no': 'message'}"),
 ])
 def test_unusable_json_shapes(payload: object, message: str) -> None:
+    session = FakeSession(FakeResponse(payload))
     with pytest.raises(BackendError) as caught:
-        execute("http://x/graphql", "{ stations { id } }", session=FakeSession(FakeResponse(payload)))  # type: ignore[arg-type]
+        execute("http://x/graphql", "{ stations { id } }", session=session)  # type: ignore[arg-type]
     assert message in str(caught.value)
 
 
 def test_empty_errors_list_with_data_is_success() -> None:
     session = FakeSession(FakeResponse({"errors": [], "data": {"stations": []}}))
-    assert execute("http://x/graphql", "{ stations { id } }", session=session) == {"stations": []}  # type: ignore[arg-type]
+    data = execute("http://x/graphql", "{ stations { id } }", session=session)  # type: ignore[arg-type]
+    assert data == {"stations": []}

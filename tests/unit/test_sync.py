@@ -1,0 +1,622 @@
+"""Tests of files/scripts/hls_sync.py: selection, planning, and whole runs against the fake backend.
+
+systemd is replaced by FakeSystemctl, which records every argument list and answers `is-enabled` and
+`list-units` from its own state. The real systemctl can never run here (see `no_real_systemctl`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Sequence
+
+import pytest
+from dotenv import dotenv_values
+
+import hls_sync
+from hls_graphql import BackendError
+from hls_sync import Config, Plan, SyncRefused, make_plan, select_stations, sync
+
+if TYPE_CHECKING:
+    from conftest import FakeBackend
+
+UNIT = re.compile(r"^hls@(.+)\.service$")
+READ_VERBS = ("is-enabled", "list-units")
+
+
+def record(slug: str, url: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"id": extra.pop("id", 1), "title": extra.pop("title", slug.title()), "slug": slug,
+            "stream_url": url if url is not None else f"http://{slug}.example/stream.mp3",
+            "generate_hls_stream": True, "disabled": False, **extra}
+
+
+class FakeSystemctl:
+    """Records calls; keeps enabled and loaded hls@ instances the way systemd would after each verb."""
+
+    def __init__(self, enabled: Sequence[str] = (), loaded: Sequence[str] = ()) -> None:
+        self.calls: list[list[str]] = []
+        self.enabled = set(enabled)
+        self.loaded = set(loaded)
+        self.fail_on: str | None = None
+
+    def __call__(self, args: Sequence[str]) -> str:
+        args = list(args)
+        self.calls.append(args)
+        verb = args[0]
+        if verb == self.fail_on:
+            raise RuntimeError(f"systemctl {verb} ... failed: injected")
+        slugs = [match.group(1) for match in map(UNIT.match, args) if match]
+        if verb == "is-enabled":
+            return "".join(("enabled" if slug in self.enabled else "disabled") + "\n" for slug in slugs)
+        if verb == "list-units":
+            return "".join(f"hls@{slug}.service loaded active running HLS {slug}\n" for slug in sorted(self.loaded))
+        if verb == "enable":
+            self.enabled.update(slugs)
+            if "--now" in args:
+                self.loaded.update(slugs)
+        elif verb == "restart":
+            self.loaded.update(slugs)
+        elif verb == "reset-failed":
+            pass
+        elif verb == "disable":
+            self.enabled.difference_update(slugs)
+            if "--now" in args:
+                self.loaded.difference_update(slugs)
+        else:
+            raise AssertionError(f"unexpected systemctl call {args}")
+        return ""
+
+    def mutations(self) -> list[list[str]]:
+        return [call for call in self.calls if call[0] not in READ_VERBS]
+
+    def reset_calls(self) -> None:
+        self.calls.clear()
+
+
+@pytest.fixture(autouse=True)
+def no_real_systemctl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a test gets wrong, hls_sync must not run the host's systemctl."""
+    def forbidden(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"hls_sync tried to run a real command: {args}")
+
+    monkeypatch.setattr(hls_sync, "subprocess", SimpleNamespace(run=forbidden))
+
+
+@pytest.fixture
+def stations_dir(tmp_path: Path) -> Path:
+    return tmp_path / "stations"
+
+
+@pytest.fixture
+def environ(backend: FakeBackend, stations_dir: Path) -> dict[str, str]:
+    """hls-sync's environment: the fake backend as the source, a temporary stations dir, no group."""
+    return {
+        "GRAPHQL_ENDPOINT": backend.graphql,
+        "GRAPHQL_TOKEN": "s3cret",
+        "GRAPHQL_TIMEOUT_SECONDS": "0.5",
+        "HLS_STATIONS_DIR": str(stations_dir),
+        "HLS_STATIONS_FILE": str(stations_dir.parent / "no-such-file.json"),
+        "HLS_SEGMENT_SECONDS": "6",
+        "HLS_CODEC": "auto",
+    }
+
+
+def run(environ: dict[str, str], systemctl: FakeSystemctl) -> Plan:
+    return sync(Config.from_environ(environ), systemctl)
+
+
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file of the stations dir (temp files included): content and mode."""
+    if not directory.exists():
+        return {}
+    return {path.name: (path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
+            for path in sorted(directory.iterdir())}
+
+
+def env_values(path: Path) -> dict[str, str | None]:
+    return dict(dotenv_values(path, interpolate=False))
+
+
+# --- select_stations ---------------------------------------------------------------------------------------
+
+def test_select_keeps_only_generate_true_and_disabled_false() -> None:
+    records = [
+        record("yes"),
+        record("no-hls", generate_hls_stream=False),
+        record("off", disabled=True),
+        record("both-wrong", generate_hls_stream=False, disabled=True),
+        record("truthy-string", generate_hls_stream="true"),
+        record("truthy-int", generate_hls_stream=1),
+        record("disabled-none", disabled=None),
+        record("disabled-zero", disabled=0),
+        {key: value for key, value in record("no-flags").items() if key not in ("generate_hls_stream", "disabled")},
+        record("also-yes", id=2),
+    ]
+    stations, refused = select_stations(records)
+    assert [station.slug for station in stations] == ["yes", "also-yes"]
+    assert refused == set()
+
+
+def test_select_skips_invalid_records_with_an_error_and_keeps_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hls-sync")
+    records = [
+        record("first"),
+        record("../etc", "http://x.example/"),
+        record("Upper"),
+        record("bad-url", "file:///etc/passwd"),
+        record("bad-id", id="7"),
+        "not an object",
+        None,
+        record("last", id=9, title="Last\nOne"),
+    ]
+    stations, refused = select_stations(records)
+    assert [(s.slug, s.station_id, s.title) for s in stations] == [("first", 1, "First"), ("last", 9, "Last One")]
+    assert refused == {"bad-url", "bad-id"}
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 6
+    assert "skipping station: slug '../etc' does not match" in errors[0]
+    assert "skipping station: slug 'Upper' does not match" in errors[1]
+    assert errors[2] == "skipping station: bad-url: stream_url scheme 'file' is not http or https"
+    assert errors[3] == "skipping station: bad-id: id '7' is not an integer"
+    assert errors[4] == "skipping station record that is not an object: 'not an object'"
+    assert errors[5] == "skipping station record that is not an object: None"
+
+
+def test_select_duplicates_keep_the_first(caplog: pytest.LogCaptureFixture) -> None:
+    records = [record("dup", "http://first.example/"), record("other"), record("dup", "http://second.example/")]
+    stations, refused = select_stations(records)
+    assert [(s.slug, s.stream_url) for s in stations] == [("dup", "http://first.example/"),
+                                                          ("other", "http://other.example/stream.mp3")]
+    assert refused == set()
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "skipping station: slug 'dup' appears more than once; the first one is kept"]
+
+
+def test_select_skips_url_that_urlsplit_cannot_parse() -> None:
+    stations, refused = select_stations([record("good"), record("bad", "http://[::1/s")])
+    assert [s.slug for s in stations] == ["good"]
+    assert refused == {"bad"}
+
+
+# --- make_plan ---------------------------------------------------------------------------------------------
+
+def test_plan_new_station_is_started() -> None:
+    plan = make_plan({"b": "B", "a": "A"}, {}, set(), set())
+    assert plan == Plan(start=["a", "b"])
+
+
+def test_plan_changed_content_restarts_only_that_one() -> None:
+    plan = make_plan({"a": "A", "b": "B2", "c": "C"}, {"a": "A", "b": "B", "c": "C"}, {"a", "b", "c"}, {"a", "b", "c"})
+    assert plan == Plan(restart=["b"])
+
+
+def test_plan_unchanged_but_not_enabled_is_enabled() -> None:
+    plan = make_plan({"a": "A", "b": "B"}, {"a": "A", "b": "B"}, {"b"}, {"b"})
+    assert plan == Plan(enable=["a"])
+
+
+def test_plan_unchanged_and_enabled_is_empty() -> None:
+    plan = make_plan({"a": "A"}, {"a": "A"}, {"a"}, {"a"})
+    assert plan == Plan() and plan.is_empty()
+
+
+def test_plan_gone_station_is_removed() -> None:
+    plan = make_plan({"a": "A"}, {"a": "A", "gone": "G"}, {"a", "gone"}, {"a", "gone"})
+    assert plan == Plan(remove=["gone"])
+    assert not plan.is_empty()
+
+
+def test_plan_refused_and_deployed_is_kept() -> None:
+    plan = make_plan({"a": "A"}, {"a": "A", "refused": "R"}, {"a", "refused"}, {"a", "refused"}, keep={"refused"})
+    assert plan == Plan()
+
+
+def test_plan_orphan_units_without_env_file_are_removed() -> None:
+    plan = make_plan({"a": "A"}, {"a": "A"}, {"a", "enabled-orphan"}, {"a", "running-orphan"})
+    assert plan == Plan(remove=["enabled-orphan", "running-orphan"])
+
+
+def test_plan_everything_at_once() -> None:
+    plan = make_plan(
+        desired={"new": "N", "changed": "C2", "disabled": "D", "same": "S"},
+        current={"changed": "C", "disabled": "D", "same": "S", "gone": "G", "kept": "K"},
+        enabled={"changed", "same", "gone", "kept"},
+        running_units={"changed", "same", "gone", "kept", "orphan"},
+        keep={"kept"},
+    )
+    assert plan == Plan(start=["new"], restart=["changed"], enable=["disabled"], remove=["gone", "orphan"])
+
+
+# --- sync end to end against the fake backend --------------------------------------------------------------
+
+def test_first_run_starts_both_and_second_run_does_nothing(backend: FakeBackend, environ: dict[str, str],
+                                                          stations_dir: Path) -> None:
+    backend.set_state(token="s3cret", stations=[
+        record("radio-joy", title='Radio "Joy" $HOME', id=1),
+        record("two", id=2),
+        record("no-hls", generate_hls_stream=False, id=3),
+        record("off", disabled=True, id=4),
+    ])
+    systemctl = FakeSystemctl()
+
+    plan = run(environ, systemctl)
+    assert plan == Plan(start=["radio-joy", "two"])
+    assert systemctl.mutations() == [["enable", "--now", "--no-block", "hls@radio-joy.service", "hls@two.service"]]
+    assert sorted(p.name for p in stations_dir.iterdir()) == ["radio-joy.env", "two.env"]
+    for path in stations_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert env_values(stations_dir / "radio-joy.env") == {
+        "HLS_STATION_SLUG": "radio-joy",
+        "HLS_STATION_ID": "1",
+        "HLS_STATION_TITLE": 'Radio "Joy" $HOME',
+        "HLS_STREAM_URL": "http://radio-joy.example/stream.mp3",
+        "HLS_SEGMENT_SECONDS": "6",
+        "HLS_CODEC": "auto",
+    }
+    assert backend.recorded_requests()[0]["headers"]["Authorization"] == "Bearer s3cret"
+
+    before = snapshot(stations_dir)
+    systemctl.reset_calls()
+    plan = run(environ, systemctl)
+    assert plan.is_empty()
+    assert systemctl.mutations() == []
+    assert [call[0] for call in systemctl.calls] == ["is-enabled", "list-units"]
+    assert snapshot(stations_dir) == before
+
+
+def test_changed_url_restarts_only_that_station(backend: FakeBackend, environ: dict[str, str],
+                                                stations_dir: Path) -> None:
+    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
+    systemctl = FakeSystemctl()
+    run(environ, systemctl)
+    one_before = (stations_dir / "one.env").read_bytes()
+
+    backend.set_state(stations=[record("one"), record("two", "https://new.example/two.aac")])
+    systemctl.reset_calls()
+    plan = run(environ, systemctl)
+    assert plan == Plan(restart=["two"])
+    assert systemctl.mutations() == [["enable", "hls@two.service"], ["restart", "--no-block", "hls@two.service"]]
+    assert (stations_dir / "one.env").read_bytes() == one_before
+    assert env_values(stations_dir / "two.env")["HLS_STREAM_URL"] == "https://new.example/two.aac"
+    assert sorted(p.name for p in stations_dir.iterdir()) == ["one.env", "two.env"]
+
+
+def test_changed_setting_restarts_every_station(backend: FakeBackend, environ: dict[str, str],
+                                                stations_dir: Path) -> None:
+    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
+    systemctl = FakeSystemctl()
+    run(environ, systemctl)
+    systemctl.reset_calls()
+    plan = run({**environ, "HLS_CODEC": "transcode"}, systemctl)
+    assert plan == Plan(restart=["one", "two"])
+    assert env_values(stations_dir / "one.env")["HLS_CODEC"] == "transcode"
+
+
+def test_generate_off_removes_the_station(backend: FakeBackend, environ: dict[str, str],
+                                          stations_dir: Path) -> None:
+    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
+    systemctl = FakeSystemctl()
+    run(environ, systemctl)
+
+    backend.set_state(stations=[record("one"), record("two", generate_hls_stream=False)])
+    systemctl.reset_calls()
+    plan = run(environ, systemctl)
+    assert plan == Plan(remove=["two"])
+    assert systemctl.mutations() == [["disable", "--now", "hls@two.service"], ["reset-failed", "hls@two.service"]]
+    assert sorted(p.name for p in stations_dir.iterdir()) == ["one.env"]
+    assert systemctl.enabled == {"one"} and systemctl.loaded == {"one"}
+
+
+def test_unchanged_but_disabled_unit_is_enabled_again(backend: FakeBackend, environ: dict[str, str],
+                                                      stations_dir: Path) -> None:
+    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
+    systemctl = FakeSystemctl()
+    run(environ, systemctl)
+    before = snapshot(stations_dir)
+    systemctl.enabled.discard("one")  # someone ran `systemctl disable hls@one`
+
+    systemctl.reset_calls()
+    plan = run(environ, systemctl)
+    assert plan == Plan(enable=["one"])
+    assert systemctl.mutations() == [["enable", "--now", "--no-block", "hls@one.service"]]
+    assert snapshot(stations_dir) == before
+
+
+def test_unchanged_env_file_gets_its_mode_back(backend: FakeBackend, environ: dict[str, str],
+                                               stations_dir: Path) -> None:
+    backend.set_state(token="s3cret", stations=[record("one")])
+    systemctl = FakeSystemctl()
+    run(environ, systemctl)
+    (stations_dir / "one.env").chmod(0o600)
+    assert run(environ, systemctl).is_empty()
+    assert stat.S_IMODE((stations_dir / "one.env").stat().st_mode) == 0o640
+
+
+def test_orphan_unit_without_env_file_is_removed(backend: FakeBackend, environ: dict[str, str],
+                                                 stations_dir: Path) -> None:
+    backend.set_state(token="s3cret", stations=[record("one")])
+    systemctl = FakeSystemctl(enabled=["orphan"], loaded=["orphan", "stray"])
+    plan = run(environ, systemctl)
+    assert plan == Plan(start=["one"], remove=["orphan", "stray"])
+    assert systemctl.mutations() == [["enable", "--now", "--no-block", "hls@one.service"],
+                                     ["disable", "--now", "hls@orphan.service", "hls@stray.service"], ["reset-failed", "hls@orphan.service", "hls@stray.service"]]
+
+
+def test_refused_station_that_is_deployed_is_kept_as_it_is(backend: FakeBackend, environ: dict[str, str],
+                                                           stations_dir: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
+    systemctl = FakeSystemctl()
+    run(environ, systemctl)
+    before = snapshot(stations_dir)
+
+    backend.set_state(stations=[record("one"), record("two", "file:///etc/passwd")])
+    systemctl.reset_calls()
+    plan = run(environ, systemctl)
+    assert plan.is_empty()
+    assert systemctl.mutations() == []
+    assert snapshot(stations_dir) == before
+    assert "skipping station: two: stream_url scheme 'file' is not http or https" in caplog.text
+
+
+def test_hostile_records_never_reach_the_disk_or_systemctl(backend: FakeBackend, environ: dict[str, str],
+                                                           stations_dir: Path) -> None:
+    backend.set_state(token="s3cret", stations=[
+        record("../../etc/cron.d/x"), record("-rf"), record("a b"), record("ok\n"), record("ok"),
+        record("evil", "http://evil.example/\nHLS_CODEC=copy"), record("evil2", "concat:/etc/passwd|x"),
+    ])
+    systemctl = FakeSystemctl()
+    plan = run(environ, systemctl)
+    assert plan == Plan(start=["ok"])
+    assert [p.name for p in stations_dir.parent.rglob("*") if p.is_file()] == ["ok.env"]
+    assert systemctl.mutations() == [["enable", "--now", "--no-block", "hls@ok.service"]]
+
+
+def test_systemctl_calls_are_chunked(backend: FakeBackend, environ: dict[str, str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hls_sync, "SYSTEMCTL_CHUNK", 2)
+    slugs = ["s1", "s2", "s3", "s4", "s5"]
+    backend.set_state(token="s3cret", stations=[record(slug) for slug in slugs])
+    systemctl = FakeSystemctl(enabled=["s4"])
+    run(environ, systemctl)
+    assert [call for call in systemctl.calls if call[0] == "is-enabled"] == [
+        ["is-enabled", "hls@s1.service", "hls@s2.service"],
+        ["is-enabled", "hls@s3.service", "hls@s4.service"],
+        ["is-enabled", "hls@s5.service"],
+    ]
+    assert systemctl.mutations() == [
+        ["enable", "--now", "--no-block", "hls@s1.service", "hls@s2.service"],
+        ["enable", "--now", "--no-block", "hls@s3.service", "hls@s4.service"],
+        ["enable", "--now", "--no-block", "hls@s5.service"],
+    ]
+
+    # The answers of every chunk line up with its units: only s3 is not enabled now.
+    systemctl.enabled.discard("s3")
+    systemctl.reset_calls()
+    assert run(environ, systemctl) == Plan(enable=["s3"])
+
+
+BACKEND_FAILURES = [
+    pytest.param({"fail": "500"}, "answered HTTP 500", id="500"),
+    pytest.param({"fail": "malformed"}, "malformed JSON", id="malformed"),
+    pytest.param({"fail": "errors"}, "GraphQL errors from", id="errors"),
+    pytest.param({"fail": "close"}, "cannot reach", id="close"),
+    pytest.param({"fail": "hang", "hang_seconds": 2}, "no answer from", id="hang"),
+    pytest.param({"token": "another"}, "Unauthorized", id="wrong-token"),
+]
+
+
+@pytest.mark.parametrize(("failure", "message"), BACKEND_FAILURES)
+def test_backend_failure_changes_nothing(backend: FakeBackend, environ: dict[str, str], stations_dir: Path,
+                                         failure: dict[str, Any], message: str) -> None:
+    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
+    systemctl = FakeSystemctl()
+    run(environ, systemctl)
+    before = snapshot(stations_dir)
+    backend.set_state(stations=[record("one", "http://changed.example/")], **failure)
+
+    systemctl.reset_calls()
+    with pytest.raises(BackendError, match=message):
+        run(environ, systemctl)
+    assert systemctl.calls == []
+    assert snapshot(stations_dir) == before
+
+
+def test_empty_list_with_deployed_stations_is_refused(backend: FakeBackend, environ: dict[str, str],
+                                                      stations_dir: Path) -> None:
+    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
+    systemctl = FakeSystemctl()
+    run(environ, systemctl)
+    before = snapshot(stations_dir)
+
+    backend.set_state(stations=[record("one", generate_hls_stream=False)])
+    systemctl.reset_calls()
+    with pytest.raises(SyncRefused, match=r"empty while 2 station\(s\) are deployed.*HLS_SYNC_ALLOW_EMPTY"):
+        run(environ, systemctl)
+    assert systemctl.calls == []
+    assert snapshot(stations_dir) == before
+
+
+def test_empty_list_allowed_removes_everything(backend: FakeBackend, environ: dict[str, str],
+                                               stations_dir: Path) -> None:
+    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
+    systemctl = FakeSystemctl()
+    run(environ, systemctl)
+
+    backend.set_state(stations=[])
+    systemctl.reset_calls()
+    plan = run({**environ, "HLS_SYNC_ALLOW_EMPTY": "true"}, systemctl)
+    assert plan == Plan(remove=["one", "two"])
+    assert systemctl.mutations() == [["disable", "--now", "hls@one.service", "hls@two.service"], ["reset-failed", "hls@one.service", "hls@two.service"]]
+    assert list(stations_dir.iterdir()) == []
+
+
+def test_empty_list_with_nothing_deployed_is_fine(backend: FakeBackend, environ: dict[str, str],
+                                                  stations_dir: Path) -> None:
+    systemctl = FakeSystemctl()
+    assert run(environ, systemctl).is_empty()
+    assert systemctl.calls == [["list-units", "--all", "--plain", "--no-legend", "--type=service", "hls@*"]]
+
+
+# --- the static file source --------------------------------------------------------------------------------
+
+@pytest.fixture
+def static_environ(tmp_path: Path, stations_dir: Path) -> dict[str, str]:
+    return {"HLS_STATIONS_FILE": str(tmp_path / "stations.json"), "HLS_STATIONS_DIR": str(stations_dir),
+            "HLS_CODEC": "copy"}
+
+
+def write_static(environ: dict[str, str], stations: list[dict[str, Any]]) -> None:
+    Path(environ["HLS_STATIONS_FILE"]).write_text(json.dumps({"data": {"stations": stations}}), encoding="utf-8")
+
+
+def test_static_file_goes_through_the_same_path(static_environ: dict[str, str], stations_dir: Path) -> None:
+    write_static(static_environ, [record("one"), record("two"), record("off", disabled=True),
+                                  record("Bad Slug")])
+    systemctl = FakeSystemctl()
+    assert run(static_environ, systemctl) == Plan(start=["one", "two"])
+    assert env_values(stations_dir / "two.env")["HLS_CODEC"] == "copy"
+
+    write_static(static_environ, [record("one", "https://one.example/new")])
+    systemctl.reset_calls()
+    assert run(static_environ, systemctl) == Plan(restart=["one"], remove=["two"])
+    assert systemctl.mutations() == [["enable", "hls@one.service"], ["restart", "--no-block", "hls@one.service"],
+                                     ["disable", "--now", "hls@two.service"], ["reset-failed", "hls@two.service"]]
+    assert sorted(p.name for p in stations_dir.iterdir()) == ["one.env"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    pytest.param(None, "cannot read station list", id="missing"),
+    pytest.param('{"data": {"stations": [', "cannot read station list", id="truncated"),
+    pytest.param("", "cannot read station list", id="empty"),
+    pytest.param(b"\xff\xfe", "cannot read station list", id="not-utf8"),
+    pytest.param('{"stations": []}', "cannot read station list", id="no-data"),
+    pytest.param("[1, 2]", "cannot read station list", id="top-level-list"),
+    pytest.param('{"data": {"stations": {"slug": "one"}}}', "`stations` is missing or not a list", id="not-a-list"),
+    pytest.param('{"data": {}}', "`stations` is missing or not a list", id="no-stations"),
+    pytest.param('{"data": []}', "`stations` is missing or not a list", id="data-list"),
+])
+def test_bad_static_file_fails_static(static_environ: dict[str, str], stations_dir: Path,
+                                      content: str | bytes | None, message: str) -> None:
+    write_static(static_environ, [record("one")])
+    systemctl = FakeSystemctl()
+    run(static_environ, systemctl)
+    before = snapshot(stations_dir)
+
+    path = Path(static_environ["HLS_STATIONS_FILE"])
+    if content is None:
+        path.unlink()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    systemctl.reset_calls()
+    with pytest.raises(BackendError, match=re.escape(message)):
+        run(static_environ, systemctl)
+    assert systemctl.calls == []
+    assert snapshot(stations_dir) == before
+
+
+def test_bad_static_file_message_names_the_file(static_environ: dict[str, str]) -> None:
+    with pytest.raises(BackendError) as caught:
+        run(static_environ, FakeSystemctl())
+    assert str(caught.value).startswith(f"cannot read station list {static_environ['HLS_STATIONS_FILE']}: ")
+
+
+# --- run_systemctl -----------------------------------------------------------------------------------------
+
+def completed(returncode: int, stdout: str = "", stderr: str = "") -> SimpleNamespace:
+    return SimpleNamespace(returncode=returncode, stdout=stdout, stderr=stderr)
+
+
+def test_run_systemctl_returns_stdout_and_raises_on_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+    answers = iter([completed(0, "ok\n"), completed(1, "disabled\n"), completed(5, "", "Unit not found.\n")])
+
+    def fake_run(command: list[str], **kwargs: Any) -> SimpleNamespace:
+        seen.append(command)
+        assert kwargs == {"capture_output": True, "text": True, "check": False}
+        return next(answers)
+
+    monkeypatch.setattr(hls_sync, "subprocess", SimpleNamespace(run=fake_run))
+    assert hls_sync.run_systemctl(["list-units", "hls@*"]) == "ok\n"
+    assert hls_sync.run_systemctl(["is-enabled", "hls@a.service"]) == "disabled\n"  # non-zero is an answer here
+    with pytest.raises(RuntimeError, match=r"^systemctl enable --now \.\.\. failed: Unit not found\.$"):
+        hls_sync.run_systemctl(["enable", "--now", "hls@a.service"])
+    assert seen == [["systemctl", "list-units", "hls@*"], ["systemctl", "is-enabled", "hls@a.service"],
+                    ["systemctl", "enable", "--now", "hls@a.service"]]
+
+
+# --- main --------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def main_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> FakeSystemctl:
+    """os.environ as hls-sync.service would set it, and the fake systemctl in place of the real one."""
+    for key in ("HLS_STATIONS_GROUP", "HLS_SYNC_ALLOW_EMPTY", "LOG_LEVEL", *hls_sync.STATION_SETTINGS):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    systemctl = FakeSystemctl()
+    monkeypatch.setattr(hls_sync, "run_systemctl", systemctl)
+    return systemctl
+
+
+def test_main_success_returns_0(backend: FakeBackend, main_env: FakeSystemctl, stations_dir: Path,
+                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hls-sync")
+    backend.set_state(token="s3cret", stations=[record("one")])
+    assert hls_sync.main([]) == 0
+    assert main_env.mutations() == [["enable", "--now", "--no-block", "hls@one.service"]]
+    assert "started 1 station(s): one" in caplog.text
+    assert "in sync: 1 station(s) wanted, 0 refused, 1 changed" in caplog.text
+
+
+@pytest.mark.parametrize(("failure", "message"), BACKEND_FAILURES)
+def test_main_backend_failure_returns_1_and_changes_nothing(backend: FakeBackend, main_env: FakeSystemctl,
+                                                            stations_dir: Path, caplog: pytest.LogCaptureFixture,
+                                                            failure: dict[str, Any], message: str) -> None:
+    backend.set_state(token="s3cret", stations=[record("one")])
+    assert hls_sync.main([]) == 0
+    before = snapshot(stations_dir)
+    main_env.reset_calls()
+    caplog.clear()
+
+    backend.set_state(stations=[], **failure)
+    assert hls_sync.main([]) == 1
+    assert main_env.calls == []
+    assert snapshot(stations_dir) == before
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].startswith("no change made: ")
+    assert message in errors[0]
+
+
+def test_main_sync_refused_returns_1(backend: FakeBackend, main_env: FakeSystemctl, stations_dir: Path,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    backend.set_state(token="s3cret", stations=[record("one")])
+    assert hls_sync.main([]) == 0
+    backend.set_state(stations=[])
+    main_env.reset_calls()
+    assert hls_sync.main([]) == 1
+    assert main_env.mutations() == []
+    assert (stations_dir / "one.env").exists()
+    assert "no change made: the station list is empty while 1 station(s) are deployed" in caplog.text
+
+
+def test_main_systemctl_failure_returns_1(backend: FakeBackend, main_env: FakeSystemctl,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    backend.set_state(token="s3cret", stations=[record("one")])
+    main_env.fail_on = "enable"
+    assert hls_sync.main([]) == 1
+    assert "sync failed part way: systemctl enable ... failed: injected" in caplog.text
+
+
+def test_main_rejects_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        hls_sync.main(["--bogus"])
+    assert caught.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
