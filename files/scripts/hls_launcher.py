@@ -12,8 +12,11 @@ before (a sequence grows by one per segment, at most one per second).
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ from typing import Mapping, Sequence
 import ffmpeg
 from dotenv import dotenv_values
 
-from hls_station import InvalidStation, redact_url, validate_slug, validate_stream_url
+from hls_station import InvalidStation, redact_url, split_credentials, validate_slug, validate_stream_url
 
 # Inputs may only come from the network: never file:, concat:, subfile:, pipe: and the like.
 PROTOCOL_WHITELIST = "http,https,tcp,tls"
@@ -33,6 +36,9 @@ GLOBAL_OPTIONS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning"
 CODEC_CHOICES = ("auto", "copy", "transcode")
 ASCII_DIGITS = re.compile(r"[0-9]+")
 BITRATE = re.compile(r"[0-9]+k")
+# A run shorter than this counts as a failed start and lengthens the wait before the next one.
+HEALTHY_RUN_SECONDS = 30
+BACKOFF_FILE = ".backoff.json"
 # Codecs that HLS players take as they are inside MPEG-TS.
 COPYABLE_CODECS = ("aac",)
 
@@ -50,6 +56,7 @@ class StationSettings:
     aac_bitrate: str = "128k"
     codec: str = "auto"
     read_timeout_seconds: int = 15
+    restart_max_seconds: int = 60
 
     @classmethod
     def from_env(cls, values: Mapping[str, str | None]) -> StationSettings:
@@ -78,32 +85,41 @@ class StationSettings:
             aac_bitrate=bitrate,
             codec=codec,
             read_timeout_seconds=number("HLS_READ_TIMEOUT_SECONDS", 15, 1, 600),
+            restart_max_seconds=number("HLS_RESTART_MAX_SECONDS", 60, 1, 3600),
         )
 
 
-def input_options(settings: StationSettings) -> dict[str, object]:
-    return {
+def upstream(settings: StationSettings) -> tuple[str, dict[str, object]]:
+    """The URL FFmpeg opens and the options of that input.
+
+    Credentials move from the URL into an Authorization header, so FFmpeg's error lines (which print
+    the URL) never show a password.
+
+    In-stream reconnection (`reconnect_streamed`) stays off on purpose: on a live stream it would loop
+    forever against an upstream that accepts and then sends nothing, and would feed a changed codec into
+    the old decoder. A dropped or silent upstream ends FFmpeg after `rw_timeout`; systemd starts it again,
+    the launcher probes again, and the playlist marks the gap with a discontinuity.
+    """
+    url, userinfo = split_credentials(settings.stream_url)
+    options: dict[str, object] = {
         "protocol_whitelist": PROTOCOL_WHITELIST,
         "reconnect": 1,
-        "reconnect_streamed": 1,
         "reconnect_on_network_error": 1,
         "reconnect_delay_max": 10,
         "rw_timeout": settings.read_timeout_seconds * 1_000_000,
         "user_agent": "radio-hls/1.0",
     }
+    if userinfo is not None:
+        options["headers"] = f"Authorization: Basic {base64.b64encode(userinfo.encode()).decode()}\r\n"
+    return url, options
 
 
 def probe_codec(settings: StationSettings) -> str:
     """The codec of the upstream's first audio stream, e.g. 'aac' or 'mp3'."""
+    url, options = upstream(settings)
     try:
-        info = ffmpeg.probe(
-            settings.stream_url,
-            v="error",
-            select_streams="a:0",
-            probesize=65536,
-            analyzeduration=1_000_000,
-            **input_options(settings),
-        )
+        info = ffmpeg.probe(url, v="error", select_streams="a:0", probesize=65536, analyzeduration=1_000_000,
+                            **options)
     except ffmpeg.Error as error:
         reason = error.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
         raise LaunchError(f"cannot probe {redact_url(settings.stream_url)}: {reason[0]}") from None
@@ -120,6 +136,23 @@ def choose_mode(settings: StationSettings, upstream_codec: str | None) -> str:
     return "copy" if upstream_codec in COPYABLE_CODECS else "transcode"
 
 
+def backoff_seconds(output_dir: Path, now: float, maximum: int) -> int:
+    """How long to wait before this start: 0 after a healthy run, then 1, 2, 4 ... up to `maximum`.
+
+    systemd 252 restarts at a fixed RestartSec, so the growing part of the wait lives here. The state
+    sits in the runtime directory, which systemd keeps across restarts and removes on stop.
+    """
+    state_file = output_dir / BACKOFF_FILE
+    try:
+        previous = json.loads(state_file.read_text(encoding="utf-8"))
+        failures = int(previous["failures"]) + 1 if now - float(previous["ran_from"]) < HEALTHY_RUN_SECONDS else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        failures = 0
+    delay = 0 if failures == 0 else min(maximum, 2 ** (failures - 1))
+    state_file.write_text(json.dumps({"failures": failures, "ran_from": now + delay}), encoding="utf-8")
+    return delay
+
+
 def remove_partial_segments(output_dir: Path) -> None:
     """A killed FFmpeg leaves its unfinished temp_file segment behind; nothing will ever finish it."""
     for leftover in output_dir.glob("*.tmp"):
@@ -132,7 +165,8 @@ def start_number(output_dir: Path, now: float) -> int | None:
 
 
 def build_command(settings: StationSettings, output_dir: Path, mode: str, now: float) -> list[str]:
-    stream = ffmpeg.input(settings.stream_url, **input_options(settings))
+    url, options = upstream(settings)
+    stream = ffmpeg.input(url, **options)
     audio_options: dict[str, object] = {"c:a": "copy"}
     if mode == "transcode":
         # Debian's FFmpeg has no libfdk_aac: the native encoder makes AAC-LC.
@@ -171,6 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as error:
             raise LaunchError(f"cannot read it: {error.strerror}") from None
         settings = StationSettings.from_env(values)
+        if not args.dry_run:
+            delay = backoff_seconds(args.output_dir, time.time(), settings.restart_max_seconds)
+            if delay:
+                print(f"hls-launcher: {settings.slug}: the last start failed; waiting {delay} s",
+                      file=sys.stderr, flush=True)
+                time.sleep(delay)
         upstream = probe_codec(settings) if settings.codec == "auto" else None
         mode = choose_mode(settings, upstream)
         command = build_command(settings, args.output_dir, mode, time.time())
@@ -180,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"hls-launcher: {settings.slug}: upstream {redact_url(settings.stream_url)} codec "
           f"{upstream or 'not probed'}, mode {mode}", file=sys.stderr, flush=True)
     if args.dry_run:
-        print(" ".join(command))
+        print(shlex.join(command))
         return 0
     remove_partial_segments(args.output_dir)
     os.execvp(command[0], command)

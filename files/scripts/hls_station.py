@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 # A slug becomes a unit instance name, a directory name and a URL path segment: nothing that could
 # escape any of them (no dots, slashes, spaces, upper case or a leading dash).
@@ -61,15 +61,23 @@ def validate_stream_url(url: Any) -> str:
     return url
 
 
-def redact_url(url: str) -> str:
-    """The URL without user:password, for logs."""
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """(the URL without user:password, "user:password" decoded, or None when it had none)."""
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), userinfo
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password, for logs."""
+    bare, userinfo = split_credentials(url)
+    if userinfo is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    scheme, rest = bare.split("://", 1)
+    return f"{scheme}://***@{rest}"
 
 
 def clean_title(title: Any) -> str:

@@ -32,7 +32,14 @@ from hls_station import (
 STATIONS_QUERY = "query GetHLSStations { stations { id title slug stream_url generate_hls_stream disabled } }"
 UNIT_PREFIX = "hls@"
 # Deployment-wide settings copied into every station's env file: changing one restarts every station.
-STATION_SETTINGS = ("HLS_SEGMENT_SECONDS", "HLS_PLAYLIST_SIZE", "HLS_AAC_BITRATE", "HLS_CODEC", "HLS_READ_TIMEOUT_SECONDS")
+STATION_SETTINGS = (
+    "HLS_SEGMENT_SECONDS",
+    "HLS_PLAYLIST_SIZE",
+    "HLS_AAC_BITRATE",
+    "HLS_CODEC",
+    "HLS_READ_TIMEOUT_SECONDS",
+    "HLS_RESTART_MAX_SECONDS",
+)
 ENV_FILE_MODE = 0o640
 # systemctl takes many units per call; chunks keep the command line well under ARG_MAX.
 SYSTEMCTL_CHUNK = 200
@@ -65,6 +72,7 @@ class Config:
     stations_dir: Path
     stations_group: str | None
     allow_empty: bool
+    max_stations: int
     timeout: float
     settings: dict[str, str]
 
@@ -77,6 +85,7 @@ class Config:
             stations_dir=Path(environ.get("HLS_STATIONS_DIR", "/etc/hls/stations")),
             stations_group=environ.get("HLS_STATIONS_GROUP") or None,
             allow_empty=environ.get("HLS_SYNC_ALLOW_EMPTY", "false").lower() in ("1", "true", "yes"),
+            max_stations=int(environ.get("HLS_SYNC_MAX_STATIONS", "1000")),
             timeout=float(environ.get("GRAPHQL_TIMEOUT_SECONDS", "20")),
             settings={key: environ[key] for key in STATION_SETTINGS if key in environ},
         )
@@ -218,6 +227,11 @@ def sync(config: Config, systemctl: Systemctl | None = None) -> Plan:
     stations, refused = select_stations(fetch_records(config))
     desired = {station.slug: station_env(station, config.settings) for station in stations}
     current = read_current(config.stations_dir)
+    if len(desired) > config.max_stations:
+        raise SyncRefused(
+            f"the station list wants {len(desired)} stations, more than HLS_SYNC_MAX_STATIONS={config.max_stations}; "
+            "refusing to start them (raise the limit if the host can carry them)"
+        )
     if not desired and current and not config.allow_empty:
         raise SyncRefused(
             f"the station list is empty while {len(current)} station(s) are deployed; refusing to stop them "

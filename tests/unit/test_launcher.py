@@ -129,8 +129,12 @@ def test_global_and_input_options_come_before_the_input() -> None:
     assert option(command, "-protocol_whitelist") == "http,https,tcp,tls"
     assert command.index("-protocol_whitelist") < first_input
     assert command.count("-i") == 1
-    assert option(command, "-i") == BASE["HLS_STREAM_URL"]
-    for name, value in [("-reconnect", "1"), ("-reconnect_streamed", "1"), ("-reconnect_on_network_error", "1"),
+    # Credentials travel in a header, never in the URL that FFmpeg prints in its errors.
+    assert option(command, "-i") == "http://joy.example:8000/live.mp3"
+    assert option(command, "-headers") == "Authorization: Basic dXNlcjpzM2NyZXQ=\r\n"  # user:s3cret
+    assert command.index("-headers") < first_input
+    assert not any("s3cret" in argument for argument in command)
+    for name, value in [("-reconnect", "1"), ("-reconnect_on_network_error", "1"),
                         ("-reconnect_delay_max", "10"), ("-rw_timeout", "15000000"),
                         ("-user_agent", "radio-hls/1.0")]:
         assert option(command, name) == value
@@ -192,7 +196,8 @@ def test_probe_codec_reads_the_first_audio_stream(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(hls_launcher.ffmpeg, "probe", fake_probe)
     assert hls_launcher.probe_codec(settings()) == "aac"
-    assert seen["url"] == BASE["HLS_STREAM_URL"]
+    assert seen["url"] == "http://joy.example:8000/live.mp3"
+    assert seen["headers"] == "Authorization: Basic dXNlcjpzM2NyZXQ=\r\n"
     assert seen["protocol_whitelist"] == "http,https,tcp,tls"
     assert seen["select_streams"] == "a:0"
 
@@ -330,5 +335,29 @@ def test_main_execs_ffmpeg_after_removing_partial_segments(tmp_path: Path, monke
     assert len(execs) == 1
     file, args = execs[0]
     assert file == "ffmpeg" and args[0] == "ffmpeg"
-    assert option(args, "-i") == BASE["HLS_STREAM_URL"]
+    assert option(args, "-i") == "http://joy.example:8000/live.mp3"
     assert (tmp_path / "1-0.ts").exists()
+
+
+def test_backoff_grows_after_short_runs_and_resets_after_a_healthy_one(tmp_path: Path) -> None:
+    # Each failed start runs briefly; the wait before the next one doubles up to the maximum.
+    now, delays = 1000.0, []
+    for _ in range(6):
+        delay = hls_launcher.backoff_seconds(tmp_path, now, maximum=8)
+        delays.append(delay)
+        now += delay + 3  # the start fails 3 s after FFmpeg began
+    assert delays == [0, 1, 2, 4, 8, 8]
+    # A run longer than HEALTHY_RUN_SECONDS counts as healthy: no wait next time.
+    assert hls_launcher.backoff_seconds(tmp_path, now + hls_launcher.HEALTHY_RUN_SECONDS, maximum=8) == 0
+
+
+def test_backoff_survives_a_damaged_state_file(tmp_path: Path) -> None:
+    (tmp_path / hls_launcher.BACKOFF_FILE).write_text("{not json", encoding="utf-8")
+    assert hls_launcher.backoff_seconds(tmp_path, 50.0, maximum=60) == 0
+    assert hls_launcher.backoff_seconds(tmp_path, 51.0, maximum=60) == 1
+
+
+def test_no_in_stream_reconnect() -> None:
+    # A silent upstream must end FFmpeg (systemd restarts it and the codec is probed again).
+    settings = StationSettings(slug="joy", stream_url="http://joy.example/s")
+    assert "-reconnect_streamed" not in build_command(settings, Path("/run/hls/joy"), "copy", 1.0)

@@ -328,3 +328,12 @@ def test_write_atomically_sets_group(tmp_path: Path, monkeypatch: pytest.MonkeyP
     name, uid, gid = calls[0]
     assert name.startswith(".radio-joy.env.") and name.endswith(".tmp")  # set before the rename
     assert (uid, gid) == (-1, 4242)
+
+
+@pytest.mark.parametrize(("url", "bare", "userinfo"), [
+    ("http://joy.example/s", "http://joy.example/s", None),
+    ("http://user:p%40ss@joy.example:8000/s?x=1", "http://joy.example:8000/s?x=1", "user:p@ss"),
+    ("https://onlyuser@joy.example/s", "https://joy.example/s", "onlyuser:"),
+])
+def test_split_credentials(url: str, bare: str, userinfo: str | None) -> None:
+    assert hls_station.split_credentials(url) == (bare, userinfo)

@@ -451,8 +451,29 @@ def test_empty_list_allowed_removes_everything(backend: FakeBackend, environ: di
     systemctl.reset_calls()
     plan = run({**environ, "HLS_SYNC_ALLOW_EMPTY": "true"}, systemctl)
     assert plan == Plan(remove=["one", "two"])
-    assert systemctl.mutations() == [["disable", "--now", "hls@one.service", "hls@two.service"], ["reset-failed", "hls@one.service", "hls@two.service"]]
+    assert systemctl.mutations() == [["disable", "--now", "hls@one.service", "hls@two.service"],
+                                     ["reset-failed", "hls@one.service", "hls@two.service"]]
     assert list(stations_dir.iterdir()) == []
+
+
+def test_a_list_longer_than_the_limit_is_refused(backend: FakeBackend, environ: dict[str, str],
+                                                 stations_dir: Path) -> None:
+    backend.set_state(token="s3cret", stations=[record("one")])
+    systemctl = FakeSystemctl()
+    run(environ, systemctl)
+    before = {path.name: path.read_bytes() for path in stations_dir.iterdir()}
+
+    backend.set_state(stations=[record(f"s{number}", id=number) for number in range(10_000)])
+    systemctl.reset_calls()
+    with pytest.raises(SyncRefused, match="wants 10000 stations, more than HLS_SYNC_MAX_STATIONS=1000"):
+        run(environ, systemctl)
+    assert systemctl.mutations() == []
+    assert {path.name: path.read_bytes() for path in stations_dir.iterdir()} == before
+
+    # Raised on purpose, the big list converges (the fake systemctl takes it in chunks).
+    plan = run({**environ, "HLS_SYNC_MAX_STATIONS": "20000"}, systemctl)
+    assert len(plan.start) == 10_000 and plan.remove == ["one"]
+    assert len(list(stations_dir.iterdir())) == 10_000
 
 
 def test_empty_list_with_nothing_deployed_is_fine(backend: FakeBackend, environ: dict[str, str],

@@ -1,0 +1,122 @@
+"""Faults a station must survive by itself: crashes, a dead or silent upstream, a codec change."""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+import pytest
+from conftest import STATIONS, main_pid, playlist, run_sync, station_ready, wait_for
+
+FEED_ENV = "/etc/hls-demo/demo-mp3.env"
+
+
+def never_failed_while(host, slug: str, seconds: float) -> None:
+    """Watch the unit for `seconds`: it may restart, it must never rest in `failed`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        state = host.check_output(f"systemctl show -p ActiveState --value hls@{slug}")
+        assert state != "failed", f"hls@{slug} ended in failed"
+        time.sleep(1)
+
+
+def ffmpeg_argv(host, slug: str) -> str:
+    """The station's FFmpeg command line, NUL-separated; empty while it is not running."""
+    return host.run(f"cat /proc/{main_pid(host, slug)}/cmdline").stdout
+
+
+def fresh_segment_after(host, slug: str, known: set[str], timeout: float = 60):
+    return wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1] not in known and p,
+                    timeout=timeout, what=f"a fresh {slug} segment")
+
+
+@pytest.mark.parametrize("signal", ["ABRT", "SEGV"])
+def test_a_crash_is_restarted_and_the_playlist_continues(host, signal):
+    slug = "demo-aac"
+    before = station_ready(host, slug)
+    old_pid = main_pid(host, slug)
+    host.check_output(f"kill -{signal} {old_pid}")
+    wait_for(lambda: main_pid(host, slug) not in (0, old_pid), what="a new FFmpeg")
+    after = fresh_segment_after(host, slug, set(before.segments))
+    assert after.discontinuities
+    assert set(before.numbered().items()) & set(after.numbered().items()), "the kept segments were renumbered"
+
+
+def test_an_upstream_that_goes_away_is_retried_with_backoff_and_recovers(host):
+    slug = "demo-mp3"
+    station_ready(host, slug)
+    host.check_output("systemctl stop hls-demo-feed@demo-mp3")  # Icecast now answers 404 for the mount
+    try:
+        never_failed_while(host, slug, 25)
+        log = host.file(f"/var/log/hls/{slug}.log").content_string
+        # molecule sets hls_restart_max_seconds to 8: the waits grow 1, 2, 4, 8.
+        assert "waiting 4 s" in log and "waiting 8 s" in log, log[-2000:]
+    finally:
+        host.check_output("systemctl start hls-demo-feed@demo-mp3")
+    known = set(playlist(host, slug).segments) if playlist(host, slug) else set()
+    fresh_segment_after(host, slug, known)
+    assert host.service(f"hls@{slug}").is_running
+
+
+def test_an_upstream_answering_500_never_fails_the_unit(host, backend):
+    # A one-line HTTP server that answers 500 to everything, as a broken stream host would.
+    server = ("import http.server as h\n"
+              "class H(h.BaseHTTPRequestHandler):\n"
+              "    def do_GET(self): self.send_error(500)\n"
+              "h.HTTPServer(('127.0.0.1', 8002), H).serve_forever()\n")
+    host.check_output(f"systemd-run --unit hls-test-500 python3 -c {shlex.quote(server)}")
+    try:
+        station = {"id": 9, "slug": "broken-upstream", "title": "Broken", "stream_url": "http://127.0.0.1:8002/live",
+                   "generate_hls_stream": True, "disabled": False}
+        backend(stations=[*STATIONS, station])
+        assert run_sync(host).rc == 0
+        never_failed_while(host, "broken-upstream", 12)
+        assert "cannot probe" in host.file("/var/log/hls/broken-upstream.log").content_string
+        assert playlist(host, "broken-upstream") is None
+    finally:
+        host.run("systemctl stop hls-test-500")
+
+
+def test_a_silent_upstream_ends_ffmpeg_and_the_station_restarts(host, backend):
+    # Accepts the connection, sends one burst of audio, then nothing: FFmpeg must not hang on it.
+    server = ("import socket, subprocess, threading, time\n"
+              "seed = subprocess.run(['ffmpeg', '-loglevel', 'error', '-f', 'lavfi', '-i', 'sine=d=4',"
+              " '-c:a', 'aac', '-f', 'adts', '-'], capture_output=True).stdout\n"
+              "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+              "s.bind(('127.0.0.1', 8003)); s.listen(8)\n"
+              "def serve(c):\n"
+              "    c.recv(4096); c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Type: audio/aac\\r\\n\\r\\n' + seed)\n"
+              "    time.sleep(3600)\n"
+              "while True:\n"
+              "    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()\n")
+    host.check_output(f"systemd-run --unit hls-test-silent python3 -c {shlex.quote(server)}")
+    try:
+        station = {"id": 10, "slug": "silent-upstream", "title": "Silent", "stream_url": "http://127.0.0.1:8003/live",
+                   "generate_hls_stream": True, "disabled": False}
+        backend(stations=[*STATIONS, station])
+        assert run_sync(host).rc == 0
+        first = wait_for(lambda: main_pid(host, "silent-upstream"), what="the silent station to start")
+        # molecule's read timeout is the default 15 s; FFmpeg must give up and be replaced.
+        wait_for(lambda: main_pid(host, "silent-upstream") not in (0, first), timeout=60,
+                 what="FFmpeg to give up on the silent upstream")
+        assert "timed out" in host.file("/var/log/hls/silent-upstream.log").content_string
+    finally:
+        host.run("systemctl stop hls-test-silent")
+
+
+def test_an_upstream_that_switches_from_mp3_to_aac_is_copied_after_the_switch(host):
+    slug = "demo-mp3"
+    station_ready(host, slug)
+    original = host.file(FEED_ENV).content_string
+    switched = (original.replace("ENCODER=libmp3lame", "ENCODER=aac").replace("FORMAT=mp3", "FORMAT=adts")
+                .replace("CONTENT_TYPE=audio/mpeg", "CONTENT_TYPE=audio/aac"))
+    try:
+        host.check_output(f"printf %s {shlex.quote(switched)} > {FEED_ENV}")
+        host.check_output("systemctl restart hls-demo-feed@demo-mp3")
+        # The source restart ends the listener connection: FFmpeg exits, the launcher probes again.
+        wait_for(lambda: "-c:a\0copy" in ffmpeg_argv(host, slug), timeout=60, what="demo-mp3 to run in copy mode")
+        assert "codec aac, mode copy" in host.file(f"/var/log/hls/{slug}.log").content_string
+    finally:
+        host.check_output(f"printf %s {shlex.quote(original)} > {FEED_ENV}")
+        host.check_output("systemctl restart hls-demo-feed@demo-mp3")
+    wait_for(lambda: "-c:a\0aac" in ffmpeg_argv(host, slug), timeout=60, what="demo-mp3 back in transcode mode")
