@@ -12,6 +12,8 @@ import pytest
 
 BACKEND = "http://127.0.0.1:8001"
 NGINX = "http://127.0.0.1"
+# The backend token of molecule.yml: a canary that must never show anywhere but in root-only files.
+TOKEN = "canary-graphql-token-0d5e"
 STATIONS = [
     {"id": 1, "slug": "demo-mp3", "title": "Demo MP3", "stream_url": "http://127.0.0.1:8000/demo-mp3",
      "generate_hls_stream": True, "disabled": False},
@@ -108,7 +110,7 @@ def station_ready(host, slug: str, min_segments: int = 3) -> Playlist:
 @pytest.fixture
 def backend(host):
     """The test backend serving the two demo stations; put back after the test whatever it changed."""
-    normal = {"stations": STATIONS, "fail": None, "fail_count": None, "token": "molecule-token"}
+    normal = {"stations": STATIONS, "fail": None, "fail_count": None, "token": TOKEN}
     set_backend(host, **normal)
     yield lambda **state: set_backend(host, **state)
     host.run("systemctl start hls-test-backend.service")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import STATIONS, main_pid, now, playlist, run_sync, station_ready, sync_log, wait_for
+from conftest import STATIONS, TOKEN, main_pid, now, playlist, run_sync, station_ready, sync_log, wait_for
 
 
 def test_sync_timer_is_active(host):
@@ -14,11 +14,11 @@ def test_sync_timer_is_active(host):
 
 def test_sync_sends_the_token_and_follows_the_redirect(host, backend):
     host.check_output("curl -fsS -X POST http://127.0.0.1:8001/admin/reset")
-    backend(stations=STATIONS, token="molecule-token", redirect_queries=True)
+    backend(stations=STATIONS, token=TOKEN, redirect_queries=True)
     assert run_sync(host).rc == 0
     requests = host.check_output("curl -fsS http://127.0.0.1:8001/admin/requests")
     assert '"GET"' in requests  # the 302 was followed
-    assert "Bearer molecule-token" in requests
+    assert f"Bearer {TOKEN}" in requests
 
 
 def test_flipping_a_station_off_stops_disables_and_removes_it(host, backend):

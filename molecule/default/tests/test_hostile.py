@@ -1,0 +1,108 @@
+"""Hostile input from the backend and from listeners: nothing escapes a path, a unit name or an env file."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import STATIONS, TOKEN, http, now, run_sync, station_ready, sync_log, wait_for
+
+LOG = "/var/log/nginx/hls-access.log"
+LOG_FIELDS = 16
+STREAM_PASSWORD = "canary-stream-password-93c1"
+
+
+def station(slug, url="http://127.0.0.1:8000/demo-aac", **extra):
+    return {"id": 50, "title": "Hostile", "slug": slug, "stream_url": url,
+            "generate_hls_stream": True, "disabled": False, **extra}
+
+
+HOSTILE_SLUGS = ["../etc", "a/b", "a b", "-rf", "UPPER", "rădio", "x" * 300, "", "a\nb", "a.service"]
+HOSTILE_URLS = ["file:///etc/passwd", "concat:/etc/passwd|/etc/shadow", "subfile:,,start,0,end,0,,:/etc/passwd",
+                "ftp://127.0.0.1/x", "http://127.0.0.1:8000/x\nHLS_CODEC=copy", "http:///no-host",
+                "http://127.0.0.1:8000/a b", "data:audio/mp3;base64,AAAA"]
+
+
+def test_hostile_station_records_are_refused_and_the_good_ones_run(host, backend):
+    since = now(host)
+    hostile = [station(slug) for slug in HOSTILE_SLUGS]
+    hostile += [station(f"bad-url-{number}", url) for number, url in enumerate(HOSTILE_URLS)]
+    hostile.append({**STATIONS[1], "stream_url": "http://127.0.0.1:8000/duplicate"})  # same slug again
+    backend(stations=[*STATIONS, *hostile])
+    assert run_sync(host).rc == 0
+    assert host.run("ls /etc/hls/stations").stdout.split() == ["demo-aac.env", "demo-mp3.env"]
+    units = host.check_output("systemctl list-units --all --plain --no-legend 'hls@*'")
+    assert sorted(line.split()[0] for line in units.splitlines()) == ["hls@demo-aac.service", "hls@demo-mp3.service"]
+    log = sync_log(host, since)
+    assert log.count("skipping station") == len(hostile), log
+    assert "duplicate" not in host.file("/etc/hls/stations/demo-aac.env").content_string
+    for slug in ("demo-mp3", "demo-aac"):
+        assert host.service(f"hls@{slug}").is_running
+
+
+def test_a_title_cannot_inject_variables_into_the_env_file(host, backend):
+    title = 'Evil"\nHLS_STREAM_URL=file:///etc/passwd\nHLS_CODEC=copy #'
+    backend(stations=[STATIONS[0], {**STATIONS[1], "title": title}])
+    assert run_sync(host).rc == 0
+    env = host.file("/etc/hls/stations/demo-aac.env").content_string
+    keys = [line.split("=", 1)[0] for line in env.splitlines() if line and not line.startswith("#")]
+    assert len(keys) == len(set(keys))
+    assert [line for line in env.splitlines() if line.startswith("HLS_STREAM_URL=")] == \
+        ['HLS_STREAM_URL="http://127.0.0.1:8000/demo-aac"']
+    wait_for(lambda: host.service("hls@demo-aac").is_running, what="demo-aac to run")
+    station_ready(host, "demo-aac", min_segments=1)
+
+
+def test_stream_credentials_never_show(host, backend):
+    url = f"http://listener:{STREAM_PASSWORD}@127.0.0.1:8000/demo-aac"
+    backend(stations=[STATIONS[0], {**STATIONS[1], "stream_url": url}])
+    assert run_sync(host).rc == 0
+    wait_for(lambda: "-headers" in host.run("cat /proc/$(systemctl show -p MainPID --value hls@demo-aac)/cmdline")
+             .stdout, what="demo-aac to run with its credentials")
+    station_ready(host, "demo-aac", min_segments=1)
+    # Make FFmpeg print its input URL in an error line: a read error on a stopped upstream.
+    host.check_output("systemctl restart hls-demo-feed@demo-aac")
+    places = {
+        "systemctl show": host.check_output("systemctl show 'hls@*' hls-sync.service"),
+        "journal": host.check_output("journalctl --no-pager -o cat"),
+        "FFmpeg logs": host.check_output("cat /var/log/hls/*.log"),
+        "nginx logs": host.check_output("cat /var/log/nginx/*.log"),
+        "served files": host.check_output("grep -r . /run/hls || true"),
+    }
+    for place, text in places.items():
+        assert STREAM_PASSWORD not in text, f"the stream password shows in {place}"
+
+
+def test_the_backend_token_stays_in_root_only_files(host, backend):
+    assert run_sync(host).rc == 0
+    # The test backend (not part of the product) knows the token too.
+    holders = host.check_output(
+        f"grep -rls --exclude-dir=hls-test-backend {TOKEN} /etc /opt /var /run /tmp 2>/dev/null || true").split()
+    assert holders == ["/etc/hls/sync.env"], holders
+    for path in holders:
+        assert host.file(path).mode == 0o600 and host.file(path).user == "root"
+    assert TOKEN not in host.check_output("systemctl show hls-sync.service 'hls@*'")
+    assert TOKEN not in host.check_output("journalctl --no-pager -o cat")
+    assert TOKEN not in http(host, "/hls/demo-aac/index.m3u8")[2]
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "POST", "PATCH", "TRACE"])
+def test_methods_other_than_get_head_options_are_refused(host, method):
+    assert http(host, "/hls/demo-aac/index.m3u8", "-X", method, "-o", "/dev/null")[0] in (405, 400)
+
+
+@pytest.mark.parametrize("path", [
+    "/hls/..%2f..%2fetc/passwd", "/hls/demo-aac/..%2f..%2f..%2fetc%2fpasswd", "/hls/%2e%2e/",
+    "/hls/demo-aac/%2e%2e/%2e%2e/%2e%2e/etc/hosts", "/hls//etc/passwd", "/hls/demo-aac/.backoff.json",
+    "/hls/demo-aac/index.m3u8%00.ts", "/hls/demo-aac/1-1.ts/../../../etc/passwd",
+])
+def test_traversal_attempts_serve_nothing(host, path):
+    status, _, body = http(host, path, "--path-as-is")
+    assert 400 <= status < 500
+    assert "root:" not in body and "localhost" not in body
+
+
+def test_huge_urls_get_a_4xx_and_the_log_stays_parseable(host):
+    for query in ("s=" + "A" * 6000 + "&ref=x", "s=" + "B" * 20000):
+        status, _, _ = http(host, f"/hls/demo-aac/index.m3u8?{query}", "-o", "/dev/null")
+        assert status in (200, 414)
+    for line in host.file(LOG).content_string.splitlines()[-50:]:
+        assert len(line.split("\t")) == LOG_FIELDS, line[:200]
