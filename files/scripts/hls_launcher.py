@@ -149,7 +149,10 @@ def backoff_seconds(output_dir: Path, now: float, maximum: int) -> int:
     except (OSError, ValueError, KeyError, TypeError):
         failures = 0
     delay = 0 if failures == 0 else min(maximum, 2 ** (failures - 1))
-    state_file.write_text(json.dumps({"failures": failures, "ran_from": now + delay}), encoding="utf-8")
+    try:
+        state_file.write_text(json.dumps({"failures": failures, "ran_from": now + delay}), encoding="utf-8")
+    except OSError:
+        pass  # a full output filesystem: start without a wait rather than not at all
     return delay
 
 
@@ -188,6 +191,14 @@ def build_command(settings: StationSettings, output_dir: Path, mode: str, now: f
     return [command[0], *GLOBAL_OPTIONS, *command[1:]]
 
 
+def say(message: str) -> None:
+    """One line to the station's log; a full log filesystem must not keep the station off the air."""
+    try:
+        print(f"hls-launcher: {message}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Start one station's FFmpeg (used by hls@.service).")
     parser.add_argument("env_file", type=Path, help="the station's env file, e.g. /etc/hls/stations/<slug>.env")
@@ -208,17 +219,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.dry_run:
             delay = backoff_seconds(args.output_dir, time.time(), settings.restart_max_seconds)
             if delay:
-                print(f"hls-launcher: {settings.slug}: the last start failed; waiting {delay} s",
-                      file=sys.stderr, flush=True)
+                say(f"{settings.slug}: the last start failed; waiting {delay} s")
                 time.sleep(delay)
         upstream = probe_codec(settings) if settings.codec == "auto" else None
         mode = choose_mode(settings, upstream)
         command = build_command(settings, args.output_dir, mode, time.time())
     except LaunchError as error:
-        print(f"hls-launcher: {args.env_file}: {error}", file=sys.stderr, flush=True)
+        say(f"{args.env_file}: {error}")
         return 1
-    print(f"hls-launcher: {settings.slug}: upstream {redact_url(settings.stream_url)} codec "
-          f"{upstream or 'not probed'}, mode {mode}", file=sys.stderr, flush=True)
+    say(f"{settings.slug}: upstream {redact_url(settings.stream_url)} codec {upstream or 'not probed'}, mode {mode}")
     if args.dry_run:
         print(shlex.join(command))
         return 0

@@ -361,3 +361,20 @@ def test_no_in_stream_reconnect() -> None:
     # A silent upstream must end FFmpeg (systemd restarts it and the codec is probed again).
     settings = StationSettings(slug="joy", stream_url="http://joy.example/s")
     assert "-reconnect_streamed" not in build_command(settings, Path("/run/hls/joy"), "copy", 1.0)
+
+
+def test_a_full_log_does_not_stop_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    class FullDisk:
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+        def flush(self) -> None:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hls_launcher.sys, "stderr", FullDisk())
+    hls_launcher.say("still here")  # must not raise
+
+
+def test_backoff_without_a_writable_state_file(tmp_path: Path) -> None:
+    missing = tmp_path / "gone"  # e.g. a full or vanished output directory
+    assert hls_launcher.backoff_seconds(missing, 10.0, maximum=60) == 0

@@ -120,3 +120,32 @@ def test_an_upstream_that_switches_from_mp3_to_aac_is_copied_after_the_switch(ho
         host.check_output(f"printf %s {shlex.quote(original)} > {FEED_ENV}")
         host.check_output("systemctl restart hls-demo-feed@demo-mp3")
     wait_for(lambda: "-c:a\0aac" in ffmpeg_argv(host, slug), timeout=60, what="demo-mp3 back in transcode mode")
+
+
+def test_a_full_output_filesystem_stops_nothing_for_good(host):
+    slug = "demo-aac"
+    station_ready(host, slug)
+    # Fill the stations' tmpfs: segments can no longer be written.
+    host.run("dd if=/dev/zero of=/run/hls/filler bs=1M 2>/dev/null")
+    try:
+        assert host.run("df --output=avail /run/hls | tail -1").stdout.strip() == "0"
+        never_failed_while(host, slug, 10)
+    finally:
+        host.check_output("rm -f /run/hls/filler")
+    known = set(p.segments) if (p := playlist(host, slug)) else set()
+    fresh_segment_after(host, slug, known)
+
+
+def test_a_full_log_filesystem_does_not_stop_streaming(host):
+    slug = "demo-aac"
+    host.check_output("mount -t tmpfs -o size=1M,mode=0755 tmpfs /var/log/hls")
+    try:
+        host.check_output(f"systemctl restart hls@{slug}")  # reopen its log on the small filesystem
+        host.run("dd if=/dev/zero of=/var/log/hls/filler bs=64k 2>/dev/null")
+        known = set(station_ready(host, slug, min_segments=1).segments)
+        fresh_segment_after(host, slug, known)
+        fresh_segment_after(host, slug, set(playlist(host, slug).segments))
+    finally:
+        # Lazy: the FFmpeg still holds its log open there until the restart.
+        host.check_output(f"umount -l /var/log/hls && systemctl restart hls@{slug}")
+    station_ready(host, slug, min_segments=1)

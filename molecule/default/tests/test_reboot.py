@@ -1,0 +1,22 @@
+"""A host reboot (the container restarted): every enabled station, nginx and the timers come back."""
+
+from __future__ import annotations
+
+import subprocess
+
+from conftest import STATIONS, station_ready, wait_for
+
+
+def test_everything_comes_back_after_a_reboot(host):
+    before = {s["slug"]: station_ready(host, s["slug"]) for s in STATIONS}
+    container = host.check_output("hostname")
+    subprocess.run(["docker", "restart", "--time", "30", container], check=True, capture_output=True)
+    wait_for(lambda: host.run("systemctl is-system-running --wait").rc in (0, 1), timeout=120,
+             what="systemd to finish booting")
+    for unit in ("nginx.service", "hls-sync.timer", "run-hls.mount"):
+        assert host.service(unit).is_running, unit
+    for slug, old in before.items():
+        after = station_ready(host, slug, min_segments=2)
+        # The tmpfs is new after a reboot: the sequence still moves forward and no name comes back.
+        assert after.sequence > max(old.numbered().values())
+        assert not set(after.segments) & set(old.segments)
