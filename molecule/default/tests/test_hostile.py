@@ -106,3 +106,13 @@ def test_huge_urls_get_a_4xx_and_the_log_stays_parseable(host):
         assert status in (200, 414)
     for line in host.file(LOG).content_string.splitlines()[-50:]:
         assert len(line.split("\t")) == LOG_FIELDS, line[:200]
+
+
+def test_one_client_flooding_gets_429_and_others_are_served(host):
+    flood = ("seq 60 | xargs -P 20 -I{} curl -s -o /dev/null -w '%{http_code}\\n' "
+             "-H 'X-Forwarded-For: 198.51.100.7' http://127.0.0.1/hls/demo-aac/index.m3u8")
+    codes = host.check_output(flood).split()
+    assert codes.count("429") > 0 and codes.count("200") >= 10, codes
+    # Another client (and loopback, which is exempt) is not affected.
+    other = http(host, "/hls/demo-aac/index.m3u8", "-H", "X-Forwarded-For: 198.51.100.8", "-o", "/dev/null")
+    assert other[0] == 200
