@@ -116,3 +116,11 @@ def test_one_client_flooding_gets_429_and_others_are_served(host):
     # Another client (and loopback, which is exempt) is not affected.
     other = http(host, "/hls/demo-aac/index.m3u8", "-H", "X-Forwarded-For: 198.51.100.8", "-o", "/dev/null")
     assert other[0] == 200
+
+
+def test_the_limit_counts_each_client_separately(host):
+    # Two clients at the same time, each below the burst: neither is refused.
+    both = ("for ip in 198.51.100.21 198.51.100.22; do seq 8 | xargs -P 8 -I{} curl -s -o /dev/null "
+            "-w '%{http_code}\\n' -H \"X-Forwarded-For: $ip\" http://127.0.0.1/hls/demo-aac/index.m3u8 & done; wait")
+    codes = host.check_output(both).split()
+    assert codes == ["200"] * 16, codes
