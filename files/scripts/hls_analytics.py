@@ -1,0 +1,325 @@
+"""hls-analytics: the nginx session log's new lines -> submit_listening_events, exactly once.
+
+Run by hls-analytics.timer every BATCH_INTERVAL_SECONDS. Each run:
+1. reads the log's new complete lines from the saved positions, across rotation (hls_logreader);
+2. turns them into events, one per session, station, type and BATCH_INTERVAL_SECONDS window (hls_logparse,
+   hls_sessions), in slices of at most SLICE_BYTES of log;
+3. writes each slice's events to the spool in batches of BATCH_SIZE (hls_spool), the last batch carrying the
+   read positions after the slice, and only then saves the positions in its state file. A run that dies in
+   between is finished by the next one: batches with positions are kept and their positions adopted,
+   batches without are removed (their lines are read again);
+4. sends the spooled batches oldest first, deleting each once the backend acknowledged it; the first failure
+   stops the sending until the next run (exit status 1);
+5. writes the live listeners file (sessions seen in the last 60 s per station) and one summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import requests
+
+from hls_graphql import BackendError, execute
+from hls_logparse import Aggregator, TrustedProxies
+from hls_logreader import LogReader, Position
+from hls_sessions import LIVE_WINDOW_MS, Sessions
+from hls_spool import Spool
+from hls_station import write_atomically
+
+MUTATION = """mutation SubmitListeningEvents($events: [ListeningEventInput!]!) {
+  submit_listening_events(events: $events) {
+    ... on SubmitListeningEventsResponse { success processed_count message }
+    ... on OperationInfo { messages { kind message field code } }
+  }
+}"""
+SLICE_BYTES = 16 << 20
+SEND_BUDGET_SECONDS = 120.0
+STATE_FILE = "state.json"
+
+log = logging.getLogger("hls-analytics")
+
+
+def env_bool(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Config:
+    endpoint: str
+    api_key: str
+    bearer: bool
+    timeout: float
+    access_log: Path
+    state_dir: Path
+    listeners_file: Path
+    interval_seconds: int
+    batch_size: int
+    session_timeout_minutes: float
+    spool_max_bytes: int
+    trusted_proxies: str
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Config:
+        state_dir = Path(environ.get("HLS_ANALYTICS_STATE_DIR") or environ.get("STATE_DIRECTORY")
+                         or "/var/lib/hls-analytics")
+        runtime_dir = Path(environ.get("RUNTIME_DIRECTORY") or "/run/hls-analytics")
+        config = cls(
+            endpoint=environ.get("GRAPHQL_ENDPOINT", "").strip(),
+            api_key=environ.get("STREAMING_API_KEY", "").strip(),
+            bearer=env_bool(environ.get("GRAPHQL_BEARER_AUTH")),
+            timeout=float(environ.get("GRAPHQL_TIMEOUT_SECONDS") or 20),
+            access_log=Path(environ.get("HLS_ACCESS_LOG") or "/var/log/nginx/hls-access.log"),
+            state_dir=state_dir,
+            listeners_file=Path(environ.get("HLS_LISTENERS_FILE") or runtime_dir / "listeners.json"),
+            interval_seconds=int(environ.get("BATCH_INTERVAL_SECONDS") or 10),
+            batch_size=int(environ.get("BATCH_SIZE") or 500),
+            session_timeout_minutes=float(environ.get("SESSION_TIMEOUT_MINUTES") or 5),
+            spool_max_bytes=int(float(environ.get("SPOOL_MAX_MB") or 256) * (1 << 20)),
+            trusted_proxies=environ.get("TRUSTED_PROXIES", ""),
+        )
+        if config.interval_seconds < 1 or config.batch_size < 1 or config.session_timeout_minutes <= 0:
+            raise ValueError("BATCH_INTERVAL_SECONDS, BATCH_SIZE and SESSION_TIMEOUT_MINUTES must be positive")
+        return config
+
+    def headers(self) -> dict[str, str]:
+        headers = {"X-Streaming-Api-Key": self.api_key} if self.api_key else {}
+        if self.bearer and self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+
+@dataclass
+class State:
+    """What the next run needs: read positions (None: never read), the last spooled batch, sessions."""
+
+    files: list[Position] | None = None
+    spool_seq: int = 0
+    sessions: dict[str, Any] = field(default_factory=dict)
+    dropped_events: int = 0
+
+    @classmethod
+    def load(cls, path: Path) -> State:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls()
+        files = raw.get("files")
+        return cls(files=None if files is None else [Position.from_json(item) for item in files],
+                   spool_seq=int(raw.get("spool_seq", 0)), sessions=raw.get("sessions") or {},
+                   dropped_events=int(raw.get("dropped_events", 0)))
+
+    def save(self, path: Path) -> None:
+        body = {"files": None if self.files is None else [position.to_json() for position in self.files],
+                "spool_seq": self.spool_seq, "sessions": self.sessions, "dropped_events": self.dropped_events}
+        write_atomically(path, json.dumps(body, separators=(",", ":")), mode=0o600)
+
+    def cursor(self) -> dict[str, Any]:
+        return {"files": [position.to_json() for position in self.files or []], "spool_seq": self.spool_seq}
+
+
+def recover(state: State, spool: Spool) -> None:
+    """Finish the commit of a run that died between its spool writes and its state save."""
+    newer = [path for path in spool.paths() if spool.seq_of(path) > state.spool_seq]
+    for path in reversed(newer):
+        try:
+            batch = spool.read(path)
+        except (OSError, ValueError, EOFError):
+            continue
+        if batch.cursor is not None:
+            state.files = [Position.from_json(item) for item in batch.cursor["files"]]
+            state.spool_seq = batch.seq
+            log.warning("adopted the read positions of spool batch %s (the last run stopped before saving them)",
+                        path.name)
+            break
+    removed = spool.discard_after(state.spool_seq)
+    if removed:
+        log.warning("removed %d spool batch(es) of an unfinished run; their lines are read again", len(removed))
+
+
+class Analytics:
+    def __init__(self, config: Config, now: Callable[[], float] = time.time,
+                 http: requests.Session | None = None) -> None:
+        self.config = config
+        self.now = now
+        self.http = http or requests.Session()
+        self.state_path = config.state_dir / STATE_FILE
+        self.spool = Spool(config.state_dir / "spool", config.spool_max_bytes)
+        self.proxies = TrustedProxies.parse(config.trusted_proxies)
+        self.state = State.load(self.state_path)
+        self.sessions = Sessions(self.state.sessions, config.session_timeout_minutes)
+        self.stopping = False
+        self.summary: dict[str, int] = {"spooled_events": 0, "spooled_batches": 0, "sent_events": 0,
+                                        "sent_batches": 0, "unsent_events": 0, "dropped_events": 0}
+        self.counts: dict[str, int] = {}
+
+    # --- read, aggregate, spool, commit -------------------------------------------------------------------
+
+    def read(self) -> None:
+        recover(self.state, self.spool)
+        reader = LogReader(self.config.access_log, self.state.files)
+        aggregator = Aggregator(window_seconds=self.config.interval_seconds)
+        pending = 0
+        for text in reader:
+            aggregator.feed(text)
+            pending += len(text)
+            if pending >= SLICE_BYTES:
+                self.commit(aggregator, reader.positions())
+                pending = 0
+                if self.stopping:
+                    break
+        for warning in reader.warnings:
+            log.warning("%s", warning)
+        self.commit(aggregator, reader.positions())
+        self.counts = aggregator.counts
+
+    def commit(self, aggregator: Aggregator, positions: list[Position]) -> None:
+        events = self.sessions.assign(aggregator, self.proxies)
+        self.state.files = positions
+        if events and not self.config.endpoint:
+            self.summary["unsent_events"] += len(events)
+        elif events:
+            size = self.config.batch_size
+            chunks = [events[index:index + size] for index in range(0, len(events), size)]
+            for number, chunk in enumerate(chunks, start=1):
+                self.state.spool_seq += 1
+                cursor = self.state.cursor() if number == len(chunks) else None
+                self.spool.write(self.state.spool_seq, chunk, cursor)
+            self.summary["spooled_events"] += len(events)
+            self.summary["spooled_batches"] += len(chunks)
+        self.state.sessions = self.sessions.state()
+        self.state.save(self.state_path)
+
+    # --- send ---------------------------------------------------------------------------------------------
+
+    def submit(self, events: list[dict[str, Any]]) -> None:
+        """Send one batch; return only when the backend acknowledged it."""
+        data = execute(self.config.endpoint, MUTATION, {"events": events}, headers=self.config.headers(),
+                       timeout=self.config.timeout, session=self.http)
+        result = data.get("submit_listening_events")
+        if not isinstance(result, dict):
+            raise BackendError("the answer has no submit_listening_events result")
+        if "messages" in result:
+            messages = "; ".join(str(message.get("message")) for message in result.get("messages") or []
+                                 if isinstance(message, dict))
+            raise BackendError(f"the backend refused the batch: {messages or 'OperationInfo'}")
+        if result.get("success") is not True:
+            raise BackendError(f"the backend answered success=false: {result.get('message')}")
+        if result.get("processed_count") != len(events):
+            log.warning("the backend processed %s of %d events (it skips stations it does not know)",
+                        result.get("processed_count"), len(events))
+
+    def send(self) -> bool:
+        """Send the spool oldest first; False when the backend failed (what is left waits for the next run)."""
+        if not self.config.endpoint:
+            return True
+        deadline = time.monotonic() + SEND_BUDGET_SECONDS
+        for path in self.spool.paths():
+            if self.stopping or time.monotonic() > deadline:
+                break
+            try:
+                batch = self.spool.read(path)
+            except (OSError, ValueError, EOFError) as error:
+                self.spool.quarantine(path, error)
+                continue
+            try:
+                self.submit(batch.events)
+            except BackendError as error:
+                log.error("backend unavailable, %d batch(es) kept in the spool for the next run: %s",
+                          len(self.spool.paths()), error)
+                return False
+            self.spool.delete(path)
+            self.summary["sent_batches"] += 1
+            self.summary["sent_events"] += len(batch.events)
+        return True
+
+    # --- after --------------------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        dropped = self.spool.drop_oldest_over_limit()
+        self.state.dropped_events += dropped
+        self.summary["dropped_events"] = dropped
+        now_ms = int(self.now() * 1000)
+        self.sessions.prune(now_ms)
+        self.state.sessions = self.sessions.state()
+        self.state.save(self.state_path)
+        stations = self.sessions.listeners(now_ms)
+        paths = self.spool.paths()
+        live = {
+            "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_ms / 1000)),
+            "window_seconds": LIVE_WINDOW_MS // 1000,
+            "stations": stations,
+            "total": sum(stations.values()),
+            "spool": {"batches": len(paths), "bytes": sum(path.stat().st_size for path in paths)},
+            "dropped_events_total": self.state.dropped_events,
+        }
+        write_atomically(self.config.listeners_file, json.dumps(live, indent=2) + "\n", mode=0o644)
+
+    def log_summary(self) -> None:
+        counts = self.counts
+        ignored = ", ".join(f"{counts.get(name, 0)} {label}" for name, label in (
+            ("not_hls", "not /hls/"), ("not_media", "not playlist or segment"), ("method", "not GET"),
+            ("status", "error status"), ("malformed", "malformed")))
+        s = self.summary
+        log.info("read %d lines: %d listening requests (%d with an invalid s=), ignored %s; spooled %d events "
+                 "in %d batches, sent %d events in %d batches%s; spool: %d batches; listeners: %s",
+                 sum(counts.get(name, 0) for name in ("events", "not_hls", "not_media", "method", "status",
+                                                       "malformed")),
+                 counts.get("events", 0), counts.get("invalid_session_id", 0), ignored, s["spooled_events"],
+                 s["spooled_batches"], s["sent_events"], s["sent_batches"],
+                 f", not sent (no GRAPHQL_ENDPOINT) {s['unsent_events']} events" if s["unsent_events"] else "",
+                 len(self.spool.paths()), self.sessions.listeners(int(self.now() * 1000)) or "none")
+
+    def run(self) -> bool:
+        self.read()
+        ok = self.send()
+        self.finish()
+        self.log_summary()
+        return ok
+
+
+def locked(state_dir: Path) -> Any:
+    """Hold the state directory's lock: runs never overlap (the timer, logrotate's prerotate, a manual run)."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handle = open(state_dir / ".lock", "a")  # noqa: SIM115 (held until the process ends)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(levelname)s %(message)s",
+                        stream=sys.stderr)
+    try:
+        config = Config.from_environ(os.environ)
+    except ValueError as error:
+        log.error("bad configuration: %s", error)
+        return 2
+    lock = locked(config.state_dir)
+    analytics = Analytics(config)
+
+    def stop(_signum: int, _frame: Any) -> None:
+        analytics.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return 0 if analytics.run() else 1
+    except OSError as error:
+        log.error("run failed, nothing is lost (the next run starts from the last saved position): %s", error)
+        return 1
+    finally:
+        lock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

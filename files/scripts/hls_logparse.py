@@ -1,0 +1,242 @@
+"""nginx session log lines -> listening requests, aggregated per session, station, type and time window.
+
+The log format (templates/etc/nginx/nginx.conf.j2, `log_format hls_session escape=json`) is 16 tab-separated
+fields, each JSON-escaped by nginx: a field can never hold a raw tab or newline, so a line is split on tabs
+and nothing else. Only the few fields an event needs are unescaped, and only when they hold a backslash.
+
+Speed matters (hundreds of thousands of lines per second in plain Python): the loop in Aggregator.feed does
+one str.split per line, no regex and no JSON; session ids and addresses are validated once per distinct value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any, Iterable
+from urllib.parse import unquote
+
+# Field positions in a log line.
+MSEC, SLUG, SESSION, REF, REMOTE_ADDR, PEER_ADDR, FORWARDED_FOR, CF_IP = 1, 2, 3, 4, 5, 6, 7, 8
+METHOD, URI, STATUS, BYTES, REQUEST_TIME, USER_AGENT, REFERER = 9, 10, 11, 12, 13, 14, 15
+FIELD_COUNT = 16
+
+PLAYLIST = "playlist_request"
+SEGMENT = "segment_request"
+
+# What an `s` value may be once unescaped: an app's UUID or any similar opaque token.
+SESSION_ID = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
+# A raw (percent-encoded) value longer than this cannot decode to a valid session id.
+MAX_RAW_SESSION_ID = 3 * 128
+MAX_TEXT = 512  # user agents and referers are cut to this many characters
+MAX_INT = 2**31 - 1  # GraphQL Int is 32-bit
+SESSION_CACHE_LIMIT = 200_000
+OK_STATUS = ("2", "3")
+
+# The run summary's counters: every line read lands in exactly one of them.
+COUNTERS = ("events", "not_hls", "not_media", "method", "status", "malformed")
+
+# An aggregate: [request count, bytes, seconds, last msec, fields of the last line]
+Aggregate = list
+
+
+def unescape(value: str) -> str:
+    """Undo nginx's escape=json for one field; a field nginx could not have written is kept as it is."""
+    if "\\" not in value:
+        return value
+    try:
+        text = json.loads(f'"{value}"')
+    except ValueError:
+        return value
+    # \ud800 and friends decode to lone surrogates, which cannot be sent as UTF-8.
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def clean_session_id(raw: str) -> str | None:
+    """The session id of a raw `s` value, or None when it is not a usable one (too long, odd characters)."""
+    if len(raw) > MAX_RAW_SESSION_ID:
+        return None
+    value = unescape(raw)
+    if "%" in value:
+        value = unquote(value, errors="replace")
+    return value if SESSION_ID.fullmatch(value) else None
+
+
+def clean_text(raw: str, url_encoded: bool = False) -> str | None:
+    """A user agent, `ref` or Referer value for the backend: unescaped, cut, None when empty.
+
+    `ref` comes from the query string as the client sent it, so it is also percent-decoded.
+    """
+    value = unescape(raw)
+    if url_encoded and "%" in value:
+        value = unquote(value, errors="replace")
+    return value[:MAX_TEXT] or None
+
+
+@lru_cache(maxsize=65536)
+def valid_ip(value: str) -> str | None:
+    """The address in its canonical form, or None when `value` is not one."""
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+class TrustedProxies:
+    """The proxies (CDN ranges, load balancers) whose CF-Connecting-IP and X-Forwarded-For are believed."""
+
+    def __init__(self, networks: Iterable[str] = ()) -> None:
+        self.networks = [ipaddress.ip_network(network.strip(), strict=False) for network in networks if network.strip()]
+        self._cache: dict[str, bool] = {}
+
+    @classmethod
+    def parse(cls, text: str) -> TrustedProxies:
+        return cls(text.replace(",", " ").split())
+
+    def __contains__(self, address: str) -> bool:
+        known = self._cache.get(address)
+        if known is None:
+            ip = valid_ip(address) if self.networks else None
+            known = ip is not None and any(ipaddress.ip_address(ip) in network for network in self.networks)
+            if len(self._cache) < 65536:
+                self._cache[address] = known
+        return known
+
+
+def client_ip(remote: str, peer: str, forwarded_for: str, cf_ip: str, proxies: TrustedProxies) -> str | None:
+    """CF-Connecting-IP, else the first X-Forwarded-For address, when the peer is a trusted proxy; else the
+    remote address (which nginx's realip module may already have taken from a trusted proxy's header)."""
+    if peer in proxies:
+        if cf_ip:
+            found = valid_ip(unescape(cf_ip))
+            if found:
+                return found
+        if forwarded_for:
+            found = valid_ip(unescape(forwarded_for).split(",", 1)[0])
+            if found:
+                return found
+    return valid_ip(remote)
+
+
+def iso_time(msec: int) -> str:
+    return datetime.fromtimestamp(msec / 1000, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def build_event(session_id: str, slug: str, kind: str, aggregate: Aggregate, proxies: TrustedProxies) -> dict[str, Any]:
+    """One ListeningEventInput: counts and sizes summed, everything else from the aggregate's last request."""
+    count, size, seconds, msec, fields = aggregate
+    return {
+        "anonymous_session_id": session_id,
+        "station_slug": slug,
+        "ip_address": client_ip(fields[REMOTE_ADDR], fields[PEER_ADDR], fields[FORWARDED_FOR], fields[CF_IP], proxies),
+        "user_agent": clean_text(fields[USER_AGENT]),
+        "timestamp": iso_time(msec),
+        "event_type": kind,
+        "bytes_transferred": min(size, MAX_INT),
+        "request_duration": round(seconds, 3),
+        "status_code": int(fields[STATUS]),
+        "request_count": count,
+        "referer": clean_text(fields[REF], url_encoded=True) or clean_text(fields[REFERER]),
+    }
+
+
+@dataclass
+class Aggregator:
+    """Collects the listening requests of some log text.
+
+    by_session: (session id, slug, type, window) -> aggregate, for requests with a valid `s`.
+    anonymous:  (remote, peer, X-Forwarded-For, CF-Connecting-IP, user agent, slug, type, window) -> aggregate,
+                for the others; hls_sessions gives them a session (joined to an `s` or a keyed hash).
+    counts:     the run summary (COUNTERS), plus `invalid_session_id` for `s` values that were refused.
+    """
+
+    window_seconds: int = 10
+    by_session: dict[tuple, Aggregate] = field(default_factory=dict)
+    anonymous: dict[tuple, Aggregate] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*COUNTERS, "invalid_session_id"), 0))
+    _session_ids: dict[str, str] = field(default_factory=dict)
+
+    def feed(self, text: str) -> None:
+        """Add complete lines (text ending in a newline, or a list of lines joined by newlines)."""
+        by_session, anonymous, session_ids = self.by_session, self.anonymous, self._session_ids
+        if len(session_ids) > SESSION_CACHE_LIMIT:
+            session_ids.clear()
+        window_ms = self.window_seconds * 1000
+        events = not_hls = not_media = method = status = malformed = invalid = 0
+        for line in text.split("\n"):
+            fields = line.split("\t")
+            if len(fields) != FIELD_COUNT:
+                if line:
+                    malformed += 1
+                continue
+            slug = fields[SLUG]
+            if not slug:
+                not_hls += 1
+                continue
+            uri = fields[URI]
+            if uri.endswith(".ts"):
+                kind = SEGMENT
+            elif uri.endswith(".m3u8"):
+                kind = PLAYLIST
+            else:
+                not_media += 1
+                continue
+            if fields[METHOD] != "GET":
+                method += 1
+                continue
+            if fields[STATUS][:1] not in OK_STATUS:
+                status += 1
+                continue
+            try:
+                msec = int(fields[MSEC].replace(".", ""))
+                size = int(fields[BYTES])
+                seconds = float(fields[REQUEST_TIME])
+            except ValueError:
+                malformed += 1
+                continue
+            raw = fields[SESSION]
+            session_id = ""
+            if raw:
+                session_id = session_ids.get(raw)
+                if session_id is None:
+                    session_id = clean_session_id(raw) or ""
+                    if len(raw) <= MAX_RAW_SESSION_ID:
+                        session_ids[raw] = session_id
+                if not session_id:
+                    invalid += 1
+            if session_id:
+                key = (session_id, slug, kind, msec // window_ms)
+                table = by_session
+            else:
+                key = (fields[REMOTE_ADDR], fields[PEER_ADDR], fields[FORWARDED_FOR], fields[CF_IP],
+                       fields[USER_AGENT], slug, kind, msec // window_ms)
+                table = anonymous
+            aggregate = table.get(key)
+            if aggregate is None:
+                table[key] = [1, size, seconds, msec, fields]
+            else:
+                aggregate[0] += 1
+                aggregate[1] += size
+                aggregate[2] += seconds
+                if msec >= aggregate[3]:
+                    aggregate[3] = msec
+                    aggregate[4] = fields
+            events += 1
+        counts = self.counts
+        counts["events"] += events
+        counts["not_hls"] += not_hls
+        counts["not_media"] += not_media
+        counts["method"] += method
+        counts["status"] += status
+        counts["malformed"] += malformed
+        counts["invalid_session_id"] += invalid
+
+    def lines(self) -> int:
+        return sum(self.counts[name] for name in COUNTERS)
+
+    def clear(self) -> None:
+        self.by_session.clear()
+        self.anonymous.clear()

@@ -1,0 +1,134 @@
+"""Sessions: who made a request, and who is listening right now.
+
+- A request with a valid `s` belongs to that session.
+- A request without one (players drop the query string when they resolve segment URLs) is keyed by a hash of
+  its client IP and user agent, keyed with a random key of the day (UTC) that is thrown away the day after:
+  no raw address is kept, and yesterday's hashes cannot be recomputed. Such a request joins the `s` session
+  last seen with the same key within the session timeout; otherwise it gets a session of its own, a new one
+  after every gap longer than the timeout (the backend's rule).
+- Live listeners: sessions seen in the last 60 s, per station (the backend's definition of active).
+
+Everything that must outlive a run is in `state`, a JSON-ready dict saved by the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from typing import Any
+
+from hls_logparse import (
+    CF_IP,
+    FORWARDED_FOR,
+    PEER_ADDR,
+    REMOTE_ADDR,
+    USER_AGENT,
+    Aggregate,
+    Aggregator,
+    TrustedProxies,
+    build_event,
+    client_ip,
+)
+
+DAY_MS = 86_400_000
+LIVE_WINDOW_MS = 60_000
+
+
+class Sessions:
+    def __init__(self, state: dict[str, Any] | None = None, timeout_minutes: float = 5) -> None:
+        state = state or {}
+        self.timeout_ms = int(timeout_minutes * 60_000)
+        self.keys: dict[str, str] = dict(state.get("keys") or {})  # UTC day number -> hex key
+        self.joins: dict[str, list] = dict(state.get("joins") or {})  # client key -> [session id, last msec]
+        self.anonymous: dict[str, list] = dict(state.get("anonymous") or {})  # client key -> [start, last msec]
+        self.live: dict[str, dict[str, int]] = {slug: dict(seen) for slug, seen in (state.get("live") or {}).items()}
+        self._client_keys: dict[tuple[str, str, int], str] = {}
+
+    def state(self) -> dict[str, Any]:
+        return {"keys": self.keys, "joins": self.joins, "anonymous": self.anonymous, "live": self.live}
+
+    def day_key(self, day: int) -> bytes:
+        key = self.keys.get(str(day))
+        if key is None:
+            key = self.keys[str(day)] = secrets.token_hex(32)
+        return bytes.fromhex(key)
+
+    def client_key(self, ip: str | None, user_agent: str, msec: int) -> str:
+        """The keyed hash of a client: the same all day, unlinkable to the next day's."""
+        day = msec // DAY_MS
+        cache_key = (ip or "", user_agent, day)
+        found = self._client_keys.get(cache_key)
+        if found is None:
+            message = f"{ip or ''}\n{user_agent}".encode("utf-8", "replace")
+            found = hmac.new(self.day_key(day), message, hashlib.sha256).hexdigest()[:32]
+            self._client_keys[cache_key] = found
+        return found
+
+    def join(self, client: str, session_id: str, msec: int) -> None:
+        """Remember that this client is `session_id`, for its requests that carry no `s`."""
+        known = self.joins.get(client)
+        if known is None or msec >= known[1]:
+            self.joins[client] = [session_id, msec]
+
+    def session_of(self, client: str, msec: int) -> str:
+        """The session of a request without `s`: the joined `s` session, else a hashed one."""
+        joined = self.joins.get(client)
+        if joined is not None and abs(msec - joined[1]) <= self.timeout_ms:
+            return joined[0]
+        span = self.anonymous.get(client)
+        if span is None or msec - span[1] > self.timeout_ms:
+            span = self.anonymous[client] = [msec, msec]
+        elif msec > span[1]:
+            span[1] = msec
+        digest = hashlib.sha256(f"{client}:{span[0]}".encode()).digest()
+        return str(uuid.UUID(bytes=digest[:16]))
+
+    def seen(self, slug: str, session_id: str, msec: int) -> None:
+        station = self.live.setdefault(slug, {})
+        if msec > station.get(session_id, 0):
+            station[session_id] = msec
+
+    def prune(self, now_ms: int) -> None:
+        """Forget what can no longer matter: joins and spans past the timeout, keys older than yesterday."""
+        horizon = now_ms - self.timeout_ms
+        self.joins = {client: value for client, value in self.joins.items() if value[1] >= horizon}
+        self.anonymous = {client: value for client, value in self.anonymous.items() if value[1] >= horizon}
+        live_horizon = now_ms - LIVE_WINDOW_MS
+        self.live = {slug: kept for slug, seen in self.live.items()
+                     if (kept := {sid: last for sid, last in seen.items() if last >= live_horizon})}
+        today = now_ms // DAY_MS
+        self.keys = {day: key for day, key in self.keys.items() if int(day) >= today - 1}
+        self._client_keys.clear()
+
+    def listeners(self, now_ms: int) -> dict[str, int]:
+        """Sessions seen in the last 60 s, per station."""
+        horizon = now_ms - LIVE_WINDOW_MS
+        counts = {slug: sum(1 for last in seen.values() if last >= horizon) for slug, seen in self.live.items()}
+        return {slug: count for slug, count in sorted(counts.items()) if count}
+
+    def assign(self, aggregator: Aggregator, proxies: TrustedProxies) -> list[dict[str, Any]]:
+        """The events of everything the aggregator collected, oldest first; clears the aggregator."""
+        merged: dict[tuple, Aggregate] = dict(aggregator.by_session)
+        for (session_id, _slug, _kind, _window), aggregate in sorted(merged.items(), key=lambda item: item[1][3]):
+            fields = aggregate[4]
+            ip = client_ip(fields[REMOTE_ADDR], fields[PEER_ADDR], fields[FORWARDED_FOR], fields[CF_IP], proxies)
+            self.join(self.client_key(ip, fields[USER_AGENT], aggregate[3]), session_id, aggregate[3])
+        for key, aggregate in sorted(aggregator.anonymous.items(), key=lambda item: item[1][3]):
+            remote, peer, forwarded_for, cf_ip, user_agent, slug, kind, window = key
+            ip = client_ip(remote, peer, forwarded_for, cf_ip, proxies)
+            session_id = self.session_of(self.client_key(ip, user_agent, aggregate[3]), aggregate[3])
+            target = merged.get((session_id, slug, kind, window))
+            if target is None:
+                merged[(session_id, slug, kind, window)] = aggregate
+            else:
+                merged[(session_id, slug, kind, window)] = [
+                    target[0] + aggregate[0], target[1] + aggregate[1], target[2] + aggregate[2],
+                    *(target[3:] if target[3] >= aggregate[3] else aggregate[3:])]
+        aggregator.clear()
+        events = []
+        for (session_id, slug, kind, _window), aggregate in sorted(merged.items(), key=lambda item: item[1][3]):
+            self.seen(slug, session_id, aggregate[3])
+            events.append(build_event(session_id, slug, kind, aggregate, proxies))
+        return events

@@ -1,0 +1,128 @@
+"""The spool: batches of events on disk until the backend has acknowledged them.
+
+One gzip-compressed JSON file per batch, named by a sequence number that only grows, so the directory
+listing is the sending order. A batch is written to a temporary file, fsynced, renamed into place and the
+directory fsynced: after a crash it is either whole or absent. Deleting an acknowledged batch also fsyncs
+the directory, so a batch the backend has is never sent again after a power cut.
+
+The spool is bounded: past `max_bytes` the oldest batches are dropped, each with an ERROR line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SUFFIX = ".json.gz"
+log = logging.getLogger("hls-analytics")
+
+
+@dataclass(frozen=True)
+class Batch:
+    seq: int
+    path: Path
+    events: list[dict[str, Any]]
+    cursor: dict[str, Any] | None  # the read position after this batch, on the last batch of a slice
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _name(self, seq: int) -> Path:
+        return self.directory / f"{seq:016d}{SUFFIX}"
+
+    def paths(self) -> list[Path]:
+        """The batches, oldest first."""
+        return sorted(path for path in self.directory.iterdir()
+                      if path.name.endswith(SUFFIX) and path.name[:16].isdigit() and not path.name.startswith("."))
+
+    @staticmethod
+    def seq_of(path: Path) -> int:
+        return int(path.name[:16])
+
+    def last_seq(self) -> int:
+        paths = self.paths()
+        return self.seq_of(paths[-1]) if paths else 0
+
+    def size(self) -> int:
+        return sum(path.stat().st_size for path in self.paths())
+
+    def write(self, seq: int, events: list[dict[str, Any]], cursor: dict[str, Any] | None = None) -> Path:
+        path = self._name(seq)
+        body = json.dumps({"seq": seq, "events": events, "cursor": cursor}, separators=(",", ":")).encode()
+        fd, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(gzip.compress(body, compresslevel=5, mtime=0))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        fsync_directory(self.directory)
+        return path
+
+    def read(self, path: Path) -> Batch:
+        payload = json.loads(gzip.decompress(path.read_bytes()))
+        events = payload.get("events")
+        if not isinstance(events, list):
+            raise ValueError("no list of events")
+        return Batch(self.seq_of(path), path, events, payload.get("cursor"))
+
+    def delete(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        fsync_directory(self.directory)
+
+    def quarantine(self, path: Path, error: Exception) -> None:
+        """Move an unreadable batch out of the way (it would block the ones behind it forever)."""
+        log.error("spool batch %s is unreadable (%s): moved aside to %s.bad", path.name, error, path.name)
+        os.replace(path, path.with_name(path.name + ".bad"))
+        fsync_directory(self.directory)
+
+    def drop_oldest_over_limit(self) -> int:
+        """Drop the oldest batches while the spool is over its bound; the number of events dropped."""
+        paths = self.paths()
+        sizes = {path: path.stat().st_size for path in paths}
+        total = sum(sizes.values())
+        dropped = 0
+        for path in paths:
+            if total <= self.max_bytes:
+                break
+            try:
+                count = len(self.read(path).events)
+            except (OSError, ValueError, EOFError) as error:
+                count = 0
+                log.error("spool batch %s is unreadable: %s", path.name, error)
+            log.error("spool over %d MB: DROPPED batch %s with %d events that the backend never received",
+                      self.max_bytes >> 20, path.name, count)
+            self.delete(path)
+            total -= sizes[path]
+            dropped += count
+        return dropped
+
+    def discard_after(self, seq: int) -> list[Path]:
+        """Remove batches newer than `seq`: written by a run that died before it committed them."""
+        removed = [path for path in self.paths() if self.seq_of(path) > seq]
+        for path in removed:
+            path.unlink()
+        if removed:
+            fsync_directory(self.directory)
+        return removed
