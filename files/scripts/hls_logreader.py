@@ -71,12 +71,12 @@ class LogReader:
     """Iterate over the new complete lines of `path` as decoded text blocks; then read `positions`."""
 
     def __init__(self, path: Path | str, positions: Sequence[Position] | None,
-                 rotated_suffixes: Sequence[str] = ROTATED_SUFFIXES, block_bytes: int = BLOCK_BYTES) -> None:
+                 rotated_suffixes: Sequence[str] = ROTATED_SUFFIXES, block_bytes: int | None = None) -> None:
         self.path = Path(path)
         self.known = {position.identity: position for position in positions or ()}
         self.first_run = positions is None
         self.rotated_suffixes = rotated_suffixes
-        self.block_bytes = block_bytes
+        self.block_bytes = block_bytes or BLOCK_BYTES
         self.warnings: list[str] = []
         self._positions: dict[tuple[int, int], Position] = {}
 

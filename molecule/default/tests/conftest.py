@@ -110,7 +110,8 @@ def station_ready(host, slug: str, min_segments: int = 3) -> Playlist:
 @pytest.fixture
 def backend(host):
     """The test backend serving the two demo stations; put back after the test whatever it changed."""
-    normal = {"stations": STATIONS, "fail": None, "fail_count": None, "token": TOKEN}
+    normal = {"stations": STATIONS, "fail": None, "fail_count": None, "token": TOKEN,
+              "api_key": "molecule-analytics-key", "submit_result": "ok"}
     set_backend(host, **normal)
     yield lambda **state: set_backend(host, **state)
     host.run("systemctl start hls-test-backend.service")

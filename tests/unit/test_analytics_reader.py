@@ -1,0 +1,202 @@
+"""Tests of files/scripts/hls_logreader.py on real files: new lines only, partial lines, rename and copytruncate
+rotation, replaced files, first runs. Every scenario checks that each line is read exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hls_logreader import LogReader, Position
+
+
+class Follower:
+    """Runs the reader the way hls_analytics does, keeping its positions in JSON between runs."""
+
+    def __init__(self, log: Path, block_bytes: int = 1 << 20) -> None:
+        self.log = log
+        self.saved: str | None = None
+        self.block_bytes = block_bytes
+        self.warnings: list[str] = []
+
+    def run(self) -> list[str]:
+        positions = None if self.saved is None else [Position.from_json(p) for p in json.loads(self.saved)]
+        reader = LogReader(self.log, positions, block_bytes=self.block_bytes)
+        text = "".join(reader)
+        self.saved = json.dumps([position.to_json() for position in reader.positions()])
+        self.warnings += reader.warnings
+        return text.splitlines()
+
+
+def append(path: Path, *lines: str, end: str = "\n") -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("".join(f"{line}{end}" for line in lines))
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    return tmp_path / "hls-access.log"
+
+
+def rotated(log: Path) -> Path:
+    return log.with_name(log.name + ".1")
+
+
+def test_only_new_lines_are_read(log: Path) -> None:
+    follower = Follower(log)
+    append(log, "a", "b")
+    assert follower.run() == ["a", "b"]
+    assert follower.run() == []
+    append(log, "c")
+    assert follower.run() == ["c"]
+
+
+def test_a_missing_log_is_no_error(log: Path) -> None:
+    follower = Follower(log)
+    assert follower.run() == []
+    append(log, "a")
+    assert follower.run() == ["a"]
+
+
+def test_a_partial_last_line_waits_for_its_end(log: Path) -> None:
+    follower = Follower(log)
+    append(log, "a")
+    append(log, "half", end="")
+    assert follower.run() == ["a"]
+    assert follower.run() == []
+    append(log, "-done", "b")
+    assert follower.run() == ["half-done", "b"]
+
+
+def test_rename_rotation_reads_the_rest_of_the_old_file_first(log: Path) -> None:
+    follower = Follower(log)
+    append(log, "1", "2")
+    assert follower.run() == ["1", "2"]
+    append(log, "3")                     # written before the rotation, not read yet
+    log.rename(rotated(log))             # logrotate: rename, create
+    append(log, "new-1")
+    append(rotated(log), "4")            # nginx writes to the old file until USR1 reopens its logs
+    assert follower.run() == ["3", "4", "new-1"]
+    append(rotated(log), "5")            # still before the reopen
+    append(log, "new-2")
+    assert follower.run() == ["5", "new-2"]
+    assert follower.run() == []
+
+
+def test_two_rotations_between_runs(log: Path) -> None:
+    """The file read last time is now .1 and a never-seen file sits between: both are read whole."""
+    follower = Follower(log)
+    append(log, "1")
+    assert follower.run() == ["1"]
+    log.rename(rotated(log))
+    append(log, "3")
+    rotated(log).unlink()                 # compressed away by the next rotation (after prerotate drained it)
+    log.rename(rotated(log))
+    append(log, "4")
+    assert follower.run() == ["3", "4"]
+
+
+def test_copytruncate_reads_the_rest_from_the_copy(log: Path) -> None:
+    follower = Follower(log)
+    append(log, "line-1", "line-2")
+    assert follower.run() == ["line-1", "line-2"]
+    append(log, "line-3", "line-4")
+    shutil.copyfile(log, rotated(log))    # copytruncate: copy, then truncate in place
+    with log.open("r+") as handle:
+        handle.truncate(0)
+    append(log, "after-1")
+    assert follower.run() == ["line-3", "line-4", "after-1"]
+    assert follower.run() == []
+    append(log, "after-2")
+    assert follower.run() == ["after-2"]
+
+
+def test_copytruncate_that_grew_past_the_old_offset(log: Path) -> None:
+    """The truncated file is already longer than the old offset: its first bytes tell it apart."""
+    follower = Follower(log)
+    append(log, "old-1")
+    assert follower.run() == ["old-1"]
+    append(log, "old-2")
+    shutil.copyfile(log, rotated(log))
+    with log.open("r+") as handle:
+        handle.truncate(0)
+    append(log, "a much longer first line after the truncation", "second")
+    assert follower.run() == ["old-2", "a much longer first line after the truncation", "second"]
+
+
+def test_truncation_without_a_copy_rereads_from_the_start_with_a_warning(log: Path) -> None:
+    follower = Follower(log)
+    append(log, "old-1", "old-2")
+    follower.run()
+    with log.open("r+") as handle:
+        handle.truncate(0)
+    append(log, "new")
+    assert follower.run() == ["new"]
+    assert any("truncated or replaced" in warning for warning in follower.warnings)
+
+
+def test_a_copy_of_an_intact_file_is_not_read_again(log: Path) -> None:
+    follower = Follower(log)
+    append(log, "a", "b")
+    follower.run()
+    shutil.copyfile(log, rotated(log))    # logrotate's `copy` (without truncate)
+    append(log, "c")
+    assert follower.run() == ["c"]
+
+
+def test_first_run_reads_the_live_log_and_leaves_rotated_history(log: Path) -> None:
+    append(rotated(log), "history")
+    append(log, "today")
+    follower = Follower(log)
+    assert follower.run() == ["today"]
+    append(rotated(log), "late line in the old file")
+    assert follower.run() == ["late line in the old file"]
+
+
+def test_an_empty_state_reads_new_files_whole(log: Path) -> None:
+    """Positions saved as [] (the log did not exist yet) are not a first run: a rotated file is new."""
+    follower = Follower(log)
+    assert follower.run() == []
+    append(log, "a")
+    log.rename(rotated(log))
+    append(log, "b")
+    assert follower.run() == ["a", "b"]
+
+
+def test_a_new_file_on_a_reused_inode_is_read_from_its_start(log: Path) -> None:
+    follower = Follower(log)
+    append(log, "x" * 50)
+    follower.run()
+    with log.open("r+") as handle:        # same inode, other content, longer than before
+        handle.seek(0)
+        handle.write("y" * 60 + "\n" + "z\n")
+    assert follower.run() == ["y" * 60, "z"]
+
+
+def test_one_file_under_both_names_is_read_once(log: Path) -> None:
+    """A rotation between opening the live log and its .1 shows the same file twice."""
+    follower = Follower(log)
+    append(log, "a")
+    os.link(log, rotated(log))
+    assert follower.run() == ["a"]
+    append(log, "b")
+    assert follower.run() == ["b"]
+
+
+def test_small_blocks_never_split_a_line_or_a_character(log: Path) -> None:
+    lines = [f"line {number} ünïcödé €😀" + "x" * (number % 7) for number in range(200)]
+    append(log, *lines)
+    assert Follower(log, block_bytes=7).run() == lines
+
+
+def test_invalid_utf8_is_replaced_not_fatal(log: Path) -> None:
+    log.write_bytes(b"ok\nbad \xff\xfe byte\nok again\n")
+    assert Follower(log).run() == ["ok", "bad \ufffd\ufffd byte", "ok again"]
+
+
+def test_positions_round_trip() -> None:
+    position = Position(dev=1, ino=2, offset=3, head_len=3, head="abc")
+    assert Position.from_json(json.loads(json.dumps(position.to_json()))) == position

@@ -1,0 +1,341 @@
+"""Whole runs of files/scripts/hls_analytics.py against the fake backend over loopback: real log files, real
+spool, real HTTP. Each scenario checks that the backend received every logged request exactly once."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import requests
+from loglines import T0, line, listening
+
+import hls_analytics
+import hls_logreader
+from hls_analytics import MUTATION, Analytics, Config, State
+from hls_spool import Spool
+
+if TYPE_CHECKING:
+    from conftest import FakeBackend
+
+KEY = "analytics-key"
+
+
+@pytest.fixture
+def environ(tmp_path: Path, backend: FakeBackend) -> dict[str, str]:
+    backend.set_state(api_key=KEY)
+    return {
+        "GRAPHQL_ENDPOINT": backend.graphql,
+        "STREAMING_API_KEY": KEY,
+        "GRAPHQL_TIMEOUT_SECONDS": "0.5",
+        "HLS_ACCESS_LOG": str(tmp_path / "hls-access.log"),
+        "HLS_ANALYTICS_STATE_DIR": str(tmp_path / "state"),
+        "HLS_LISTENERS_FILE": str(tmp_path / "run" / "listeners.json"),
+        "BATCH_INTERVAL_SECONDS": "10",
+        "BATCH_SIZE": "500",
+    }
+
+
+def log_path(environ: dict[str, str]) -> Path:
+    return Path(environ["HLS_ACCESS_LOG"])
+
+
+def write(environ: dict[str, str], *lines: str, rotated: bool = False) -> None:
+    path = log_path(environ)
+    if rotated:
+        path = path.with_name(path.name + ".1")
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("".join(lines))
+
+
+def run(environ: dict[str, str], now_ms: int = T0 + 60_000) -> bool:
+    return Analytics(Config.from_environ(environ), now=lambda: now_ms / 1000).run()
+
+
+def received(backend: FakeBackend) -> list[dict[str, Any]]:
+    response = requests.get(f"{backend.url}/admin/events", timeout=5)
+    response.raise_for_status()
+    return response.json()
+
+
+def totals(events: list[dict[str, Any]]) -> Counter:
+    """Requests per (session, station, type), the way the backend sums them."""
+    counter: Counter = Counter()
+    for event in events:
+        counter[(event["anonymous_session_id"], event["station_slug"], event["event_type"])] += event["request_count"]
+    return counter
+
+
+def logged(*lines: str) -> Counter:
+    counter: Counter = Counter()
+    for text in lines:
+        fields = text.rstrip("\n").split("\t")
+        kind = "playlist_request" if fields[10].endswith(".m3u8") else "segment_request"
+        counter[(fields[3], fields[2], kind)] += 1
+    return counter
+
+
+def spool_of(environ: dict[str, str]) -> Spool:
+    return Spool(Path(environ["HLS_ANALYTICS_STATE_DIR"]) / "spool", 1 << 30)
+
+
+# --- the normal path --------------------------------------------------------------------------------------
+
+def test_a_session_arrives_aggregated_with_the_api_key(environ: dict[str, str], backend: FakeBackend) -> None:
+    lines = listening("sess-1", seconds=30) + listening("sess-2", seconds=10, slug="other-station")
+    write(environ, *lines, line(slug="", uri="/healthz"), line(slug="nope", kind="playlist", status=404))
+    assert run(environ)
+    events = received(backend)
+    assert totals(events) == logged(*lines)
+    # One event per session, station, type and 10 s window.
+    assert len(events) == 3 * 2 + 1 * 2
+    assert sum(event["bytes_transferred"] for event in events) == 20 * 300 + 20 * 32000
+    requests_seen = backend.recorded_requests()
+    assert [r["operationName"] for r in requests_seen] == [None]
+    assert requests_seen[0]["headers"]["X-Streaming-Api-Key"] == KEY
+    assert "Authorization" not in requests_seen[0]["headers"]
+    assert spool_of(environ).paths() == []
+
+
+def test_the_mutation_is_the_backends_own() -> None:
+    assert "mutation SubmitListeningEvents($events: [ListeningEventInput!]!)" in MUTATION
+    assert "... on OperationInfo { messages { kind message field code } }" in MUTATION
+
+
+def test_bearer_auth_when_configured(environ: dict[str, str], backend: FakeBackend) -> None:
+    write(environ, *listening("sess-1", seconds=4))
+    assert run({**environ, "GRAPHQL_BEARER_AUTH": "true"})
+    headers = backend.recorded_requests()[0]["headers"]
+    assert headers["Authorization"] == f"Bearer {KEY}"
+    assert headers["X-Streaming-Api-Key"] == KEY
+
+
+def test_nothing_new_sends_nothing(environ: dict[str, str], backend: FakeBackend) -> None:
+    write(environ, *listening("sess-1", seconds=4))
+    assert run(environ)
+    assert run(environ)
+    assert len(backend.recorded_requests()) == 1
+
+
+def test_batches_hold_at_most_batch_size_events_and_arrive_in_order(environ: dict[str, str],
+                                                                     backend: FakeBackend) -> None:
+    lines = [text for number in range(45) for text in listening(f"sess-{number:02d}", seconds=2)]
+    write(environ, *lines)
+    assert run({**environ, "BATCH_SIZE": "20"})
+    events = received(backend)
+    assert Counter(event["batch"] for event in events) == {1: 20, 2: 20, 3: 20, 4: 20, 5: 10}
+    assert totals(events) == logged(*lines)
+
+
+def test_the_summary_counts_what_was_not_sent(environ: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hls-analytics")
+    write(environ, *listening("sess-1", seconds=2), line(slug="", uri="/healthz"), line(slug="", uri="/x", status=404),
+          line(slug="nope", kind="playlist", status=404), line(kind="playlist", method="OPTIONS"), "garbage\n")
+    assert run(environ)
+    summary = caplog.records[-1].getMessage()
+    assert summary.startswith("read 7 lines: 2 listening requests")
+    assert "ignored 2 not /hls/, 0 not playlist or segment, 1 not GET, 1 error status, 1 malformed" in summary
+    assert "spooled 2 events in 1 batches, sent 2 events in 1 batches" in summary
+
+
+# --- backend failures -------------------------------------------------------------------------------------
+
+FAILURES = [
+    {"fail": "500"}, {"fail": "malformed"}, {"fail": "errors"}, {"fail": "close"},
+    {"fail": "hang", "hang_seconds": 2}, {"submit_result": "operation_info"}, {"submit_result": "unsuccessful"},
+    {"api_key": "another-key"},
+]
+
+
+@pytest.mark.parametrize("failure", FAILURES, ids=lambda failure: "-".join(str(v) for v in failure.values()))
+def test_a_failed_batch_stays_spooled_then_arrives_once(environ: dict[str, str], backend: FakeBackend,
+                                                       failure: dict[str, Any],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    lines = listening("sess-1", seconds=20)
+    write(environ, *lines)
+    backend.set_state(**failure)
+    assert not run(environ)
+    assert "backend unavailable, 1 batch(es) kept in the spool" in caplog.text
+    assert len(spool_of(environ).paths()) == 1
+    backend.set_state(fail=None, submit_result="ok", api_key=KEY)
+    if failure.get("fail") == "hang":
+        backend.server.backend.reset()  # the hung request was answered after the client gave up
+        backend.set_state(api_key=KEY)
+    assert run(environ)
+    assert totals(received(backend)) == logged(*lines)
+    assert spool_of(environ).paths() == []
+    assert run(environ)
+    assert totals(received(backend)) == logged(*lines)
+
+
+def test_an_hour_long_outage_delivers_everything_once_in_order(environ: dict[str, str],
+                                                               backend: FakeBackend) -> None:
+    backend.set_state(fail="500")
+    all_lines: list[str] = []
+    for minute in range(60):
+        lines = listening("sess-1", start=T0 + minute * 60_000, seconds=60, segment=6)
+        write(environ, *lines)
+        all_lines += lines
+        assert not run(environ, now_ms=T0 + (minute + 1) * 60_000)
+    assert len(spool_of(environ).paths()) == 60
+    assert received(backend) == []
+    backend.set_state(fail=None)
+    assert run(environ, now_ms=T0 + 61 * 60_000)
+    events = received(backend)
+    assert totals(events) == logged(*all_lines)
+    assert [event["timestamp"] for event in events] == sorted(event["timestamp"] for event in events)
+    assert [event["batch"] for event in events] == sorted(event["batch"] for event in events)
+
+
+def test_a_flapping_backend_loses_and_doubles_nothing(environ: dict[str, str], backend: FakeBackend) -> None:
+    all_lines: list[str] = []
+    for step in range(12):
+        lines = listening(f"sess-{step % 3}", start=T0 + step * 20_000, seconds=20)
+        write(environ, *lines)
+        all_lines += lines
+        backend.set_state(fail="close" if step % 3 else None)
+        run({**environ, "BATCH_SIZE": "2"}, now_ms=T0 + (step + 1) * 20_000)
+    backend.set_state(fail=None)
+    assert run(environ)
+    assert totals(received(backend)) == logged(*all_lines)
+
+
+def test_no_endpoint_counts_events_without_spooling(environ: dict[str, str], backend: FakeBackend,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hls-analytics")
+    write(environ, *listening("sess-1", seconds=4))
+    assert run({**environ, "GRAPHQL_ENDPOINT": ""})
+    assert backend.recorded_requests() == []
+    assert spool_of(environ).paths() == []
+    assert "not sent (no GRAPHQL_ENDPOINT) 2 events" in caplog.text
+
+
+# --- crashes and restarts ---------------------------------------------------------------------------------
+
+def test_a_crash_after_spooling_before_saving_the_state(environ: dict[str, str], backend: FakeBackend,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = listening("sess-1", seconds=20)
+    write(environ, *lines)
+    backend.set_state(fail="500")
+
+    def crash(self: State, path: Path) -> None:
+        raise OSError("power cut")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(State, "save", crash)
+        with pytest.raises(OSError):
+            run(environ)
+    assert len(spool_of(environ).paths()) == 1
+    backend.set_state(fail=None)
+    assert run(environ)
+    assert totals(received(backend)) == logged(*lines)
+
+
+def test_a_crash_in_the_middle_of_spooling(environ: dict[str, str], backend: FakeBackend,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [text for number in range(30) for text in listening(f"sess-{number}", seconds=2)]
+    write(environ, *lines)
+    real_write = Spool.write
+    calls = []
+
+    def crash_on_the_third(self: Spool, seq: int, events: list, cursor: dict | None = None) -> Path:
+        calls.append(seq)
+        if len(calls) == 3:
+            raise OSError("killed")
+        return real_write(self, seq, events, cursor)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Spool, "write", crash_on_the_third)
+        with pytest.raises(OSError):
+            run({**environ, "BATCH_SIZE": "10"})
+    assert len(spool_of(environ).paths()) == 2  # written, but not committed
+    assert run({**environ, "BATCH_SIZE": "10"})
+    assert totals(received(backend)) == logged(*lines)
+
+
+def test_rotation_between_runs_loses_and_doubles_nothing(environ: dict[str, str], backend: FakeBackend) -> None:
+    before = listening("sess-1", seconds=10)
+    write(environ, *before)
+    assert run(environ)
+    late = listening("sess-1", start=T0 + 10_000, seconds=4)
+    write(environ, *late)
+    log = log_path(environ)
+    log.rename(log.with_name(log.name + ".1"))
+    write(environ, *listening("sess-1", start=T0 + 14_000, seconds=2), rotated=True)  # before nginx reopened
+    after = listening("sess-1", start=T0 + 16_000, seconds=10)
+    write(environ, *after)
+    assert run(environ)
+    assert run(environ)
+    expected = logged(*before, *late, *listening("sess-1", start=T0 + 14_000, seconds=2), *after)
+    assert totals(received(backend)) == expected
+
+
+def test_large_backlogs_are_committed_in_slices(environ: dict[str, str], backend: FakeBackend,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hls_analytics, "SLICE_BYTES", 4096)
+    monkeypatch.setattr(hls_logreader, "BLOCK_BYTES", 1024)
+    lines = [text for number in range(40) for text in listening(f"sess-{number}", seconds=4)]
+    write(environ, *lines)
+    assert run(environ)
+    assert totals(received(backend)) == logged(*lines)
+    assert len({event["batch"] for event in received(backend)}) > 5
+
+
+# --- the spool bound and the live listeners file ----------------------------------------------------------
+
+def test_a_full_spool_drops_the_oldest_and_says_so(environ: dict[str, str], backend: FakeBackend,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    backend.set_state(fail="500")
+    for minute in range(5):
+        write(environ, *listening(f"sess-{minute}", start=T0 + minute * 60_000, seconds=60))
+        run({**environ, "SPOOL_MAX_MB": "0.0005"}, now_ms=T0 + (minute + 1) * 60_000)
+    assert "DROPPED batch" in caplog.text
+    kept = spool_of(environ).paths()
+    assert 0 < len(kept) < 5
+    live = json.loads(Path(environ["HLS_LISTENERS_FILE"]).read_text())
+    assert live["dropped_events_total"] > 0
+    assert live["spool"]["batches"] == len(kept)
+    backend.set_state(fail=None)
+    assert run(environ, now_ms=T0 + 6 * 60_000)
+    sessions = {event["anonymous_session_id"] for event in received(backend)}
+    assert "sess-4" in sessions and "sess-0" not in sessions
+
+
+def test_the_live_listeners_file(environ: dict[str, str]) -> None:
+    write(environ, *listening("a", seconds=30), *listening("b", seconds=30), *listening("c", slug="other", seconds=30),
+          *listening("gone", start=T0 - 120_000, seconds=10))
+    assert run(environ, now_ms=T0 + 40_000)
+    path = Path(environ["HLS_LISTENERS_FILE"])
+    live = json.loads(path.read_text())
+    assert live["stations"] == {"other": 1, "radio-joy": 2}
+    assert live["total"] == 3
+    assert live["window_seconds"] == 60
+    assert live["updated_at"] == "2026-11-24T10:00:40Z"
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    assert run(environ, now_ms=T0 + 200_000)  # nobody since: the counts fall to zero
+    assert json.loads(path.read_text())["stations"] == {}
+
+
+def test_the_state_file_is_private(environ: dict[str, str]) -> None:
+    write(environ, *listening("a", seconds=2))
+    assert run(environ)
+    state = Path(environ["HLS_ANALYTICS_STATE_DIR"]) / "state.json"
+    assert oct(state.stat().st_mode & 0o777) == "0o600"
+
+
+# --- main -------------------------------------------------------------------------------------------------
+
+def test_main_exit_status(environ: dict[str, str], backend: FakeBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    write(environ, *listening("a", seconds=2))
+    backend.set_state(fail="500")
+    assert hls_analytics.main([]) == 1
+    backend.set_state(fail=None)
+    assert hls_analytics.main([]) == 0
+    monkeypatch.setenv("BATCH_SIZE", "0")
+    assert hls_analytics.main([]) == 2
+    assert len(received(backend)) == 2
