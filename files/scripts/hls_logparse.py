@@ -10,11 +10,12 @@ one str.split per line, no regex and no JSON; session ids and addresses are vali
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import json
 import re
+import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Iterable
 from urllib.parse import unquote
@@ -39,7 +40,8 @@ OK_STATUS = ("2", "3")
 # The run summary's counters: every line read lands in exactly one of them.
 COUNTERS = ("events", "not_hls", "not_media", "method", "status", "malformed")
 
-# An aggregate: [request count, bytes, seconds, last msec, fields of the last line]
+# An aggregate: [request count, bytes, seconds, last msec, the last line]. Keeping the line rather than its
+# fields halves the parser's time: one string stays alive per aggregate instead of sixteen and a list.
 Aggregate = list
 
 
@@ -121,13 +123,20 @@ def client_ip(remote: str, peer: str, forwarded_for: str, cf_ip: str, proxies: T
     return valid_ip(remote)
 
 
+@lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def iso_time(msec: int) -> str:
-    return datetime.fromtimestamp(msec / 1000, timezone.utc).isoformat(timespec="milliseconds")
+    """ISO 8601 in UTC with milliseconds, like datetime.isoformat(timespec="milliseconds")."""
+    return f"{_iso_second(msec // 1000)}.{msec % 1000:03d}+00:00"
 
 
 def build_event(session_id: str, slug: str, kind: str, aggregate: Aggregate, proxies: TrustedProxies) -> dict[str, Any]:
     """One ListeningEventInput: counts and sizes summed, everything else from the aggregate's last request."""
-    count, size, seconds, msec, fields = aggregate
+    count, size, seconds, msec, line = aggregate
+    fields = line.split("\t")
     return {
         "anonymous_session_id": session_id,
         "station_slug": slug,
@@ -161,6 +170,15 @@ class Aggregator:
 
     def feed(self, text: str) -> None:
         """Add complete lines (text ending in a newline, or a list of lines joined by newlines)."""
+        collecting = gc.isenabled()
+        gc.disable()  # the loop only makes objects without cycles; collections would scan them over and over
+        try:
+            self._feed(text)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _feed(self, text: str) -> None:
         by_session, anonymous, session_ids = self.by_session, self.anonymous, self._session_ids
         if len(session_ids) > SESSION_CACHE_LIMIT:
             session_ids.clear()
@@ -216,14 +234,14 @@ class Aggregator:
                 table = anonymous
             aggregate = table.get(key)
             if aggregate is None:
-                table[key] = [1, size, seconds, msec, fields]
+                table[key] = [1, size, seconds, msec, line]
             else:
                 aggregate[0] += 1
                 aggregate[1] += size
                 aggregate[2] += seconds
                 if msec >= aggregate[3]:
                     aggregate[3] = msec
-                    aggregate[4] = fields
+                    aggregate[4] = line
             events += 1
         counts = self.counts
         counts["events"] += events

@@ -111,8 +111,13 @@ class Sessions:
     def assign(self, aggregator: Aggregator, proxies: TrustedProxies) -> list[dict[str, Any]]:
         """The events of everything the aggregator collected, oldest first; clears the aggregator."""
         merged: dict[tuple, Aggregate] = dict(aggregator.by_session)
-        for (session_id, _slug, _kind, _window), aggregate in sorted(merged.items(), key=lambda item: item[1][3]):
-            fields = aggregate[4]
+        latest: dict[str, Aggregate] = {}
+        for (session_id, _slug, _kind, _window), aggregate in merged.items():
+            known = latest.get(session_id)
+            if known is None or aggregate[3] > known[3]:
+                latest[session_id] = aggregate
+        for session_id, aggregate in latest.items():
+            fields = aggregate[4].split("\t")
             ip = client_ip(fields[REMOTE_ADDR], fields[PEER_ADDR], fields[FORWARDED_FOR], fields[CF_IP], proxies)
             self.join(self.client_key(ip, fields[USER_AGENT], aggregate[3]), session_id, aggregate[3])
         for key, aggregate in sorted(aggregator.anonymous.items(), key=lambda item: item[1][3]):

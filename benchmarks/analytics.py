@@ -1,0 +1,215 @@
+"""Benchmark (not a test): session log lines parsed per second, this project's parser next to GoAccess.
+
+Generates a session log in the exact nginx format (log_format hls_session escape=json: 16 tab-separated fields),
+then times, alternating and on the same file in the same run:
+- hls-analytics parse: hls_logparse.Aggregator.feed over the file's text (split, classify, aggregate);
+- hls-analytics run: what a run does before it spools: LogReader (bytes from disk, decoding), the parser,
+  sessions (joins, keyed hashes) and the events sent to the backend;
+- GoAccess, given the matching --log-format, writing its JSON report (it parses and aggregates every panel).
+Each is timed `--runs` times (median reported). With --write, the table and the machine go into
+docs/benchmarks.md under "## Analytics: log lines parsed per second" (the other sections are kept).
+
+Usage: python3 benchmarks/analytics.py [--lines 1000000] [--runs 3] [--write docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "files" / "scripts"))
+
+from hls_logparse import Aggregator, TrustedProxies  # noqa: E402
+from hls_logreader import LogReader  # noqa: E402
+from hls_sessions import Sessions  # noqa: E402
+
+HEADING = "## Analytics: log lines parsed per second"
+GOACCESS_FORMAT = r"%dT%t+%^\t%^\t%^\t%^\t%^\t%h\t%^\t%^\t%^\t%m\t%U\t%s\t%b\t%T\t%u\t%R"
+USER_AGENTS = [
+    "ExoPlayer/2.19.1 (Linux; Android 14) ExoPlayerLib/2.19.1",
+    "AppleCoreMedia/1.0.0.21E236 (iPhone; U; CPU OS 17_4 like Mac OS X; en_us)",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",
+    "VLC/3.0.20 LibVLC/3.0.20",
+    'Mozilla/5.0 (compatible; "quoted"; bot)',
+]
+REFS = ["radio-crestin-android", "radio-crestin-ios", "radio-crestin-web", ""]
+
+
+def generate(path: Path, lines: int, seed: int = 1) -> None:
+    """3,000 listeners of 20 stations, as an origin sees them: each player asks for the playlist and a segment
+    every 6 s (60 % of them put s= on segments too, the others only on the playlist), plus 1 % noise
+    (health checks, bots, unknown stations)."""
+    rng = random.Random(seed)
+    listeners = []
+    for number in range(3000):
+        session = f"{rng.getrandbits(128):032x}"
+        listeners.append((f"{session[:8]}-{session[8:12]}-{session[12:16]}-{session[16:20]}-{session[20:]}",
+                          f"station-{number % 20:02d}", f"10.{number % 250}.{number // 250}.{rng.randint(1, 254)}",
+                          rng.choice(USER_AGENTS).replace('"', '\\"'), rng.choice(REFS), rng.random() < 0.6))
+    noise = [("/healthz", "", "404", "0"), ("/wp-login.php", "", "404", "153"),
+             ("/hls/unknown/index.m3u8", "unknown", "404", "153")]
+    written, round_start = 0, 1_795_514_400_000
+    with path.open("w", encoding="utf-8") as handle:
+        while written < lines:
+            order = rng.sample(listeners, len(listeners))
+            for index, (session, slug, ip, agent, ref, tags_segments) in enumerate(order):
+                clock = round_start + index * 6000 // len(order)
+                iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(clock // 1000))
+                msec = f"{clock // 1000}.{clock % 1000:03d}"
+                if rng.random() < 0.01:
+                    uri, noise_slug, status, size = rng.choice(noise)
+                    handle.write(f"{iso}\t{msec}\t{noise_slug}\t\t\t{ip}\t{ip}\t\t\tGET\t{uri}\t{status}\t{size}\t"
+                                 f"0.000\t{agent}\t\n")
+                    written += 1
+                handle.write(f"{iso}\t{msec}\t{slug}\t{session}\t{ref}\t{ip}\t{ip}\t\t\tGET\t/hls/{slug}/index.m3u8\t"
+                             f"200\t{rng.randint(380, 420)}\t0.000\t{agent}\t\n")
+                segment_s, segment_ref = (session, ref) if tags_segments else ("", "")
+                handle.write(f"{iso}\t{msec}\t{slug}\t{segment_s}\t{segment_ref}\t{ip}\t{ip}\t\t\tGET\t"
+                             f"/hls/{slug}/{round_start}-{round_start // 6000 % 100000}.ts\t200\t"
+                             f"{rng.randint(90000, 100000)}\t0.{rng.randint(1, 400):03d}\t{agent}\t\n")
+                written += 2
+                if written >= lines:
+                    break
+            round_start += 6000
+
+
+def parse_only(path: Path) -> int:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    started = time.perf_counter()
+    aggregator = Aggregator(window_seconds=10)
+    aggregator.feed(text)
+    elapsed = time.perf_counter() - started
+    assert aggregator.lines() > 0
+    return_time.append(elapsed)
+    return aggregator.lines()
+
+
+def whole_run(path: Path) -> int:
+    started = time.perf_counter()
+    aggregator = Aggregator(window_seconds=10)
+    sessions = Sessions(timeout_minutes=5)
+    proxies = TrustedProxies()
+    events = 0
+    for text in LogReader(path, None):
+        aggregator.feed(text)
+    lines = aggregator.lines()
+    events += len(sessions.assign(aggregator, proxies))
+    return_time.append(time.perf_counter() - started)
+    assert events > 0
+    return lines
+
+
+def goaccess(path: Path) -> int:
+    with tempfile.TemporaryDirectory() as directory:
+        report = Path(directory) / "report.json"
+        started = time.perf_counter()
+        subprocess.run(["goaccess", str(path), "--log-format", GOACCESS_FORMAT, "--date-format", "%Y-%m-%d",
+                        "--time-format", "%H:%M:%S", "--no-progress", "-o", str(report)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        return_time.append(time.perf_counter() - started)
+        general = json.loads(report.read_text())["general"]
+    if general["failed_requests"]:
+        raise SystemExit(f"GoAccess could not parse {general['failed_requests']} lines: the format does not match")
+    return int(general["valid_requests"])
+
+
+return_time: list[float] = []
+
+
+def measure(tools: dict[str, Callable[[Path], int]], path: Path, runs: int) -> dict[str, tuple[int, list[float]]]:
+    results: dict[str, tuple[int, list[float]]] = {name: (0, []) for name in tools}
+    for _ in range(runs):
+        for name, tool in tools.items():  # alternating, so a busy moment hits every tool alike
+            lines = tool(path)
+            results[name] = (lines, results[name][1] + [return_time.pop()])
+    return results
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for text in Path("/proc/cpuinfo").read_text().splitlines():
+            if text.startswith("model name"):
+                cpu = text.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    version = subprocess.run(["goaccess", "--version"], capture_output=True, text=True, check=False).stdout
+    goaccess_version = version.splitlines()[0].strip() if version else "GoAccess (version unknown)"
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB; {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}; {goaccess_version}")
+
+
+def table(results: dict[str, tuple[int, list[float]]], lines: int, size: int, runs: int) -> str:
+    goaccess_rate = None
+    rows = []
+    for name, (parsed, times) in results.items():
+        rate = parsed / statistics.median(times)
+        if name.startswith("GoAccess"):
+            goaccess_rate = rate
+        rows.append((name, parsed, statistics.median(times), rate))
+    out = [f"{HEADING}", "",
+           f"`make bench-analytics` ({Path(__file__).relative_to(REPO)}): a generated session log of {lines:,} lines "
+           f"({size / 2**20:.0f} MiB, the exact nginx format), each tool run {runs} times alternately on the same "
+           "file, median shown. Measured on: " + machine() + ".", "",
+           "| Tool | Lines | Median seconds | Lines per second | vs GoAccess |", "|---|---:|---:|---:|---:|"]
+    for name, parsed, seconds, rate in rows:
+        ratio = f"{rate / goaccess_rate:.1f}x" if goaccess_rate else "-"
+        out.append(f"| {name} | {parsed:,} | {seconds:.2f} | {rate:,.0f} | {ratio} |")
+    out += ["", "- hls-analytics parse: `Aggregator.feed` on text already in memory (split on tabs, classify, "
+            "aggregate per session, station, type and 10 s window).",
+            "- hls-analytics run: what one run does before spooling: reading and decoding the file "
+            "(`LogReader`), parsing, sessions (joins and keyed hashes) and building the events.",
+            "- GoAccess: `goaccess <log> --log-format ... -o report.json`, every panel of its report (single "
+            "thread, its default).", ""]
+    return "\n".join(out)
+
+
+def write_section(document: Path, section: str) -> None:
+    text = document.read_text(encoding="utf-8") if document.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.M | re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _match: section + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    document.parent.mkdir(parents=True, exist_ok=True)
+    document.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--write", type=Path, help="the benchmark notes to put the table in (docs/benchmarks.md)")
+    args = parser.parse_args(argv)
+    if shutil.which("goaccess") is None:
+        print("goaccess is not installed: apt-get install goaccess", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "hls-access.log"
+        generate(path, args.lines)
+        tools = {"hls-analytics parse": parse_only, "hls-analytics run": whole_run, "GoAccess": goaccess}
+        results = measure(tools, path, args.runs)
+        section = table(results, args.lines, path.stat().st_size, args.runs)
+    print(section)
+    if args.write:
+        write_section(args.write, section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

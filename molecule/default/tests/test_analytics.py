@@ -1,0 +1,174 @@
+"""Listener analytics: a real HLS client through nginx -> hls-analytics -> the GraphQL test backend, exactly once,
+through a backend outage and a forced logrotate."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import uuid
+from collections import Counter
+
+import pytest
+from conftest import BACKEND, NGINX, station_ready, wait_for
+
+LOGS = "/var/log/nginx/hls-access.log"
+SPOOL = "/var/lib/hls-analytics/spool"
+LISTENERS = "/run/hls-analytics/listeners.json"
+SLUG = "demo-aac"
+TYPES = {".m3u8": "playlist_request", ".ts": "segment_request"}
+
+
+class Listener:
+    """One ffmpeg playing a station through nginx, with its own session id and user agent."""
+
+    def __init__(self, host, slug: str = SLUG, seconds: int = 16) -> None:
+        self.host = host
+        self.slug = slug
+        self.session = str(uuid.uuid4())
+        self.user_agent = f"radio-hls-test/{self.session}"
+        self.unit = f"hls-test-listener-{self.session[:8]}"
+        url = f"{NGINX}/hls/{slug}/index.m3u8?s={self.session}&ref=test"
+        self.command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-user_agent", self.user_agent, "-i", url,
+                        "-t", str(seconds), "-c", "copy", "-f", "null", "-"]
+
+    def play(self) -> None:
+        """Listen in the foreground until ffmpeg has read `seconds` of audio."""
+        self.host.check_output("timeout 120 " + shlex.join(self.command))
+
+    def start(self) -> None:
+        self.host.check_output(f"systemd-run --quiet --collect --unit {self.unit} {shlex.join(self.command)}")
+
+    def wait(self) -> None:
+        wait_for(lambda: self.host.run(f"systemctl is-active --quiet {self.unit}").rc != 0, timeout=120,
+                 what=f"{self.unit} to finish")
+
+    def logged(self, pattern: str = LOGS + "*") -> Counter:
+        """Requests (by event type) and bytes this client made, from nginx's logs, rotated ones included."""
+        out = self.host.run(f"zcat -f {pattern} | grep -F -- {shlex.quote(self.user_agent)}").stdout
+        counts: Counter = Counter()
+        for line in out.splitlines():
+            fields = line.split("\t")
+            kind = next((kind for suffix, kind in TYPES.items() if fields[10].endswith(suffix)), None)
+            if kind and fields[9] == "GET" and fields[11][:1] in ("2", "3"):
+                counts[kind] += 1
+                counts["bytes"] += int(fields[12])
+        return counts
+
+    def events(self) -> list[dict]:
+        all_events = json.loads(self.host.check_output(f"curl -fsS {BACKEND}/admin/events"))
+        return [event for event in all_events if event["user_agent"] == self.user_agent]
+
+    def received(self) -> Counter:
+        counts: Counter = Counter()
+        for event in self.events():
+            counts[event["event_type"]] += event["request_count"]
+            counts["bytes"] += event["bytes_transferred"]
+        return counts
+
+    def delivered(self) -> Counter:
+        """Wait until the backend has every request of this client, then check nothing more arrives."""
+        expected = self.logged()
+        assert expected["playlist_request"] >= 2 and expected["segment_request"] >= 2, expected
+        wait_for(lambda: self.received() == expected, timeout=90,
+                 what=f"the backend to count {dict(expected)} for {self.session}")
+        run_analytics(self.host)
+        assert self.received() == expected
+        return expected
+
+
+def run_analytics(host):
+    return host.run("systemctl start hls-analytics.service")
+
+
+def spooled(host) -> int:
+    return len(host.run(f"ls {SPOOL}").stdout.split())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def station(host):
+    station_ready(host, SLUG)
+
+
+def test_analytics_units_are_hardened_and_the_key_stays_secret(host):
+    assert host.service("hls-analytics.timer").is_enabled
+    assert host.service("hls-analytics.timer").is_running
+    env = host.file("/etc/hls/analytics.env")
+    assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
+    assert "STREAMING_API_KEY=molecule-analytics-key" in env.content_string
+    shown = host.check_output("systemctl show hls-analytics.service")
+    assert "molecule-analytics-key" not in shown
+    assert "User=hls-analytics" in shown and "ProtectSystem=strict" in shown
+    assert run_analytics(host).rc == 0
+    assert "molecule-analytics-key" not in host.check_output("journalctl -u hls-analytics.service --no-pager")
+    state = host.file("/var/lib/hls-analytics/state.json")
+    assert state.user == "hls-analytics" and state.mode == 0o600
+
+
+def test_a_listening_session_reaches_the_backend(host, backend):
+    listener = Listener(host)
+    listener.play()
+    expected = listener.delivered()
+    events = listener.events()
+    assert {event["anonymous_session_id"] for event in events} == {listener.session}
+    assert {event["station_slug"] for event in events} == {SLUG}
+    assert {event["event_type"] for event in events} == set(TYPES.values())
+    assert {event["referer"] for event in events if event["event_type"] == "playlist_request"} == {"test"}
+    assert {event["ip_address"] for event in events} == {"127.0.0.1"}
+    assert sum(event["bytes_transferred"] for event in events) == expected["bytes"]
+    requests = json.loads(host.check_output(f"curl -fsS {BACKEND}/admin/requests"))
+    submits = [r for r in requests if r["headers"].get("X-Streaming-Api-Key")]
+    assert submits and {r["headers"]["X-Streaming-Api-Key"] for r in submits} == {"molecule-analytics-key"}
+
+
+def test_live_listeners_file_counts_a_listener(host):
+    listener = Listener(host, seconds=30)
+    listener.start()
+    try:
+        wait_for(lambda: json.loads(host.file(LISTENERS).content_string or "{}").get("stations", {}).get(SLUG, 0) >= 1,
+                 timeout=60, what=f"{LISTENERS} to count a listener of {SLUG}")
+        assert host.file(LISTENERS).mode == 0o644
+    finally:
+        listener.wait()
+
+
+def test_a_backend_outage_delivers_everything_once_afterwards(host, backend):
+    host.check_output("systemctl stop hls-test-backend.service")
+    listener = Listener(host)
+    listener.play()
+    wait_for(lambda: spooled(host) >= 1, timeout=60, what="the analytics to spool while the backend is down")
+    assert run_analytics(host).rc != 0
+    assert "backend unavailable" in host.check_output("journalctl -u hls-analytics.service --no-pager -n 20 -o cat")
+    host.check_output("systemctl start hls-test-backend.service")
+    wait_for(lambda: host.run(f"curl -fsS {BACKEND}/healthz").rc == 0, what="the test backend")
+    listener.delivered()
+    timestamps = [event["timestamp"] for event in listener.events()]
+    assert timestamps == sorted(timestamps)
+    wait_for(lambda: spooled(host) == 0, what="the spool to empty")
+
+
+def test_a_failing_backend_delivers_everything_once_afterwards(host, backend):
+    backend(fail="500")
+    listener = Listener(host)
+    listener.play()
+    wait_for(lambda: spooled(host) >= 1, timeout=60, what="the analytics to spool while the backend fails")
+    assert listener.received() == Counter()
+    backend(fail=None, submit_result="operation_info")
+    assert run_analytics(host).rc != 0
+    assert listener.received() == Counter()
+    backend(submit_result="ok")
+    listener.delivered()
+
+
+def test_a_forced_logrotate_while_listening_loses_and_doubles_nothing(host, backend):
+    listener = Listener(host, seconds=24)
+    listener.start()
+    try:
+        wait_for(lambda: listener.logged(LOGS)["segment_request"] >= 3, timeout=60, what="the first requests")
+        host.check_output("logrotate -f /etc/logrotate.d/nginx")
+        wait_for(lambda: listener.logged(LOGS)["segment_request"] >= 2, timeout=60,
+                 what="requests in the new log after the first rotation")
+        host.check_output("logrotate -f /etc/logrotate.d/nginx")
+        assert host.file(LOGS + ".2.gz").exists
+    finally:
+        listener.wait()
+    listener.delivered()
