@@ -8,7 +8,7 @@ DEMO_PORT ?= 8080
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: test lint unit molecule demo demo-clean engine image
+.PHONY: test lint unit molecule demo demo-clean engine image bench-analytics
 
 test: lint unit molecule
 
@@ -38,3 +38,8 @@ demo: $(BIN)/.installed image
 
 demo-clean:
 	-docker rm -f $(DEMO_CONTAINER)
+
+# Session log lines parsed per second, side by side with GoAccess; the table goes to docs/benchmarks.md.
+bench-analytics: $(BIN)/.installed
+	command -v goaccess >/dev/null || apt-get install -y goaccess
+	$(BIN)/python benchmarks/analytics.py --write docs/benchmarks.md

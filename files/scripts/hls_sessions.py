@@ -30,6 +30,7 @@ from hls_logparse import (
     TrustedProxies,
     build_event,
     client_ip,
+    no_gc,
 )
 
 DAY_MS = 86_400_000
@@ -110,6 +111,10 @@ class Sessions:
 
     def assign(self, aggregator: Aggregator, proxies: TrustedProxies) -> list[dict[str, Any]]:
         """The events of everything the aggregator collected, oldest first; clears the aggregator."""
+        with no_gc():
+            return self._assign(aggregator, proxies)
+
+    def _assign(self, aggregator: Aggregator, proxies: TrustedProxies) -> list[dict[str, Any]]:
         merged: dict[tuple, Aggregate] = dict(aggregator.by_session)
         latest: dict[str, Aggregate] = {}
         for (session_id, _slug, _kind, _window), aggregate in merged.items():
