@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 import requests
 
 from hls_graphql import BackendError, execute
-from hls_logparse import Aggregator, TrustedProxies
+from hls_logparse import COUNTERS, Aggregator, TrustedProxies
 from hls_logreader import LogReader, Position
 from hls_sessions import LIVE_WINDOW_MS, Sessions
 from hls_spool import Spool
@@ -272,8 +272,7 @@ class Analytics:
         s = self.summary
         log.info("read %d lines: %d listening requests (%d with an invalid s=), ignored %s; spooled %d events "
                  "in %d batches, sent %d events in %d batches%s; spool: %d batches; listeners: %s",
-                 sum(counts.get(name, 0) for name in ("events", "not_hls", "not_media", "method", "status",
-                                                       "malformed")),
+                 sum(counts.get(name, 0) for name in COUNTERS),
                  counts.get("events", 0), counts.get("invalid_session_id", 0), ignored, s["spooled_events"],
                  s["spooled_batches"], s["sent_events"], s["sent_batches"],
                  f", not sent (no GRAPHQL_ENDPOINT) {s['unsent_events']} events" if s["unsent_events"] else "",
