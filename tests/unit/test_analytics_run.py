@@ -339,3 +339,41 @@ def test_main_exit_status(environ: dict[str, str], backend: FakeBackend, monkeyp
     monkeypatch.setenv("BATCH_SIZE", "0")
     assert hls_analytics.main([]) == 2
     assert len(received(backend)) == 2
+
+
+def test_two_forced_rotations_while_a_player_listens(environ: dict[str, str], backend: FakeBackend) -> None:
+    """What `logrotate -f` twice does to a player that puts s= on its playlist requests only."""
+    log = log_path(environ)
+    one, two = log.with_name(log.name + ".1"), log.with_name(log.name + ".2")
+    all_lines: list[str] = []
+    clock = [T0]
+
+    def play(steps: int, rotated: bool = False) -> None:
+        for _ in range(steps):
+            lines = [line(s="sess-1", kind="playlist", msec=clock[0]), line(s="", msec=clock[0] + 50)]
+            write(environ, *lines, rotated=rotated)
+            all_lines.extend(lines)
+            clock[0] += 2000
+
+    play(3)
+    assert run(environ)
+    play(2)
+    assert run(environ)                  # prerotate
+    log.rename(one)
+    play(1, rotated=True)                # nginx has not reopened yet
+    play(3)
+    assert run(environ)
+    play(2)
+    assert run(environ)                  # prerotate of the second rotation
+    one.rename(two)
+    log.rename(one)
+    play(1, rotated=True)
+    two.unlink()                         # compressed to .2.gz
+    play(3)
+    assert run(environ)
+    assert run(environ)
+    expected = Counter()
+    for text in all_lines:
+        kind = "playlist_request" if ".m3u8" in text else "segment_request"
+        expected[("sess-1", "radio-joy", kind)] += 1
+    assert totals(received(backend)) == expected

@@ -69,8 +69,12 @@ class Listener:
         """Wait until the backend has every request of this client, then check nothing more arrives."""
         expected = self.logged()
         assert expected["playlist_request"] >= 2 and expected["segment_request"] >= 2, expected
-        wait_for(lambda: self.received() == expected, timeout=90,
-                 what=f"the backend to count {dict(expected)} for {self.session}")
+        try:
+            wait_for(lambda: self.received() == expected, timeout=90,
+                     what=f"the backend to count {dict(expected)} for {self.session}")
+        except pytest.fail.Exception:
+            journal = self.host.run("journalctl -u hls-analytics.service --no-pager -o cat -n 30").stdout
+            assert self.received() == expected, f"events: {self.events()}\njournal: {journal}"
         run_analytics(self.host)
         assert self.received() == expected
         return expected
