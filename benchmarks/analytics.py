@@ -148,13 +148,14 @@ def machine() -> str:
     except OSError:
         pass
     version = subprocess.run(["goaccess", "--version"], capture_output=True, text=True, check=False).stdout
-    goaccess_version = version.splitlines()[0].strip() if version else "GoAccess (version unknown)"
+    goaccess_version = version.splitlines()[0].strip().rstrip(".") if version else "GoAccess (version unknown)"
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB; {platform.system()} {platform.release()}; "
-            f"Python {platform.python_version()}; {goaccess_version}")
+            f"Python {platform.python_version()}; {goaccess_version}; load average {os.getloadavg()[0]:.1f} "
+            "when the run started (the machine is shared)")
 
 
-def table(results: dict[str, tuple[int, list[float]]], lines: int, size: int, runs: int) -> str:
+def table(results: dict[str, tuple[int, list[float]]], lines: int, size: int, runs: int, conditions: str) -> str:
     goaccess_rate = None
     rows = []
     for name, (parsed, times) in results.items():
@@ -165,7 +166,7 @@ def table(results: dict[str, tuple[int, list[float]]], lines: int, size: int, ru
     out = [f"{HEADING}", "",
            f"`make bench-analytics` ({Path(__file__).relative_to(REPO)}): a generated session log of {lines:,} lines "
            f"({size / 2**20:.0f} MiB, the exact nginx format), each tool run {runs} times alternately on the same "
-           "file, median shown. Measured on: " + machine() + ".", "",
+           "file, median shown. Measured on: " + conditions + ".", "",
            "| Tool | Lines | Median seconds | Lines per second | vs GoAccess |", "|---|---:|---:|---:|---:|"]
     for name, parsed, seconds, rate in rows:
         ratio = f"{rate / goaccess_rate:.1f}x" if goaccess_rate else "-"
@@ -199,12 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("goaccess") is None:
         print("goaccess is not installed: apt-get install goaccess", file=sys.stderr)
         return 2
+    conditions = machine()
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "hls-access.log"
         generate(path, args.lines)
         tools = {"hls-analytics parse": parse_only, "hls-analytics run": whole_run, "GoAccess": goaccess}
         results = measure(tools, path, args.runs)
-        section = table(results, args.lines, path.stat().st_size, args.runs)
+        section = table(results, args.lines, path.stat().st_size, args.runs, conditions)
     print(section)
     if args.write:
         write_section(args.write, section)
