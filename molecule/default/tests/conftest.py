@@ -14,6 +14,7 @@ BACKEND = "http://127.0.0.1:8001"
 NGINX = "http://127.0.0.1"
 # The backend token of molecule.yml: a canary that must never show anywhere but in root-only files.
 TOKEN = "canary-graphql-token-0d5e"
+API_KEY = "molecule-analytics-key"  # hls_analytics_api_key in molecule.yml, a canary as well
 STATIONS = [
     {"id": 1, "slug": "demo-mp3", "title": "Demo MP3", "stream_url": "http://127.0.0.1:8000/demo-mp3",
      "generate_hls_stream": True, "disabled": False},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import STATIONS, TOKEN, http, now, run_sync, station_ready, sync_log, wait_for
+from conftest import API_KEY, STATIONS, TOKEN, http, now, run_sync, station_ready, sync_log, wait_for
 
 LOG = "/var/log/nginx/hls-access.log"
 LOG_FIELDS = 16
@@ -71,17 +71,18 @@ def test_stream_credentials_never_show(host, backend):
         assert STREAM_PASSWORD not in text, f"the stream password shows in {place}"
 
 
-def test_the_backend_token_stays_in_root_only_files(host, backend):
+@pytest.mark.parametrize(("secret", "home"), [(TOKEN, "/etc/hls/sync.env"), (API_KEY, "/etc/hls/analytics.env")])
+def test_backend_secrets_stay_in_root_only_files(host, backend, secret, home):
     assert run_sync(host).rc == 0
-    # The test backend (not part of the product) knows the token too.
+    assert host.run("systemctl start hls-analytics.service").rc == 0
+    # The test backend (not part of the product) knows them too.
     holders = host.check_output(
-        f"grep -rls --exclude-dir=hls-test-backend {TOKEN} /etc /opt /var /run /tmp 2>/dev/null || true").split()
-    assert holders == ["/etc/hls/sync.env"], holders
-    for path in holders:
-        assert host.file(path).mode == 0o600 and host.file(path).user == "root"
-    assert TOKEN not in host.check_output("systemctl show hls-sync.service 'hls@*'")
-    assert TOKEN not in host.check_output("journalctl --no-pager -o cat")
-    assert TOKEN not in http(host, "/hls/demo-aac/index.m3u8")[2]
+        f"grep -rls --exclude-dir=hls-test-backend {secret} /etc /opt /var /run /tmp 2>/dev/null || true").split()
+    assert holders == [home], holders
+    assert host.file(home).mode == 0o600 and host.file(home).user == "root"
+    assert secret not in host.check_output("systemctl show hls-sync.service hls-analytics.service 'hls@*'")
+    assert secret not in host.check_output("journalctl --no-pager -o cat")
+    assert secret not in http(host, "/hls/demo-aac/index.m3u8")[2]
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "POST", "PATCH", "TRACE"])
