@@ -1,0 +1,196 @@
+"""Station cost: CPU and memory per station of this project's hls@ units vs Liquidsoap and a plain copier.
+
+Runs inside the benchmark host. N stations per codec are pulled from the demo Icecast2's aliases
+(demo-aac-1..N: AAC, copied; demo-mp3-1..N: MP3, transcoded to AAC-LC). Each round starts one workload at a
+time, waits for every output to exist, measures its units' cgroup CPU over a fixed window and their memory
+at the end of it, checks that every output moved on, and stops it. The order of the workloads rotates from
+round to round, so a noisy neighbour cannot favour one of them. The feeders are other units: not counted.
+
+Workloads (all with 6 s segments, 10 per playlist, AAC-LC at the given bitrate):
+  project          the hls@<slug> units deployed by the roles (FFmpeg, one process per station)
+  liquidsoap-each  Liquidsoap output.file.hls, one process per station
+  liquidsoap-one   Liquidsoap output.file.hls, one process for all N stations of a codec
+  floor            curl copying the upstream bytes to a file, one process per station
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from benchcommon import (
+    cpu_ns,
+    emit,
+    log,
+    median,
+    progress_marker,
+    run,
+    systemctl,
+    unit_memory,
+    wait_for,
+)
+
+CODECS = {"copy": "demo-aac", "transcode": "demo-mp3"}
+SCRIPTS = Path("/var/lib/hls-bench/liquidsoap")
+RUNTIME = Path("/run/hls-bench")
+LIQ_HEADER = """settings.init.allow_root.set(true)
+settings.log.stdout.set(true)
+settings.log.file.set(false)
+settings.log.level.set(2)
+"""
+
+
+@dataclass
+class Job:
+    """One unit serving `stations` stations of one codec mode, and the outputs that must move on."""
+
+    unit: str
+    mode: str
+    stations: int
+    outputs: list[Path]
+    start_argv: list[str] = field(default_factory=list)  # empty: a deployed unit, started with systemctl
+
+
+@dataclass
+class Workload:
+    name: str
+    jobs: list[Job]
+
+    def start(self) -> None:
+        deployed = [job.unit for job in self.jobs if not job.start_argv]
+        if deployed:
+            systemctl("start", *deployed)
+        for job in self.jobs:
+            if job.start_argv:
+                systemctl("reset-failed", job.unit, check=False)
+                runtime = job.unit.removesuffix(".service")
+                systemctl_run = ["systemd-run", "--quiet", f"--unit={job.unit}", f"--property=RuntimeDirectory=hls-bench/{runtime}", "--property=Nice=0"]
+                run(*systemctl_run, *job.start_argv)
+
+    def stop(self) -> None:
+        systemctl("stop", *(job.unit for job in self.jobs), check=False)
+
+    def outputs(self) -> list[Path]:
+        return [path for job in self.jobs for path in job.outputs]
+
+
+def liquidsoap_script(pairs: Sequence[tuple[str, Path]], mode: str, bitrate: str, segment: int, size: int) -> str:
+    """output.file.hls for each (mount, directory); copy keeps the AAC frames, transcode makes AAC-LC."""
+    lines = [LIQ_HEADER]
+    for index, (mount, directory) in enumerate(pairs):
+        if mode == "copy":
+            source, encoder, extra = f"input.http(\"http://127.0.0.1:8000/{mount}\")", "%audio.copy", "fallible=true, "
+        else:
+            source = f"mksafe(input.http(\"http://127.0.0.1:8000/{mount}\"))"
+            encoder, extra = f"%audio(codec=\"aac\", b=\"{bitrate}\")", ""
+        lines.append(
+            f"s{index} = {source}\n"
+            f"output.file.hls(playlist=\"index.m3u8\", segment_duration={segment}.0, segments={size}, "
+            f"segments_overhead=1, {extra}\"{directory}\", "
+            f"[(\"aac\", %ffmpeg(format=\"mpegts\", {encoder}))], s{index})\n"
+        )
+    return "".join(lines)
+
+
+def liquidsoap_job(unit: str, mode: str, mounts: Sequence[str], args: argparse.Namespace) -> Job:
+    base = RUNTIME / unit.removesuffix(".service")
+    pairs = [(mount, base / mount) for mount in mounts] if len(mounts) > 1 else [(mounts[0], base)]
+    script = SCRIPTS / f"{unit.removesuffix('.service')}.liq"
+    script.write_text(liquidsoap_script(pairs, mode, args.bitrate, args.segment_seconds, args.playlist_size))
+    dirs = " ".join(str(directory) for _, directory in pairs)
+    argv = ["/bin/sh", "-c", f"mkdir -p {dirs} && exec liquidsoap {script}"]
+    return Job(unit, mode, len(mounts), [directory / "aac.m3u8" for _, directory in pairs], argv)
+
+
+def workloads(args: argparse.Namespace) -> list[Workload]:
+    SCRIPTS.mkdir(parents=True, exist_ok=True)
+    mounts = {mode: [f"{prefix}-{i}" for i in range(1, args.stations + 1)] for mode, prefix in CODECS.items()}
+    project, each, one, floor = [], [], [], []
+    for mode, names in mounts.items():
+        for mount in names:
+            project.append(Job(f"hls@{mount}.service", mode, 1, [Path(f"/run/hls/{mount}/index.m3u8")]))
+            each.append(liquidsoap_job(f"bench-ls-{mount}.service", mode, [mount], args))
+            copy_to = RUNTIME / f"bench-floor-{mount}" / "stream"
+            floor.append(Job(f"bench-floor-{mount}.service", mode, 1, [copy_to],
+                             ["/usr/bin/curl", "-sS", "-o", str(copy_to), f"http://127.0.0.1:8000/{mount}"]))
+        one.append(liquidsoap_job(f"bench-ls-all-{CODECS[mode]}.service", mode, names, args))
+    return [Workload("project", project), Workload("liquidsoap-each", each),
+            Workload("liquidsoap-one", one), Workload("floor", floor)]
+
+
+def measure(workload: Workload, window: float, warmup: float) -> dict[str, dict[str, float]]:
+    """Start, wait until every output exists, measure one window, stop. Per mode: per-station figures."""
+    workload.start()
+    try:
+        outputs = workload.outputs()
+        ready = wait_for(lambda: all(progress_marker(path) for path in outputs), timeout=120, interval=1)
+        if not ready:
+            missing = [str(path) for path in outputs if not progress_marker(path)][:5]
+            raise RuntimeError(f"{workload.name}: outputs never appeared: {missing}")
+        time.sleep(warmup)
+        units = [job.unit for job in workload.jobs]
+        markers = {path: progress_marker(path) for path in outputs}
+        before, started = cpu_ns(units), time.monotonic()
+        time.sleep(window)
+        after, elapsed = cpu_ns(units), time.monotonic() - started
+        memory = unit_memory(units)
+        moved = {path for path in outputs if progress_marker(path) != markers[path]}
+    finally:
+        workload.stop()
+    figures: dict[str, dict[str, float]] = {}
+    for mode in CODECS:
+        jobs = [job for job in workload.jobs if job.mode == mode]
+        stations = sum(job.stations for job in jobs)
+        cpu_s = sum(after[job.unit] - before[job.unit] for job in jobs) / 1e9
+        figures[mode] = {
+            "cpu_pct": 100 * cpu_s / elapsed / stations,
+            "cpu_s_per_station_min": cpu_s / stations / (elapsed / 60),
+            "pss_mib": sum(memory[job.unit].pss_kib for job in jobs) / 1024 / stations,
+            "uss_mib": sum(memory[job.unit].uss_kib for job in jobs) / 1024 / stations,
+            "rss_mib": sum(memory[job.unit].rss_kib for job in jobs) / 1024 / stations,
+            "processes": sum(memory[job.unit].processes for job in jobs),
+            "stations": stations,
+            "advancing": sum(1 for job in jobs for path in job.outputs if path in moved),
+        }
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stations", type=int, default=10, help="stations per codec (N)")
+    parser.add_argument("--window", type=float, default=30, help="seconds measured per workload and round")
+    parser.add_argument("--warmup", type=float, default=8, help="seconds after the first outputs before measuring")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", nargs="*", help="workload names to run (default: all)")
+    parser.add_argument("--bitrate", default="96k")
+    parser.add_argument("--segment-seconds", type=int, default=6)
+    parser.add_argument("--playlist-size", type=int, default=10)
+    args = parser.parse_args(argv)
+    runs = [w for w in workloads(args) if not args.only or w.name in args.only]
+    for workload in runs:
+        workload.stop()  # the deployed stations run from the start: every workload starts from nothing
+    samples: dict[str, dict[str, list[dict[str, float]]]] = {w.name: {mode: [] for mode in CODECS} for w in runs}
+    for round_index in range(args.rounds):
+        shift = round_index % len(runs)
+        for workload in runs[shift:] + runs[:shift]:
+            log(f"round {round_index + 1}/{args.rounds}: {workload.name}, {args.stations} stations per codec")
+            for mode, figures in measure(workload, args.window, args.warmup).items():
+                samples[workload.name][mode].append(figures)
+                log(f"  {mode}: {figures['cpu_pct']:.3f} % CPU, {figures['pss_mib']:.1f} MiB PSS per station, "
+                    f"{figures['advancing']}/{figures['stations']} advancing")
+    result = {"stations": args.stations, "window_s": args.window, "rounds": args.rounds, "workloads": {}}
+    for name, modes in samples.items():
+        result["workloads"][name] = {
+            mode: {key: median([s[key] for s in rounds]) for key in rounds[0]}
+            | {"advancing": min(s["advancing"] for s in rounds), "samples": rounds}
+            for mode, rounds in modes.items()
+        }
+    emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
