@@ -34,6 +34,13 @@ PLAYLIST_NAME = "index.m3u8"
 HLS_FLAGS = "delete_segments+append_list+omit_endlist+temp_file"
 GLOBAL_OPTIONS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning")
 CODEC_CHOICES = ("auto", "copy", "transcode")
+# FFmpeg's native AAC encoder: "fast" (constant quantizer) costs about two thirds of "twoloop" (FFmpeg's
+# default, a little better at low bitrates); see docs/benchmarks.md.
+AAC_CODERS = ("fast", "twoloop")
+# Bytes read to recognise the upstream's format. FFmpeg's default keeps reading until it is sure, which
+# for an MP3 stream means 128 KiB: 8 s of a 128k stream (4 s of it after Icecast's 64 KiB burst) before the
+# first segment can even start, on every start and restart.
+FORMAT_PROBE_BYTES = 32768
 ASCII_DIGITS = re.compile(r"[0-9]+")
 BITRATE = re.compile(r"[0-9]+k")
 # A run shorter than this counts as a failed start and lengthens the wait before the next one.
@@ -57,6 +64,7 @@ class StationSettings:
     codec: str = "auto"
     read_timeout_seconds: int = 15
     restart_max_seconds: int = 60
+    aac_coder: str = "fast"
 
     @classmethod
     def from_env(cls, values: Mapping[str, str | None]) -> StationSettings:
@@ -77,6 +85,9 @@ class StationSettings:
         bitrate = values.get("HLS_AAC_BITRATE") or "128k"
         if not BITRATE.fullmatch(bitrate):
             raise LaunchError(f"HLS_AAC_BITRATE={bitrate!r} is not like 128k")
+        coder = values.get("HLS_AAC_CODER") or "fast"
+        if coder not in AAC_CODERS:
+            raise LaunchError(f"HLS_AAC_CODER={coder!r} is not one of {', '.join(AAC_CODERS)}")
         return cls(
             slug=slug,
             stream_url=url,
@@ -86,6 +97,7 @@ class StationSettings:
             codec=codec,
             read_timeout_seconds=number("HLS_READ_TIMEOUT_SECONDS", 15, 1, 600),
             restart_max_seconds=number("HLS_RESTART_MAX_SECONDS", 60, 1, 3600),
+            aac_coder=coder,
         )
 
 
@@ -103,6 +115,7 @@ def upstream(settings: StationSettings) -> tuple[str, dict[str, object]]:
     url, userinfo = split_credentials(settings.stream_url)
     options: dict[str, object] = {
         "protocol_whitelist": PROTOCOL_WHITELIST,
+        "formatprobesize": FORMAT_PROBE_BYTES,
         "reconnect": 1,
         "reconnect_on_network_error": 1,
         "reconnect_delay_max": 10,
@@ -173,7 +186,8 @@ def build_command(settings: StationSettings, output_dir: Path, mode: str, now: f
     audio_options: dict[str, object] = {"c:a": "copy"}
     if mode == "transcode":
         # Debian's FFmpeg has no libfdk_aac: the native encoder makes AAC-LC.
-        audio_options = {"c:a": "aac", "profile:a": "aac_low", "b:a": settings.aac_bitrate}
+        audio_options = {"c:a": "aac", "profile:a": "aac_low", "b:a": settings.aac_bitrate,
+                         "aac_coder": settings.aac_coder}
     hls_options: dict[str, object] = {
         "format": "hls",
         "map": "0:a:0",

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import requests
+
 from hls_graphql import BackendError, execute
 from hls_station import (
     InvalidStation,
@@ -36,6 +38,7 @@ STATION_SETTINGS = (
     "HLS_SEGMENT_SECONDS",
     "HLS_PLAYLIST_SIZE",
     "HLS_AAC_BITRATE",
+    "HLS_AAC_CODER",
     "HLS_CODEC",
     "HLS_READ_TIMEOUT_SECONDS",
     "HLS_RESTART_MAX_SECONDS",
@@ -91,11 +94,11 @@ class Config:
         )
 
 
-def fetch_records(config: Config) -> list[Any]:
+def fetch_records(config: Config, session: requests.Session | None = None) -> list[Any]:
     """The raw station records, from the backend or from the inventory's file."""
     if config.endpoint:
         headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
-        data = execute(config.endpoint, STATIONS_QUERY, headers=headers, timeout=config.timeout)
+        data = execute(config.endpoint, STATIONS_QUERY, headers=headers, timeout=config.timeout, session=session)
         source = config.endpoint
     else:
         try:
@@ -222,10 +225,15 @@ def apply_plan(plan: Plan, desired: Mapping[str, str], config: Config, systemctl
             (config.stations_dir / f"{slug}.env").unlink(missing_ok=True)
 
 
+def desired_state(config: Config, session: requests.Session | None = None) -> tuple[dict[str, str], set[str]]:
+    """The env file each listed station should have, and the slugs of the records that were refused."""
+    stations, refused = select_stations(fetch_records(config, session))
+    return {station.slug: station_env(station, config.settings) for station in stations}, refused
+
+
 def sync(config: Config, systemctl: Systemctl | None = None) -> Plan:
     systemctl = systemctl or run_systemctl
-    stations, refused = select_stations(fetch_records(config))
-    desired = {station.slug: station_env(station, config.settings) for station in stations}
+    desired, refused = desired_state(config)
     current = read_current(config.stations_dir)
     if len(desired) > config.max_stations:
         raise SyncRefused(

@@ -49,19 +49,19 @@ def no_ffprobe(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_from_env_defaults() -> None:
     assert settings() == StationSettings(slug="radio-joy", stream_url=BASE["HLS_STREAM_URL"], segment_seconds=6,
                                          playlist_size=10, aac_bitrate="128k", codec="auto",
-                                         read_timeout_seconds=15)
+                                         read_timeout_seconds=15, aac_coder="fast")
 
 
 def test_from_env_values() -> None:
     got = settings(HLS_SEGMENT_SECONDS="4", HLS_PLAYLIST_SIZE="5", HLS_AAC_BITRATE="96k", HLS_CODEC="transcode",
-                   HLS_READ_TIMEOUT_SECONDS="30")
-    assert (got.segment_seconds, got.playlist_size, got.aac_bitrate, got.codec, got.read_timeout_seconds) == (
-        4, 5, "96k", "transcode", 30)
+                   HLS_READ_TIMEOUT_SECONDS="30", HLS_AAC_CODER="twoloop")
+    assert (got.segment_seconds, got.playlist_size, got.aac_bitrate, got.codec, got.read_timeout_seconds,
+            got.aac_coder) == (4, 5, "96k", "transcode", 30, "twoloop")
 
 
 def test_from_env_empty_values_mean_defaults() -> None:
-    got = settings(HLS_SEGMENT_SECONDS="", HLS_CODEC="", HLS_AAC_BITRATE="")
-    assert (got.segment_seconds, got.codec, got.aac_bitrate) == (6, "auto", "128k")
+    got = settings(HLS_SEGMENT_SECONDS="", HLS_CODEC="", HLS_AAC_BITRATE="", HLS_AAC_CODER="")
+    assert (got.segment_seconds, got.codec, got.aac_bitrate, got.aac_coder) == (6, "auto", "128k", "fast")
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -73,6 +73,7 @@ def test_from_env_empty_values_mean_defaults() -> None:
     ({"HLS_STREAM_URL": None}, "stream_url is missing"),
     ({"HLS_CODEC": "bogus"}, "HLS_CODEC='bogus' is not one of auto, copy, transcode"),
     ({"HLS_CODEC": "COPY"}, "HLS_CODEC='COPY' is not one of"),
+    ({"HLS_AAC_CODER": "anmr"}, "HLS_AAC_CODER='anmr' is not one of fast, twoloop"),
     ({"HLS_AAC_BITRATE": "12"}, "HLS_AAC_BITRATE='12' is not like 128k"),
     ({"HLS_AAC_BITRATE": "k"}, "HLS_AAC_BITRATE='k' is not like 128k"),
     ({"HLS_AAC_BITRATE": "128K"}, "HLS_AAC_BITRATE='128K' is not like 128k"),
@@ -136,7 +137,7 @@ def test_global_and_input_options_come_before_the_input() -> None:
     assert not any("s3cret" in argument for argument in command)
     for name, value in [("-reconnect", "1"), ("-reconnect_on_network_error", "1"),
                         ("-reconnect_delay_max", "10"), ("-rw_timeout", "15000000"),
-                        ("-user_agent", "radio-hls/1.0")]:
+                        ("-user_agent", "radio-hls/1.0"), ("-formatprobesize", "32768")]:
         assert option(command, name) == value
         assert command.index(name) < first_input, name
 
@@ -149,7 +150,7 @@ def test_rw_timeout_is_in_microseconds() -> None:
 def test_copy_mode() -> None:
     command = build_command(settings(), OUTPUT, "copy", NOW)
     assert option(command, "-c:a") == "copy"
-    assert "-b:a" not in command and "-profile:a" not in command
+    assert "-b:a" not in command and "-profile:a" not in command and "-aac_coder" not in command
 
 
 def test_transcode_mode() -> None:
@@ -157,6 +158,9 @@ def test_transcode_mode() -> None:
     assert option(command, "-c:a") == "aac"
     assert option(command, "-profile:a") == "aac_low"
     assert option(command, "-b:a") == "96k"
+    assert option(command, "-aac_coder") == "fast"
+    assert command.index("-i") < command.index("-aac_coder")
+    assert option(build_command(settings(HLS_AAC_CODER="twoloop"), OUTPUT, "transcode", NOW), "-aac_coder") == "twoloop"
 
 
 def test_hls_output_options(tmp_path: Path) -> None:
@@ -200,6 +204,7 @@ def test_probe_codec_reads_the_first_audio_stream(monkeypatch: pytest.MonkeyPatc
     assert seen["headers"] == "Authorization: Basic dXNlcjpzM2NyZXQ=\r\n"
     assert seen["protocol_whitelist"] == "http,https,tcp,tls"
     assert seen["select_streams"] == "a:0"
+    assert seen["formatprobesize"] == 32768  # an MP3 upstream is recognised in 32 KiB, not 128
 
 
 def test_probe_codec_errors_are_launch_errors_without_credentials(monkeypatch: pytest.MonkeyPatch) -> None:

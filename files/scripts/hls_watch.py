@@ -1,0 +1,95 @@
+"""hls-sync-watch: check the station list every few seconds and run hls-sync as soon as it asks for a change.
+
+The backend cannot push, and a full sync every hls_stream_refresh_interval (60 s) puts a flagged station on
+the air up to a minute late. This is the fast path: one long-lived process asks the same GraphQL query on a
+kept-alive connection (no interpreter start-up, no systemctl calls while nothing changed) and compares the
+answer with the env files on disk. When they differ it starts hls-sync.service, which stays the only writer
+(`systemctl start` waits for a run already in progress, so the two never act at once).
+
+Fail static like the sync: a backend that does not answer changes nothing; the problem is logged once, and
+again only when it changes. A change the sync did not carry out (it refused an empty list, say) is asked for
+once; the timer's full sync keeps retrying it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Callable, Mapping, Sequence
+
+import requests
+
+from hls_graphql import BackendError
+from hls_sync import Config, desired_state, read_current, run_systemctl
+
+SYNC_UNIT = "hls-sync.service"
+
+log = logging.getLogger("hls-sync-watch")
+
+
+def differs(desired: Mapping[str, str], refused: set[str], current: Mapping[str, str]) -> bool:
+    """Whether a sync would change anything on disk (refused stations keep their current files)."""
+    return dict(desired) != {slug: text for slug, text in current.items() if slug not in refused}
+
+
+class Watcher:
+    def __init__(self, config: Config, start_sync: Callable[[], None]) -> None:
+        self.config = config
+        self.start_sync = start_sync
+        self.session = requests.Session()
+        self.asked_for: dict[str, str] | None = None  # the list a sync was last started for, until in step
+        self.problem: str | None = None
+
+    def poll(self) -> bool:
+        """One check; True when it started a sync."""
+        try:
+            desired, refused = desired_state(self.config, self.session)
+        except BackendError as error:
+            if str(error) != self.problem:
+                log.warning("cannot check the station list, nothing changed: %s", error)
+            self.problem = str(error)
+            return False
+        if self.problem is not None:
+            log.info("the station list answers again")
+            self.problem = None
+        if not differs(desired, refused, read_current(self.config.stations_dir)):
+            self.asked_for = None
+            return False
+        if desired == self.asked_for:
+            return False
+        self.asked_for = desired
+        log.info("the station list changed: starting %s", SYNC_UNIT)
+        try:
+            self.start_sync()
+        except RuntimeError as error:
+            log.warning("%s (see journalctl -u %s)", error, SYNC_UNIT)
+        return True
+
+
+def start_sync_unit() -> None:
+    run_systemctl(["start", SYNC_UNIT])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between two checks")
+    args = parser.parse_args(argv)
+    if args.interval <= 0:
+        parser.error("--interval must be positive")
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    watcher = Watcher(Config.from_environ(os.environ), start_sync_unit)
+    log.info("checking the station list every %g s", args.interval)
+    while True:
+        watcher.poll()
+        time.sleep(args.interval)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

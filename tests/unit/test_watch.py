@@ -1,0 +1,178 @@
+"""Tests of files/scripts/hls_watch.py: when the fast path starts hls-sync, and when it leaves things alone.
+
+The watcher runs against the fake backend; "starting hls-sync" runs the real sync with a FakeSystemctl, as
+hls-sync.service would, so every test sees the files a real sync leaves behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+import hls_watch
+from hls_sync import Config, sync
+from hls_watch import Watcher, differs
+from test_sync import FakeSystemctl, record
+
+if TYPE_CHECKING:
+    from conftest import FakeBackend
+
+
+@pytest.fixture
+def config(backend: FakeBackend, tmp_path: Path) -> Config:
+    return Config.from_environ({
+        "GRAPHQL_ENDPOINT": backend.graphql,
+        "GRAPHQL_TOKEN": "s3cret",
+        "GRAPHQL_TIMEOUT_SECONDS": "0.5",
+        "HLS_STATIONS_DIR": str(tmp_path / "stations"),
+        "HLS_SEGMENT_SECONDS": "6",
+    })
+
+
+class Syncs:
+    """Stands for `systemctl start hls-sync.service`: counts the starts and runs the real sync."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.systemctl = FakeSystemctl()
+        self.count = 0
+        self.fail: str | None = None
+
+    def __call__(self) -> None:
+        self.count += 1
+        if self.fail:
+            raise RuntimeError(self.fail)
+        sync(self.config, self.systemctl)
+
+
+@pytest.fixture
+def syncs(config: Config) -> Syncs:
+    return Syncs(config)
+
+
+@pytest.fixture
+def watcher(config: Config, syncs: Syncs) -> Watcher:
+    return Watcher(config, syncs)
+
+
+def test_differs() -> None:
+    assert not differs({}, set(), {})
+    assert not differs({"a": "x"}, set(), {"a": "x"})
+    assert differs({"a": "x"}, set(), {"a": "y"})
+    assert differs({"a": "x"}, set(), {})
+    assert differs({}, set(), {"a": "x"})
+    # a refused record keeps its deployed file: that is not a change
+    assert not differs({"a": "x"}, {"b"}, {"a": "x", "b": "old"})
+
+
+def test_a_new_station_starts_a_sync_once(backend: FakeBackend, watcher: Watcher, syncs: Syncs,
+                                          config: Config) -> None:
+    backend.set_state(token="s3cret", stations=[record("one")])
+    assert watcher.poll() is True
+    assert syncs.count == 1
+    assert (config.stations_dir / "one.env").exists()
+    # in step now: polling again costs one request and nothing else
+    assert watcher.poll() is False
+    assert watcher.poll() is False
+    assert syncs.count == 1
+    assert syncs.systemctl.calls[-1][0] == "enable"
+
+
+def test_flagging_a_station_on_and_off(backend: FakeBackend, watcher: Watcher, syncs: Syncs, config: Config) -> None:
+    backend.set_state(token="s3cret", stations=[record("one"), record("two", generate_hls_stream=False)])
+    watcher.poll()
+    backend.set_state(stations=[record("one"), record("two")])
+    assert watcher.poll() is True
+    assert (config.stations_dir / "two.env").exists()
+    backend.set_state(stations=[record("one"), record("two", generate_hls_stream=False)])
+    assert watcher.poll() is True
+    assert not (config.stations_dir / "two.env").exists()
+    assert syncs.count == 3
+
+
+def test_a_changed_setting_starts_a_sync(backend: FakeBackend, watcher: Watcher, syncs: Syncs) -> None:
+    backend.set_state(token="s3cret", stations=[record("one")])
+    watcher.poll()
+    backend.set_state(stations=[record("one", "http://one.example/v2.mp3")])
+    assert watcher.poll() is True
+    assert syncs.count == 2
+
+
+def test_a_refused_record_is_not_a_change(backend: FakeBackend, watcher: Watcher, syncs: Syncs) -> None:
+    backend.set_state(token="s3cret", stations=[record("one")])
+    watcher.poll()
+    backend.set_state(stations=[record("one"), record("evil", "file:///etc/passwd")])
+    assert watcher.poll() is False
+    assert syncs.count == 1
+
+
+def test_a_change_the_sync_does_not_make_is_asked_for_once(backend: FakeBackend, watcher: Watcher, syncs: Syncs,
+                                                           config: Config) -> None:
+    backend.set_state(token="s3cret", stations=[record("one")])
+    watcher.poll()
+    backend.set_state(stations=[])  # the sync refuses to stop every station
+    assert watcher.poll() is True
+    assert watcher.poll() is False
+    assert syncs.count == 2
+    assert (config.stations_dir / "one.env").exists()
+    # a different list is a new request
+    backend.set_state(stations=[record("two")])
+    assert watcher.poll() is True
+    assert syncs.count == 3
+
+
+def test_a_failed_sync_start_is_logged_and_survived(backend: FakeBackend, watcher: Watcher, syncs: Syncs,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hls-sync-watch")
+    backend.set_state(token="s3cret", stations=[record("one")])
+    syncs.fail = "systemctl start ... failed: Job for hls-sync.service failed"
+    assert watcher.poll() is True
+    assert "Job for hls-sync.service failed" in caplog.text
+
+
+@pytest.mark.parametrize("failure", [{"fail": "500"}, {"fail": "malformed"}, {"fail": "errors"},
+                                     {"token": "another"}])
+def test_backend_failures_change_nothing_and_are_logged_once(backend: FakeBackend, watcher: Watcher,
+                                                             syncs: Syncs, config: Config, failure: dict,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hls-sync-watch")
+    backend.set_state(token="s3cret", stations=[record("one")])
+    watcher.poll()
+    before = (config.stations_dir / "one.env").read_text()
+    backend.set_state(**failure)
+    for _ in range(3):
+        assert watcher.poll() is False
+    assert syncs.count == 1
+    assert (config.stations_dir / "one.env").read_text() == before
+    assert caplog.text.count("cannot check the station list") == 1
+    backend.set_state(fail=None, token="s3cret")
+    assert watcher.poll() is False
+    assert "answers again" in caplog.text
+
+
+def test_in_step_a_check_is_one_request_and_no_systemctl(backend: FakeBackend, watcher: Watcher,
+                                                          syncs: Syncs) -> None:
+    backend.set_state(token="s3cret", stations=[record("one")])
+    watcher.poll()  # the watcher's request, then the sync's own
+    assert len(backend.recorded_requests()) == 2
+    syncs.systemctl.reset_calls()
+    for _ in range(3):
+        watcher.poll()
+    assert len(backend.recorded_requests()) == 5
+    assert syncs.systemctl.calls == []
+
+
+def test_main_refuses_a_zero_interval(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        hls_watch.main(["--interval", "0"])
+    assert "--interval must be positive" in capsys.readouterr().err
+
+
+def test_start_sync_unit_runs_systemctl_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+    monkeypatch.setattr(hls_watch, "run_systemctl", lambda args: seen.append(list(args)) or "")
+    hls_watch.start_sync_unit()
+    assert seen == [["start", "hls-sync.service"]]
