@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` and `make test`. Everything they need is installed here.
+# The two commands of the README, `make demo` and `make test`, and `make bench`. Everything they need is installed here.
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,18 @@ DEMO_PORT ?= 8080
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: test lint unit molecule demo demo-clean engine image bench-analytics
+# make bench: the station-cost, serving and reaction-time benchmarks (docs/benchmarks.md); about 17 minutes.
+BENCH_STATIONS ?= 10
+BENCH_WINDOW ?= 30
+BENCH_ROUNDS ?= 3
+BENCH_SERVING_SECONDS ?= 10
+BENCH_SCALE_STATIONS ?= 500
+BENCH_SCALE_WINDOW ?= 60
+BENCH_ENV = BENCH_STATIONS=$(BENCH_STATIONS) BENCH_WINDOW=$(BENCH_WINDOW) BENCH_ROUNDS=$(BENCH_ROUNDS) \
+	BENCH_SERVING_SECONDS=$(BENCH_SERVING_SECONDS) BENCH_SCALE_STATIONS=$(BENCH_SCALE_STATIONS) \
+	BENCH_SCALE_WINDOW=$(BENCH_SCALE_WINDOW) IMAGE=$(IMAGE)
+
+.PHONY: test lint unit molecule demo demo-clean engine image bench bench-scale bench-analytics
 
 test: lint unit molecule
 
@@ -43,3 +54,9 @@ demo-clean:
 bench-analytics: $(BIN)/.installed
 	command -v goaccess >/dev/null || apt-get install -y goaccess
 	$(BIN)/python benchmarks/analytics.py --write docs/benchmarks.md
+
+bench: $(BIN)/.installed image
+	$(BENCH_ENV) bash benchmarks/bench.sh all
+
+bench-scale: $(BIN)/.installed image
+	$(BENCH_ENV) bash benchmarks/bench.sh scale

@@ -2,8 +2,9 @@
 
   flag     the backend flags a station (generate_hls_stream false -> true) -> its first playlist is served
   kill     kill -9 of a station's FFmpeg -> the playlist lists a segment written by the new FFmpeg
-  serving  wait until every given station serves a playlist whose newest segment is younger than the call
-           (the host-restart figure: the caller restarts the container and times this)
+  serving  wait until every station serves a segment written after --since (the host-restart figure: the
+           caller restarts the container and times this)
+  list     put the stations in the test backend, then wait like `serving` (sets the benchmark up)
 
 Times are measured with time.time() (the host and the container share the kernel clock), so a caller
 outside the container can pass its own start time with --since.
@@ -87,16 +88,21 @@ def time_serving(slugs: Sequence[str], since: float, timeout: float) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("flag", "kill", "serving"))
+    parser.add_argument("what", choices=("flag", "kill", "serving", "list"))
     parser.add_argument("--slug", default="demo-aac-1", help="the station flagged or killed")
     parser.add_argument("--stations", type=int, default=10, help="stations per codec in the backend")
+    parser.add_argument("--codecs", nargs="+", default=["aac", "mp3"], help="upstream codecs (demo mounts)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--since", type=float, help="serving: the start time (Unix seconds)")
     parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args(argv)
-    slugs = [f"demo-{codec}-{i}" for codec in ("aac", "mp3") for i in range(1, args.stations + 1)]
+    slugs = [f"demo-{codec}-{i}" for codec in args.codecs for i in range(1, args.stations + 1)]
+    if args.what == "list":
+        args.since = time.time()
+        set_backend(stations=backend_stations(slugs), token=TOKEN)
+        systemctl("start", "hls-sync.service")
     samples = []
-    for run_index in range(args.runs if args.what != "serving" else 1):
+    for run_index in range(args.runs if args.what in ("flag", "kill") else 1):
         if args.what == "flag":
             samples.append(time_flag(args.slug, slugs, args.timeout))
         elif args.what == "kill":

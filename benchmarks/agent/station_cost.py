@@ -107,7 +107,7 @@ def liquidsoap_job(unit: str, mode: str, mounts: Sequence[str], args: argparse.N
 
 def workloads(args: argparse.Namespace) -> list[Workload]:
     SCRIPTS.mkdir(parents=True, exist_ok=True)
-    mounts = {mode: [f"{prefix}-{i}" for i in range(1, args.stations + 1)] for mode, prefix in CODECS.items()}
+    mounts = {mode: [f"{CODECS[mode]}-{i}" for i in range(1, args.stations + 1)] for mode in args.modes}
     project, each, one, floor = [], [], [], []
     for mode, names in mounts.items():
         for mount in names:
@@ -126,7 +126,8 @@ def measure(workload: Workload, window: float, warmup: float) -> dict[str, dict[
     workload.start()
     try:
         outputs = workload.outputs()
-        ready = wait_for(lambda: all(progress_marker(path) for path in outputs), timeout=120, interval=1)
+        ready = wait_for(lambda: all(progress_marker(path) for path in outputs), interval=1,
+                         timeout=max(120.0, len(outputs) / 2))
         if not ready:
             missing = [str(path) for path in outputs if not progress_marker(path)][:5]
             raise RuntimeError(f"{workload.name}: outputs never appeared: {missing}")
@@ -141,7 +142,7 @@ def measure(workload: Workload, window: float, warmup: float) -> dict[str, dict[
     finally:
         workload.stop()
     figures: dict[str, dict[str, float]] = {}
-    for mode in CODECS:
+    for mode in sorted({job.mode for job in workload.jobs}):
         jobs = [job for job in workload.jobs if job.mode == mode]
         stations = sum(job.stations for job in jobs)
         cpu_s = sum(after[job.unit] - before[job.unit] for job in jobs) / 1e9
@@ -165,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=8, help="seconds after the first outputs before measuring")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="workload names to run (default: all)")
+    parser.add_argument("--modes", nargs="+", choices=sorted(CODECS), default=sorted(CODECS),
+                        help="copy: AAC upstreams, transcode: MP3 upstreams")
     parser.add_argument("--bitrate", default="96k")
     parser.add_argument("--segment-seconds", type=int, default=6)
     parser.add_argument("--playlist-size", type=int, default=10)
@@ -172,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = [w for w in workloads(args) if not args.only or w.name in args.only]
     for workload in runs:
         workload.stop()  # the deployed stations run from the start: every workload starts from nothing
-    samples: dict[str, dict[str, list[dict[str, float]]]] = {w.name: {mode: [] for mode in CODECS} for w in runs}
+    samples: dict[str, dict[str, list[dict[str, float]]]] = {w.name: {mode: [] for mode in args.modes} for w in runs}
     for round_index in range(args.rounds):
         shift = round_index % len(runs)
         for workload in runs[shift:] + runs[:shift]:
@@ -181,7 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 samples[workload.name][mode].append(figures)
                 log(f"  {mode}: {figures['cpu_pct']:.3f} % CPU, {figures['pss_mib']:.1f} MiB PSS per station, "
                     f"{figures['advancing']}/{figures['stations']} advancing")
-    result = {"stations": args.stations, "window_s": args.window, "rounds": args.rounds, "workloads": {}}
+    project = [w for w in runs if w.name == "project"]
+    for workload in project:  # leave the deployed stations running, as they were
+        workload.start()
+    result = {"stations": args.stations, "window_s": args.window, "rounds": args.rounds, "bitrate": args.bitrate,
+              "workloads": {}}
     for name, modes in samples.items():
         result["workloads"][name] = {
             mode: {key: median([s[key] for s in rounds]) for key in rounds[0]}

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# `make bench` and `make bench-scale`: boot a fresh systemd container from the project image, deploy the
+# site into it with the project's roles (stations from the GraphQL test backend, a local Icecast2 whose
+# mounts answer under N names), install the peers from Debian (Liquidsoap, wrk, GoAccess), run the
+# benchmarks and print one table. Run from the repository root with the venv on PATH.
+#
+#   benchmarks/bench.sh all     station cost, serving, reaction times (and the analytics benchmark if present)
+#   benchmarks/bench.sh scale   BENCH_SCALE_STATIONS AAC-copy stations on one host, every playlist checked
+#
+# Settings (environment): BENCH_STATIONS (10 per codec), BENCH_WINDOW (30 s), BENCH_ROUNDS (3),
+# BENCH_SERVING_SECONDS (10), BENCH_SCALE_STATIONS (500), BENCH_SCALE_WINDOW (60 s), BENCH_KEEP=1 keeps
+# the container. Results: artifacts/bench/<what>/*.json and table.md.
+set -euo pipefail
+
+WHAT="${1:-all}"
+IMAGE="${IMAGE:-hls-debian-systemd:bookworm}"
+STATIONS="${BENCH_STATIONS:-10}"
+WINDOW="${BENCH_WINDOW:-30}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+SERVING_SECONDS="${BENCH_SERVING_SECONDS:-10}"
+SCALE_STATIONS="${BENCH_SCALE_STATIONS:-500}"
+SCALE_WINDOW="${BENCH_SCALE_WINDOW:-60}"
+
+case "$WHAT" in
+    all) CONTAINER=hls-bench-run; MOUNTS="$STATIONS" ;;
+    scale) CONTAINER=hls-bench-scale; MOUNTS="$SCALE_STATIONS" ;;
+    *) echo "usage: $0 all|scale" >&2; exit 2 ;;
+esac
+OUT="artifacts/bench/$WHAT"
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json "$OUT"/*.md
+
+cleanup() {
+    if [ "${BENCH_KEEP:-0}" != 1 ]; then
+        docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
+    fi
+}
+trap cleanup EXIT
+
+agent() {
+    docker exec -w /opt/hls-bench/agent "$CONTAINER" python3 "$@"
+}
+
+python3 benchmarks/report.py machine >"$OUT/machine.json"
+
+echo "bench: fresh container $CONTAINER from $IMAGE" >&2
+docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
+# No published port: the load generator runs inside the container, on its loopback.
+docker run -d --name "$CONTAINER" --hostname "$CONTAINER" \
+    --cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+    --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /run/lock \
+    --ulimit nofile=65536:65536 -e container=docker --stop-signal SIGRTMIN+3 \
+    "$IMAGE" /lib/systemd/systemd >/dev/null
+docker exec "$CONTAINER" systemctl is-system-running --wait >/dev/null 2>&1 || true
+
+echo "bench: deploying playbooks/site.yml with benchmarks/inventory ($MOUNTS stations per codec; log: $OUT/deploy.log)" >&2
+HLS_BENCH_CONTAINER="$CONTAINER" HLS_BENCH_MOUNTS="$MOUNTS" MOLECULE_EPHEMERAL_DIRECTORY="$PWD/artifacts/bench" \
+    ansible-playbook -i benchmarks/inventory/hosts.yml benchmarks/deploy.yml >"$OUT/deploy.log" 2>&1 \
+    || { tail -n 30 "$OUT/deploy.log" >&2; exit 1; }
+docker exec "$CONTAINER" mkdir -p /opt/hls-bench
+docker cp benchmarks/agent "$CONTAINER:/opt/hls-bench/"
+
+if [ "$WHAT" = scale ]; then
+    echo "bench: starting $SCALE_STATIONS AAC-copy stations" >&2
+    agent reaction.py list --stations "$SCALE_STATIONS" --codecs aac --timeout 900 >"$OUT/start.json"
+    agent station_cost.py --stations "$SCALE_STATIONS" --modes copy --only project --rounds 1 \
+        --window "$SCALE_WINDOW" >"$OUT/scale.json"
+    python3 benchmarks/report.py scale "$OUT" | tee "$OUT/table.md"
+    exit 0
+fi
+
+echo "bench: $STATIONS stations per codec in the backend" >&2
+agent reaction.py list --stations "$STATIONS" >"$OUT/start.json"
+
+echo "bench: station cost ($ROUNDS rounds of $WINDOW s per workload)" >&2
+agent station_cost.py --stations "$STATIONS" --window "$WINDOW" --rounds "$ROUNDS" >"$OUT/station_cost.json"
+
+echo "bench: serving" >&2
+mapfile -t SLUGS < <(for i in $(seq 1 "$STATIONS"); do echo "demo-aac-$i"; echo "demo-mp3-$i"; done)
+agent serving.py --rounds "$ROUNDS" --duration "$SERVING_SECONDS" --slugs "${SLUGS[@]}" >"$OUT/serving.json"
+
+echo "bench: reaction times" >&2
+agent reaction.py flag --slug demo-mp3-1 --stations "$STATIONS" --runs "$ROUNDS" >"$OUT/flag.json"
+agent reaction.py kill --slug demo-aac-1 --runs "$ROUNDS" >"$OUT/kill_copy.json"
+agent reaction.py kill --slug demo-mp3-1 --runs "$ROUNDS" >"$OUT/kill_transcode.json"
+started=$(date +%s.%N)
+docker restart "$CONTAINER" >/dev/null
+agent reaction.py serving --stations "$STATIONS" --since "$started" --timeout 300 >"$OUT/restart.json"
+
+# The analytics benchmark belongs to the analytics work (benchmarks/analytics.py, `make bench-analytics`).
+if [ -f benchmarks/analytics.py ] && make -n bench-analytics >/dev/null 2>&1; then
+    echo "bench: analytics (make bench-analytics)" >&2
+    make --no-print-directory bench-analytics | tee "$OUT/analytics.out" >&2 || echo "bench: bench-analytics failed" >&2
+fi
+
+python3 benchmarks/report.py all "$OUT" | tee "$OUT/table.md"
