@@ -63,7 +63,7 @@ docker cp benchmarks/agent "$CONTAINER:/opt/hls-bench/"
 if [ "$WHAT" = scale ]; then
     echo "bench: starting $SCALE_STATIONS AAC-copy stations" >&2
     agent reaction.py list --stations "$SCALE_STATIONS" --codecs aac --timeout 900 >"$OUT/start.json"
-    agent station_cost.py --stations "$SCALE_STATIONS" --modes copy --only project --rounds 1 \
+    agent station_cost.py --stations "$SCALE_STATIONS" --modes copy --only project --keep-running --rounds 1 \
         --window "$SCALE_WINDOW" >"$OUT/scale.json"
     python3 benchmarks/report.py scale "$OUT" | tee "$OUT/table.md"
     exit 0

@@ -69,6 +69,8 @@ def cost_rows(cost: dict[str, Any]) -> list[str]:
     for name, modes in cost["workloads"].items():
         for mode, f in modes.items():
             job = "AAC copy" if mode == "copy" else f"MP3 -> AAC-LC {cost.get('bitrate', '')}"
+            if name == "floor":
+                job = "AAC bytes" if mode == "copy" else "MP3 bytes"
             rows.append(f"| {WORKLOAD_NAMES.get(name, name)} | {job} | {pct(f['cpu_pct'])} | "
                         f"{f['cpu_s_per_station_min']:.3f} | {f['pss_mib']:.1f} | {f['uss_mib']:.1f} | "
                         f"{f['rss_mib']:.1f} | {f['processes']:.0f} | {f['advancing']:.0f}/{f['stations']:.0f} |")

@@ -58,6 +58,7 @@ class Job:
 class Workload:
     name: str
     jobs: list[Job]
+    keep_running: bool = False  # measured as they run (the many-stations run), never stopped
 
     def start(self) -> None:
         deployed = [job.unit for job in self.jobs if not job.start_argv]
@@ -71,7 +72,8 @@ class Workload:
                 run(*systemctl_run, *job.start_argv)
 
     def stop(self) -> None:
-        systemctl("stop", *(job.unit for job in self.jobs), check=False)
+        if not self.keep_running:
+            systemctl("stop", *(job.unit for job in self.jobs), check=False)
 
     def outputs(self) -> list[Path]:
         return [path for job in self.jobs for path in job.outputs]
@@ -166,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=8, help="seconds after the first outputs before measuring")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="workload names to run (default: all)")
+    parser.add_argument("--keep-running", action="store_true",
+                        help="measure the deployed stations as they run instead of starting them afresh")
     parser.add_argument("--modes", nargs="+", choices=sorted(CODECS), default=sorted(CODECS),
                         help="copy: AAC upstreams, transcode: MP3 upstreams")
     parser.add_argument("--bitrate", default="96k")
@@ -174,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = [w for w in workloads(args) if not args.only or w.name in args.only]
     for workload in runs:
+        workload.keep_running = args.keep_running and workload.name == "project"
         workload.stop()  # the deployed stations run from the start: every workload starts from nothing
     samples: dict[str, dict[str, list[dict[str, float]]]] = {w.name: {mode: [] for mode in args.modes} for w in runs}
     for round_index in range(args.rounds):
@@ -184,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 samples[workload.name][mode].append(figures)
                 log(f"  {mode}: {figures['cpu_pct']:.3f} % CPU, {figures['pss_mib']:.1f} MiB PSS per station, "
                     f"{figures['advancing']}/{figures['stations']} advancing")
-    project = [w for w in runs if w.name == "project"]
+    project = [w for w in runs if w.name == "project" and not w.keep_running]
     for workload in project:  # leave the deployed stations running, as they were
         workload.start()
     result = {"stations": args.stations, "window_s": args.window, "rounds": args.rounds, "bitrate": args.bitrate,
