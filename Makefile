@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 # make bench: the station-cost, serving and reaction-time benchmarks (docs/benchmarks.md); about 17 minutes.
 BENCH_STATIONS ?= 10
-BENCH_WINDOW ?= 30
+BENCH_WINDOW ?= 20
 BENCH_ROUNDS ?= 3
 BENCH_SERVING_SECONDS ?= 10
 BENCH_SCALE_STATIONS ?= 500

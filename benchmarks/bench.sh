@@ -7,7 +7,7 @@
 #   benchmarks/bench.sh all     station cost, serving, reaction times (and the analytics benchmark if present)
 #   benchmarks/bench.sh scale   BENCH_SCALE_STATIONS AAC-copy stations on one host, every playlist checked
 #
-# Settings (environment): BENCH_STATIONS (10 per codec), BENCH_WINDOW (30 s), BENCH_ROUNDS (3),
+# Settings (environment): BENCH_STATIONS (10 per codec), BENCH_WINDOW (20 s), BENCH_ROUNDS (3),
 # BENCH_SERVING_SECONDS (10), BENCH_SCALE_STATIONS (500), BENCH_SCALE_WINDOW (60 s), BENCH_KEEP=1 keeps
 # the container. Results: artifacts/bench/<what>/*.json and table.md.
 set -euo pipefail
@@ -15,7 +15,7 @@ set -euo pipefail
 WHAT="${1:-all}"
 IMAGE="${IMAGE:-hls-debian-systemd:bookworm}"
 STATIONS="${BENCH_STATIONS:-10}"
-WINDOW="${BENCH_WINDOW:-30}"
+WINDOW="${BENCH_WINDOW:-20}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 SERVING_SECONDS="${BENCH_SERVING_SECONDS:-10}"
 SCALE_STATIONS="${BENCH_SCALE_STATIONS:-500}"
@@ -49,7 +49,7 @@ docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
 docker run -d --name "$CONTAINER" --hostname "$CONTAINER" \
     --cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
     --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /run/lock \
-    --ulimit nofile=65536:65536 -e container=docker --stop-signal SIGRTMIN+3 \
+    -e container=docker --stop-signal SIGRTMIN+3 \
     "$IMAGE" /lib/systemd/systemd >/dev/null
 docker exec "$CONTAINER" systemctl is-system-running --wait >/dev/null 2>&1 || true
 

@@ -64,8 +64,8 @@ def machine_lines(info: dict[str, Any]) -> list[str]:
 
 def cost_rows(cost: dict[str, Any]) -> list[str]:
     rows = ["| Workload | Job | CPU % of a core / station | CPU s / station-minute | PSS MiB / station "
-            "| USS MiB / station | RSS MiB / station | Processes | Outputs advancing |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| USS MiB / station | RSS MiB / station | Processes | Outputs advancing | Restarts |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for name, modes in cost["workloads"].items():
         for mode, f in modes.items():
             job = "AAC copy" if mode == "copy" else f"MP3 -> AAC-LC {cost.get('bitrate', '')}"
@@ -73,7 +73,9 @@ def cost_rows(cost: dict[str, Any]) -> list[str]:
                 job = "AAC bytes" if mode == "copy" else "MP3 bytes"
             rows.append(f"| {WORKLOAD_NAMES.get(name, name)} | {job} | {pct(f['cpu_pct'])} | "
                         f"{f['cpu_s_per_station_min']:.3f} | {f['pss_mib']:.1f} | {f['uss_mib']:.1f} | "
-                        f"{f['rss_mib']:.1f} | {f['processes']:.0f} | {f['advancing']:.0f}/{f['stations']:.0f} |")
+                        f"{f['rss_mib']:.1f} | {f['processes']:.0f} | {f['advancing']:.0f}/{f['stations']:.0f} | "
+                        f"{f.get('restarts', 0):.0f} |")
+    rows += [f"- window lost: {failure}" for failure in cost.get("failures", [])]
     return rows
 
 

@@ -28,6 +28,7 @@ from benchcommon import (
     median,
     progress_marker,
     run,
+    show,
     systemctl,
     unit_memory,
     wait_for,
@@ -68,7 +69,11 @@ class Workload:
             if job.start_argv:
                 systemctl("reset-failed", job.unit, check=False)
                 runtime = job.unit.removesuffix(".service")
-                systemctl_run = ["systemd-run", "--quiet", f"--unit={job.unit}", f"--property=RuntimeDirectory=hls-bench/{runtime}", "--property=Nice=0"]
+                # Supervised as an operator would run it: restarted when it exits (Liquidsoap's copy mode
+                # can exit on a broken ADTS frame); the restarts are counted and reported.
+                systemctl_run = ["systemd-run", "--quiet", f"--unit={job.unit}", "--property=Restart=always",
+                                 "--property=RestartSec=1", f"--property=RuntimeDirectory=hls-bench/{runtime}",
+                                 "--property=RuntimeDirectoryPreserve=restart"]
                 run(*systemctl_run, *job.start_argv)
 
     def stop(self) -> None:
@@ -79,18 +84,20 @@ class Workload:
         return [path for job in self.jobs for path in job.outputs]
 
 
-def liquidsoap_script(pairs: Sequence[tuple[str, Path]], mode: str, bitrate: str, segment: int, size: int) -> str:
+def liquidsoap_script(pairs: Sequence[tuple[str, Path]], mode: str, args: argparse.Namespace) -> str:
     """output.file.hls for each (mount, directory); copy keeps the AAC frames, transcode makes AAC-LC."""
+    coder = f", aac_coder=\"{args.liquidsoap_aac_coder}\"" if args.liquidsoap_aac_coder else ""
     lines = [LIQ_HEADER]
     for index, (mount, directory) in enumerate(pairs):
         if mode == "copy":
             source, encoder, extra = f"input.http(\"http://127.0.0.1:8000/{mount}\")", "%audio.copy", "fallible=true, "
         else:
             source = f"mksafe(input.http(\"http://127.0.0.1:8000/{mount}\"))"
-            encoder, extra = f"%audio(codec=\"aac\", b=\"{bitrate}\")", ""
+            encoder, extra = f"%audio(codec=\"aac\", b=\"{args.bitrate}\"{coder})", ""
         lines.append(
             f"s{index} = {source}\n"
-            f"output.file.hls(playlist=\"index.m3u8\", segment_duration={segment}.0, segments={size}, "
+            f"output.file.hls(playlist=\"index.m3u8\", segment_duration={args.segment_seconds}.0, "
+            f"segments={args.playlist_size}, "
             f"segments_overhead=1, {extra}\"{directory}\", "
             f"[(\"aac\", %ffmpeg(format=\"mpegts\", {encoder}))], s{index})\n"
         )
@@ -101,7 +108,7 @@ def liquidsoap_job(unit: str, mode: str, mounts: Sequence[str], args: argparse.N
     base = RUNTIME / unit.removesuffix(".service")
     pairs = [(mount, base / mount) for mount in mounts] if len(mounts) > 1 else [(mounts[0], base)]
     script = SCRIPTS / f"{unit.removesuffix('.service')}.liq"
-    script.write_text(liquidsoap_script(pairs, mode, args.bitrate, args.segment_seconds, args.playlist_size))
+    script.write_text(liquidsoap_script(pairs, mode, args))
     dirs = " ".join(str(directory) for _, directory in pairs)
     argv = ["/bin/sh", "-c", f"mkdir -p {dirs} && exec liquidsoap {script}"]
     return Job(unit, mode, len(mounts), [directory / "aac.m3u8" for _, directory in pairs], argv)
@@ -123,6 +130,11 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
             Workload("liquidsoap-one", one), Workload("floor", floor)]
 
 
+def restart_counts(units: Sequence[str]) -> dict[str, int]:
+    values = show(units, "NRestarts")
+    return {unit: int(values[unit].get("NRestarts") or 0) for unit in units}
+
+
 def measure(workload: Workload, window: float, warmup: float) -> dict[str, dict[str, float]]:
     """Start, wait until every output exists, measure one window, stop. Per mode: per-station figures."""
     workload.start()
@@ -136,18 +148,22 @@ def measure(workload: Workload, window: float, warmup: float) -> dict[str, dict[
         time.sleep(warmup)
         units = [job.unit for job in workload.jobs]
         markers = {path: progress_marker(path) for path in outputs}
+        restarts = restart_counts(units)
         before, started = cpu_ns(units), time.monotonic()
         time.sleep(window)
         after, elapsed = cpu_ns(units), time.monotonic() - started
         memory = unit_memory(units)
         moved = {path for path in outputs if progress_marker(path) != markers[path]}
+        restarted = {unit: count - restarts[unit] for unit, count in restart_counts(units).items()}
     finally:
         workload.stop()
     figures: dict[str, dict[str, float]] = {}
     for mode in sorted({job.mode for job in workload.jobs}):
         jobs = [job for job in workload.jobs if job.mode == mode]
         stations = sum(job.stations for job in jobs)
-        cpu_s = sum(after[job.unit] - before[job.unit] for job in jobs) / 1e9
+        # A unit restarted in the window has a new cgroup: only its time since the restart is known.
+        cpu_s = sum(after[job.unit] - (before[job.unit] if after[job.unit] >= before[job.unit] else 0)
+                    for job in jobs) / 1e9
         figures[mode] = {
             "cpu_pct": 100 * cpu_s / elapsed / stations,
             "cpu_s_per_station_min": cpu_s / stations / (elapsed / 60),
@@ -157,6 +173,7 @@ def measure(workload: Workload, window: float, warmup: float) -> dict[str, dict[
             "processes": sum(memory[job.unit].processes for job in jobs),
             "stations": stations,
             "advancing": sum(1 for job in jobs for path in job.outputs if path in moved),
+            "restarts": sum(restarted[job.unit] for job in jobs),
         }
     return figures
 
@@ -165,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stations", type=int, default=10, help="stations per codec (N)")
     parser.add_argument("--window", type=float, default=30, help="seconds measured per workload and round")
-    parser.add_argument("--warmup", type=float, default=8, help="seconds after the first outputs before measuring")
+    parser.add_argument("--warmup", type=float, default=5, help="seconds after the first outputs before measuring")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="workload names to run (default: all)")
     parser.add_argument("--keep-running", action="store_true",
@@ -173,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", choices=sorted(CODECS), default=sorted(CODECS),
                         help="copy: AAC upstreams, transcode: MP3 upstreams")
     parser.add_argument("--bitrate", default="96k")
+    parser.add_argument("--liquidsoap-aac-coder", help="give Liquidsoap's AAC encoder this aac_coder too "
+                        "(default: FFmpeg's own default, twoloop)")
     parser.add_argument("--segment-seconds", type=int, default=6)
     parser.add_argument("--playlist-size", type=int, default=10)
     args = parser.parse_args(argv)
@@ -181,11 +200,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         workload.keep_running = args.keep_running and workload.name == "project"
         workload.stop()  # the deployed stations run from the start: every workload starts from nothing
     samples: dict[str, dict[str, list[dict[str, float]]]] = {w.name: {mode: [] for mode in args.modes} for w in runs}
+    failures: list[str] = []
     for round_index in range(args.rounds):
         shift = round_index % len(runs)
         for workload in runs[shift:] + runs[:shift]:
             log(f"round {round_index + 1}/{args.rounds}: {workload.name}, {args.stations} stations per codec")
-            for mode, figures in measure(workload, args.window, args.warmup).items():
+            try:
+                measured = measure(workload, args.window, args.warmup)
+            except RuntimeError as error:  # one broken window must not lose the whole run
+                log(f"  skipped: {error}")
+                failures.append(f"round {round_index + 1}, {workload.name}: {error}")
+                continue
+            for mode, figures in measured.items():
                 samples[workload.name][mode].append(figures)
                 log(f"  {mode}: {figures['cpu_pct']:.3f} % CPU, {figures['pss_mib']:.1f} MiB PSS per station, "
                     f"{figures['advancing']}/{figures['stations']} advancing")
@@ -193,12 +219,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for workload in project:  # leave the deployed stations running, as they were
         workload.start()
     result = {"stations": args.stations, "window_s": args.window, "rounds": args.rounds, "bitrate": args.bitrate,
-              "workloads": {}}
+              "failures": failures, "workloads": {}}
     for name, modes in samples.items():
         result["workloads"][name] = {
             mode: {key: median([s[key] for s in rounds]) for key in rounds[0]}
-            | {"advancing": min(s["advancing"] for s in rounds), "samples": rounds}
-            for mode, rounds in modes.items()
+            | {"advancing": min(s["advancing"] for s in rounds), "restarts": sum(s["restarts"] for s in rounds),
+               "samples": rounds}
+            for mode, rounds in modes.items() if rounds
         }
     emit(result)
     return 0
