@@ -81,8 +81,11 @@ agent serving.py --rounds "$ROUNDS" --duration "$SERVING_SECONDS" --slugs "${SLU
 
 echo "bench: reaction times" >&2
 agent reaction.py flag --slug demo-mp3-1 --stations "$STATIONS" --runs "$ROUNDS" >"$OUT/flag.json"
-agent reaction.py kill --slug demo-aac-1 --runs "$ROUNDS" >"$OUT/kill_copy.json"
+# Two stations at once: each kill waits until its FFmpeg has run long enough not to count as a failed start.
+agent reaction.py kill --slug demo-aac-1 --runs "$ROUNDS" >"$OUT/kill_copy.json" &
+copy_pid=$!
 agent reaction.py kill --slug demo-mp3-1 --runs "$ROUNDS" >"$OUT/kill_transcode.json"
+wait "$copy_pid"
 started=$(date +%s.%N)
 docker restart "$CONTAINER" >/dev/null
 agent reaction.py serving --stations "$STATIONS" --since "$started" --timeout 300 >"$OUT/restart.json"
