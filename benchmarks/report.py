@@ -45,8 +45,11 @@ def machine() -> dict[str, Any]:
 
 
 def load(directory: Path, name: str) -> dict[str, Any] | None:
-    path = directory / name
-    return json.loads(path.read_text()) if path.exists() else None
+    """A result file, or None when that benchmark did not run (or did not finish)."""
+    try:
+        return json.loads((directory / name).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def verdict(met: bool, miss: str) -> str:
@@ -111,13 +114,17 @@ def summary_rows(directory: Path) -> list[str]:
     if cost:
         w = cost["workloads"]
         copy, transcode = w["project"]["copy"], w["project"]["transcode"]
-        peer_copy, floor = w["liquidsoap-one"]["copy"], w["floor"]["copy"]
+        floor = w["floor"]["copy"]
         copy_miss = f"{copy['cpu_pct'] / COPY_TARGET_PCT:.2f}x the target"
-        rows.append(f"| AAC copy: CPU per station | {pct(copy['cpu_pct'])} | Liquidsoap one process "
-                    f"{pct(peer_copy['cpu_pct'])} | {copy['cpu_pct'] / peer_copy['cpu_pct']:.2f} | "
-                    f"< {COPY_TARGET_PCT} % of a core | {verdict(copy['cpu_pct'] < COPY_TARGET_PCT, copy_miss)} |")
-        rows.append(f"| AAC copy: PSS per station | {copy['pss_mib']:.1f} MiB | Liquidsoap one process "
-                    f"{peer_copy['pss_mib']:.1f} MiB | {copy['pss_mib'] / peer_copy['pss_mib']:.2f} | — | — |")
+        for peer in ("liquidsoap-each", "liquidsoap-one"):
+            theirs = w[peer]["copy"]
+            rows.append(f"| AAC copy: CPU per station | {pct(copy['cpu_pct'])} | {WORKLOAD_NAMES[peer]} "
+                        f"{pct(theirs['cpu_pct'])} | {copy['cpu_pct'] / theirs['cpu_pct']:.2f} | "
+                        f"< {COPY_TARGET_PCT} % of a core | {verdict(copy['cpu_pct'] < COPY_TARGET_PCT, copy_miss)} |")
+        for peer in ("liquidsoap-each", "liquidsoap-one"):
+            theirs = w[peer]["copy"]
+            rows.append(f"| AAC copy: PSS per station | {copy['pss_mib']:.1f} MiB | {WORKLOAD_NAMES[peer]} "
+                        f"{theirs['pss_mib']:.1f} MiB | {copy['pss_mib'] / theirs['pss_mib']:.2f} | — | — |")
         for peer in ("liquidsoap-each", "liquidsoap-one"):
             ratio = transcode["cpu_pct"] / w[peer]["transcode"]["cpu_pct"]
             ratio_text = f"{ratio:.2f}"

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from benchcommon import emit, log, median, run
+from benchcommon import emit, log, median, progress_marker, run, wait_for
 
 PLAIN_CONF = Path("/etc/hls-bench/nginx-plain.conf")
 PLAIN_PORT = 8081
@@ -97,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sweep-duration", type=float, default=6)
     parser.add_argument("--segment-seconds", type=float, default=6)
     args = parser.parse_args(argv)
+    playlists = [Path(args.root) / slug / "index.m3u8" for slug in args.slugs]
+    if not wait_for(lambda: all(progress_marker(path) for path in playlists), timeout=120, interval=1):
+        raise SystemExit("serving: not every station has a playlist to serve")
     start_plain_nginx(args.root)
     targets = {"project": 80, "plain": PLAIN_PORT}
     try:

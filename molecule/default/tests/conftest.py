@@ -21,6 +21,8 @@ STATIONS = [
     {"id": 2, "slug": "demo-aac", "title": "Demo AAC", "stream_url": "http://127.0.0.1:8000/demo-aac",
      "generate_hls_stream": True, "disabled": False},
 ]
+SESSION_LOG = "/var/log/nginx/hls-access.log"
+LOG_FLUSH_SECONDS = 1
 T = TypeVar("T")
 
 
@@ -44,6 +46,16 @@ def set_backend(host, **state) -> None:
 def run_sync(host):
     """Run one sync now; the result's rc is the unit's success (0) or failure."""
     return host.run("systemctl start hls-sync.service")
+
+
+def session_log(host, marker: str | None = None) -> list[str]:
+    """Lines of nginx's session log once written: those containing `marker` (waited for), else every line
+    after one flush period (nginx buffers the log and writes it at least every second)."""
+    if marker is None:
+        time.sleep(LOG_FLUSH_SECONDS + 0.5)
+        return host.file(SESSION_LOG).content_string.splitlines()
+    return wait_for(lambda: [line for line in host.file(SESSION_LOG).content_string.splitlines() if marker in line],
+                    timeout=10, what=f"a session log line with {marker[:20]!r}")
 
 
 def sync_log(host, since: str) -> str:

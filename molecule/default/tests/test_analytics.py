@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import time
 import uuid
 from collections import Counter
 
 import pytest
-from conftest import BACKEND, NGINX, station_ready, wait_for
+from conftest import BACKEND, LOG_FLUSH_SECONDS, NGINX, station_ready, wait_for
 
 LOGS = "/var/log/nginx/hls-access.log"
 SPOOL = "/var/lib/hls-analytics/spool"
@@ -68,6 +69,7 @@ class Listener:
 
     def delivered(self) -> Counter:
         """Wait until the backend has every request of this client, then check nothing more arrives."""
+        time.sleep(LOG_FLUSH_SECONDS + 0.5)  # nginx writes its buffered session log at least every second
         expected = self.logged()
         assert expected["playlist_request"] >= 2 and expected["segment_request"] >= 2, expected
         try:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import API_KEY, STATIONS, TOKEN, http, now, run_sync, station_ready, sync_log, wait_for
+from conftest import API_KEY, STATIONS, TOKEN, http, now, run_sync, session_log, station_ready, sync_log, wait_for
 
-LOG = "/var/log/nginx/hls-access.log"
 LOG_FIELDS = 16
 STREAM_PASSWORD = "canary-stream-password-93c1"
 
@@ -105,7 +104,7 @@ def test_huge_urls_get_a_4xx_and_the_log_stays_parseable(host):
     for query in ("s=" + "A" * 6000 + "&ref=x", "s=" + "B" * 20000):
         status, _, _ = http(host, f"/hls/demo-aac/index.m3u8?{query}", "-o", "/dev/null")
         assert status in (200, 414)
-    for line in host.file(LOG).content_string.splitlines()[-50:]:
+    for line in session_log(host)[-50:]:
         assert len(line.split("\t")) == LOG_FIELDS, line[:200]
 
 

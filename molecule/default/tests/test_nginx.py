@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import http, station_ready
+from conftest import http, session_log, station_ready
 
-LOG = "/var/log/nginx/hls-access.log"
 LOG_FIELDS = 16
 
 
@@ -60,7 +59,7 @@ def test_session_log_line(host, segment):
     marker = "sess-0123456789"
     http(host, f"/hls/demo-aac/{segment}?s={marker}&ref=molecule", "-o", "/dev/null",
          "-A", "TestPlayer/1.0", "-H", "X-Forwarded-For: 203.0.113.9", "-H", "Referer: https://app.example/")
-    line = [entry for entry in host.file(LOG).content_string.splitlines() if marker in entry][-1]
+    line = session_log(host, marker)[-1]
     fields = line.split("\t")
     assert len(fields) == LOG_FIELDS
     assert fields[1].count(".") == 1 and len(fields[1].split(".")[1]) == 3  # msec: milliseconds
@@ -74,7 +73,7 @@ def test_session_log_line(host, segment):
 def test_a_hostile_session_id_cannot_break_the_log(host):
     hostile = '"evil\\' + "x" * 3000 + "%09%0A"
     http(host, f"/hls/demo-aac/index.m3u8?s={hostile}&ref=%09tab", "-o", "/dev/null", "-A", 'quote"tab\tua')
-    lines = [entry for entry in host.file(LOG).content_string.splitlines() if "evil" in entry]
+    lines = session_log(host, "evil")
     assert lines, "the request was not logged"
     assert all(len(entry.split("\t")) == LOG_FIELDS for entry in lines)
     assert '\\"' in lines[-1]  # the quote from the user agent arrived escaped
