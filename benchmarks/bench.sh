@@ -90,7 +90,9 @@ started=$(date +%s.%N)
 docker restart "$CONTAINER" >/dev/null
 agent reaction.py serving --stations "$STATIONS" --since "$started" --timeout 300 >"$OUT/restart.json"
 
-# The analytics benchmark belongs to the analytics work (benchmarks/analytics.py, `make bench-analytics`).
+# The analytics benchmark belongs to the analytics work (benchmarks/analytics.py, `make bench-analytics`);
+# it runs on this machine, so the stations go first.
+cleanup
 if [ -f benchmarks/analytics.py ] && make -n bench-analytics >/dev/null 2>&1; then
     echo "bench: analytics (make bench-analytics)" >&2
     make --no-print-directory bench-analytics | tee "$OUT/analytics.out" >&2 || echo "bench: bench-analytics failed" >&2
