@@ -149,3 +149,18 @@ def test_a_full_log_filesystem_does_not_stop_streaming(host):
         # Lazy: the FFmpeg still holds its log open there until the restart.
         host.check_output(f"umount -l /var/log/hls && systemctl restart hls@{slug}")
     station_ready(host, slug, min_segments=1)
+
+
+def test_a_stuck_ffmpeg_is_restarted_by_the_watchdog(host):
+    slug = "demo-aac"
+    before = station_ready(host, slug)
+    stuck = main_pid(host, slug)
+    host.check_output(f"kill -STOP {stuck}")  # alive, but writes nothing any more
+    try:
+        # molecule: hls_stall_seconds 20, hls-watchdog.timer every 5 s.
+        wait_for(lambda: main_pid(host, slug) not in (0, stuck), timeout=90, what="the watchdog to restart it")
+    finally:
+        host.run(f"kill -CONT {stuck}")
+    assert "restarting hls@demo-aac" in host.check_output("journalctl -u hls-watchdog --no-pager -o cat")
+    after = fresh_segment_after(host, slug, set(before.segments))
+    assert after.discontinuities

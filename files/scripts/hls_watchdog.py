@@ -1,0 +1,86 @@
+"""hls-watchdog: restart a station whose FFmpeg runs but has not written its playlist for too long.
+
+A silent upstream already ends FFmpeg through its read timeout; this catches the rest: an FFmpeg that
+is stuck (stopped, deadlocked, fed a trickle that never makes a segment). Run by hls-watchdog.timer.
+A restart keeps the playlist (systemd's RuntimeDirectoryPreserve=restart), so listeners see a
+discontinuity, not an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+PLAYLIST_NAME = "index.m3u8"
+UNIT_PREFIX = "hls@"
+log = logging.getLogger("hls-watchdog")
+
+
+@dataclass(frozen=True)
+class RunningStation:
+    slug: str
+    started_monotonic: float  # seconds, CLOCK_MONOTONIC, when its FFmpeg (or launcher) started
+
+
+def parse_show(text: str) -> list[RunningStation]:
+    """Running stations from `systemctl show -p Id -p SubState -p ExecMainStartTimestampMonotonic`."""
+    stations = []
+    for block in text.strip().split("\n\n"):
+        fields: Mapping[str, str] = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        unit = fields.get("Id", "")
+        if not (unit.startswith(UNIT_PREFIX) and unit.endswith(".service")) or fields.get("SubState") != "running":
+            continue
+        started = int(fields.get("ExecMainStartTimestampMonotonic") or 0) / 1_000_000
+        stations.append(RunningStation(unit[len(UNIT_PREFIX) : -len(".service")], started))
+    return stations
+
+
+def stalled(stations: Iterable[RunningStation], output_root: Path, stall_seconds: float,
+            now_wall: float, now_monotonic: float) -> list[str]:
+    """Slugs whose playlist is older than stall_seconds, or missing that long after the start."""
+    result = []
+    for station in stations:
+        running_for = now_monotonic - station.started_monotonic
+        try:
+            quiet_for = min(now_wall - (output_root / station.slug / PLAYLIST_NAME).stat().st_mtime, running_for)
+        except OSError:
+            quiet_for = running_for
+        if quiet_for > stall_seconds:
+            result.append(station.slug)
+    return result
+
+
+def running_stations() -> list[RunningStation]:
+    out = subprocess.run(
+        ["systemctl", "show", "-p", "Id", "-p", "SubState", "-p", "ExecMainStartTimestampMonotonic",
+         f"{UNIT_PREFIX}*.service"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return parse_show(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stall-seconds", type=float, default=float(os.environ.get("HLS_STALL_SECONDS", "120")))
+    parser.add_argument("--output-root", type=Path, default=Path(os.environ.get("HLS_OUTPUT_ROOT", "/run/hls")))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(levelname)s %(message)s",
+                        stream=sys.stderr)
+    slugs = stalled(running_stations(), args.output_root, args.stall_seconds, time.time(), time.monotonic())
+    for slug in slugs:
+        log.warning("restarting hls@%s: no playlist update for more than %g s", slug, args.stall_seconds)
+    if slugs:
+        subprocess.run(["systemctl", "restart", "--no-block", *(f"{UNIT_PREFIX}{s}.service" for s in slugs)],
+                       check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
