@@ -31,7 +31,6 @@ from hls_station import InvalidStation, redact_url, validate_slug, validate_stre
 NOW_PLAYING_NAME = "now-playing.json"
 TRIGGER_MUTATION = ("mutation TriggerMetadataFetch($station_id: Int!) "
                     "{ trigger_metadata_fetch(station_id: $station_id) { success message } }")
-TOKEN_CREDENTIAL = "graphql-token"
 
 log = logging.getLogger("hls-nowplaying")
 
@@ -235,14 +234,14 @@ class Supervisor:
         self.reconcile({})
 
 
-def read_token() -> str:
-    """The backend token from systemd's credential (LoadCredential=), never from an environment variable."""
-    directory = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not directory:
+def read_token(path: Path | None) -> str:
+    """The backend key, from a file (never from the environment or the command line); empty without one."""
+    if path is None:
         return ""
     try:
-        return (Path(directory) / TOKEN_CREDENTIAL).read_text(encoding="utf-8").strip()
-    except OSError:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        log.error("cannot read the backend key from %s: %s; calling without it", path, error.strerror)
         return ""
 
 
@@ -253,6 +252,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-root", type=Path, default=Path(env.get("HLS_OUTPUT_ROOT", "/run/hls")))
     parser.add_argument("--endpoint", default=env.get("GRAPHQL_ENDPOINT", ""),
                         help="backend GraphQL endpoint; empty: never call trigger_metadata_fetch")
+    parser.add_argument("--token-file", type=Path, default=env.get("HLS_GRAPHQL_TOKEN_FILE") or None,
+                        help="file holding the key for trigger_metadata_fetch")
     parser.add_argument("--trigger-interval", type=float, default=float(env.get("HLS_NOW_PLAYING_TRIGGER_INTERVAL", "30")),
                         help="seconds between two trigger_metadata_fetch calls for one station")
     parser.add_argument("--read-timeout", type=float, default=float(env.get("HLS_READ_TIMEOUT_SECONDS", "15")))
@@ -265,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(levelname)s %(message)s",
                         stream=sys.stderr)
     config = Config(stations_dir=args.stations_dir, output_root=args.output_root, endpoint=args.endpoint.strip(),
-                    token=read_token(), trigger_interval=args.trigger_interval, read_timeout=args.read_timeout)
+                    token=read_token(args.token_file), trigger_interval=args.trigger_interval, read_timeout=args.read_timeout)
     trigger = backend_trigger(config) if config.endpoint else None
     supervisor = Supervisor(config, trigger, only=args.only)
     stop = threading.Event()

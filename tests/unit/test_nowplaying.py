@@ -364,9 +364,9 @@ def test_supervisor_only(tmp_path: Path) -> None:
     assert supervisor.watchers == {}
 
 
-def test_read_token_from_the_credentials_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    assert hls_nowplaying.read_token() == ""
+def test_read_token_from_its_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert hls_nowplaying.read_token(None) == ""
     (tmp_path / "graphql-token").write_text("s3cret\n")
-    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    assert hls_nowplaying.read_token() == "s3cret"
+    assert hls_nowplaying.read_token(tmp_path / "graphql-token") == "s3cret"
+    assert hls_nowplaying.read_token(tmp_path / "missing") == ""
+    assert "cannot read the backend key" in caplog.text

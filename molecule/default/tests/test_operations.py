@@ -98,11 +98,13 @@ def test_operations_units_run(host, unit):
 def test_status_and_nowplaying_run_unprivileged(host):
     for unit in ("hls-status.service", "hls-nowplaying.service"):
         assert host.check_output(f"systemctl show -p User --value {unit}") == "hls"
-    # The backend key reaches hls-nowplaying as a credential; FFmpeg's units cannot see credentials at all.
-    assert "graphql-token" in host.check_output("systemctl show -p LoadCredential --value hls-nowplaying.service")
-    assert "/run/credentials" in host.check_output("systemctl show -p InaccessiblePaths --value hls@demo-aac.service")
+    # hls-nowplaying reads the backend key from a file of its own group; FFmpeg's units cannot see it.
     token_file = host.file("/etc/hls/graphql-token")
-    assert (token_file.user, token_file.mode) == ("root", 0o600)
+    assert (token_file.user, token_file.group, token_file.mode) == ("root", "hls", 0o640)
+    assert "/etc/hls/graphql-token" in host.check_output(
+        "systemctl show -p InaccessiblePaths --value hls@demo-aac.service")
+    seen_by_ffmpeg = host.run(f"nsenter -t {main_pid(host, 'demo-aac')} -m cat /etc/hls/graphql-token")
+    assert "molecule-token" not in seen_by_ffmpeg.stdout
 
 
 # --- health ------------------------------------------------------------------------------------------------------
@@ -262,8 +264,8 @@ def test_hlsctl_status_of_one_station_shows_its_log(host):
     out = host.check_output("hlsctl status demo-aac")
     assert "--- last lines of /var/log/hls/demo-aac.log" in out
     assert "demo-mp3" not in out
-    # Colours when a terminal asks for them (script gives hlsctl a pseudo-terminal).
-    coloured = host.run("script -qec 'hlsctl status demo-aac' /dev/null")
+    # Colours on a terminal (a pseudo-terminal from Python's pty module).
+    coloured = host.run("""python3 -c 'import pty; pty.spawn(["hlsctl", "status", "demo-aac"])'""")
     assert "\033[32m" in coloured.stdout
 
 
