@@ -75,20 +75,20 @@ def skip(stream: BinaryIO, size: int) -> None:
 
 
 def metadata_blocks(stream: BinaryIO, metaint: int) -> Iterator[bytes]:
-    """Every non-empty metadata block of an ICY stream, in order; ends with EOFError when the stream does."""
+    """Every metadata block of an ICY stream, in order (b"" for "unchanged"); EOFError when the stream ends.
+
+    Servers send a non-empty block only when the metadata changes, so the empty ones are the reader's clock.
+    """
     while True:
         skip(stream, metaint)
         length = read_exactly(stream, 1)[0] * 16
-        if length:
-            yield read_exactly(stream, length)
+        yield read_exactly(stream, length) if length else b""
 
 
-def stream_titles(stream: BinaryIO, metaint: int) -> Iterator[str]:
-    """The StreamTitle of each metadata block that has one."""
+def stream_titles(stream: BinaryIO, metaint: int) -> Iterator[str | None]:
+    """The StreamTitle of each block that has one, None for every other block (a tick every metaint bytes)."""
     for block in metadata_blocks(stream, metaint):
-        fields = parse_fields(block)
-        if "StreamTitle" in fields:
-            yield fields["StreamTitle"]
+        yield parse_fields(block).get("StreamTitle") if block else None
 
 
 def open_stream(url: str, timeout: float) -> tuple[BinaryIO, int]:

@@ -186,7 +186,10 @@ class Watcher:
             for title in stream_titles(response, metaint):
                 if self.stop.is_set():
                     return
-                self.seen(title)
+                if title is None:
+                    self.maybe_trigger(self.clock())  # a call deferred by the rate limit may be due now
+                else:
+                    self.seen(title)
 
     def run(self) -> None:
         last_error = ""

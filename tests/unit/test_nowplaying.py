@@ -77,13 +77,20 @@ def test_split_title(title: str, expected: NowPlaying) -> None:
     assert split_title(title) == expected
 
 
-def test_metadata_blocks_skip_audio_and_empty_blocks() -> None:
+def test_metadata_blocks_skip_audio_and_keep_the_empty_blocks() -> None:
     stream = io.BytesIO(icy_bytes("One - A", None, None, "Two - B"))
     blocks = metadata_blocks(stream, METAINT)
     assert parse_fields(next(blocks))["StreamTitle"] == "One - A"
+    assert next(blocks) == b"" and next(blocks) == b""
     assert parse_fields(next(blocks))["StreamTitle"] == "Two - B"
     with pytest.raises(EOFError):
         next(blocks)
+
+
+def test_stream_titles_tick_on_blocks_without_a_title() -> None:
+    stream = io.BytesIO(icy_bytes("One - A", None) + b"\xff" * METAINT + metadata("StreamUrl='x';"))
+    titles = stream_titles(stream, METAINT)
+    assert [next(titles), next(titles), next(titles)] == ["One - A", None, None]
 
 
 def test_a_truncated_stream_ends_with_eof() -> None:
@@ -118,9 +125,15 @@ class IcyHandler(BaseHTTPRequestHandler):
         if wants_metadata and self.server.send_metaint:
             self.send_header("icy-metaint", str(METAINT))
         self.end_headers()
+        sent = None
         try:
             for _ in range(2000):
-                self.wfile.write(icy_bytes(self.server.title) if wants_metadata else b"\xff" * METAINT)
+                if not wants_metadata:
+                    self.wfile.write(b"\xff" * METAINT)
+                else:  # like Icecast: a title block only when the title changed, empty blocks otherwise
+                    title = self.server.title
+                    self.wfile.write(icy_bytes(None if title == sent else title))
+                    sent = title
                 self.wfile.flush()
                 time.sleep(0.01)
         except (BrokenPipeError, ConnectionResetError):
@@ -219,6 +232,25 @@ def test_watcher_publishes_each_change_and_triggers_once_per_change(tmp_path: Pa
         watcher.stop.set()
         thread.join(5)
     assert not thread.is_alive()
+
+
+def test_a_deferred_call_fires_on_the_ticks_without_another_change(tmp_path: Path, icy: IcyServer) -> None:
+    config = make_config(tmp_path, trigger_interval=0.5)
+    write_station(config, "joy", icy.url)
+    calls: list[float] = []
+    watcher = Watcher(Source("joy", icy.url, 7), config.output_root / "joy", config,
+                      lambda station_id: calls.append(time.monotonic()))
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(calls) == 1, what="the first call")
+        icy.title = "Changed - Quickly"  # within the interval: deferred, then sent on a later "unchanged" block
+        wait_for(lambda: (now_playing(config, "joy") or {}).get("title") == "Changed - Quickly", what="the title")
+        wait_for(lambda: len(calls) == 2, what="the deferred call")
+        assert calls[1] - calls[0] >= 0.5
+    finally:
+        watcher.stop.set()
+        thread.join(5)
 
 
 def test_a_restarted_watcher_does_not_trigger_for_the_published_title(tmp_path: Path, icy: IcyServer) -> None:
