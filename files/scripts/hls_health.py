@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from hls_snapshot import DEFAULT_CONFIG, Config, Snapshot, Station, collect
+from hls_snapshot import DEFAULT_CONFIG, Config, Snapshot, SnapshotError, Station, collect
 
 
 @dataclass
@@ -85,7 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = Config.load(args.config)
     max_age = config.max_playlist_age if args.max_age is None else args.max_age
-    snapshot = collect(config)
+    try:
+        snapshot = collect(config)
+    except SnapshotError as error:
+        print(f"UNKNOWN: {error}")
+        return 1
     results = evaluate(snapshot, max_age)
     if args.json:
         print(json.dumps(report(snapshot, results, max_age), indent=2))

@@ -9,6 +9,7 @@ read into a snapshot: they may carry credentials, and snapshots end up on web pa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -131,11 +132,21 @@ def count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+class SnapshotError(RuntimeError):
+    """The station list cannot be read: no snapshot rather than one that shows no stations."""
+
+
 def station_slugs(stations_dir: Path) -> list[str]:
+    """The stations of the list (their env files); none when the directory does not exist (yet)."""
     try:
-        return sorted(path.stem for path in stations_dir.glob("*.env") if path.is_file())
-    except OSError:
+        with os.scandir(stations_dir) as entries:
+            return sorted(entry.name[: -len(".env")] for entry in entries
+                          if entry.name.endswith(".env") and entry.is_file())
+    except FileNotFoundError:
         return []
+    except OSError as error:
+        raise SnapshotError(f"cannot read the station list {stations_dir}: {error.strerror} "
+                            f"(run as root or as a member of the hls group)") from None
 
 
 def parse_show(output: str) -> dict[str, dict[str, str]]:

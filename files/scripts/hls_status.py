@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from hls_health import StationHealth, evaluate, report
 from hls_metrics import render
-from hls_snapshot import DEFAULT_CONFIG, Config, Snapshot, collect
+from hls_snapshot import DEFAULT_CONFIG, Config, Snapshot, SnapshotError, collect
 from hls_station import write_atomically
 
 PUBLIC_MODE = 0o644
@@ -78,7 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--textfile-dir", type=Path, help="node_exporter's textfile collector directory")
     args = parser.parse_args(argv)
     config = Config.load(args.config)
-    publish(collect(config), config.max_playlist_age, args.output_dir, args.textfile_dir)
+    try:
+        snapshot = collect(config)
+    except SnapshotError as error:
+        # Without a snapshot nothing is known to be healthy: /health answers 503 until the next good run.
+        (args.output_dir / "healthy.json").unlink(missing_ok=True)
+        print(f"hls-status: {error}", file=sys.stderr)
+        return 1
+    publish(snapshot, config.max_playlist_age, args.output_dir, args.textfile_dir)
     return 0
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from hls_health import evaluate
-from hls_snapshot import DEFAULT_CONFIG, Config, Snapshot, Station, collect
+from hls_snapshot import DEFAULT_CONFIG, Config, Snapshot, SnapshotError, Station, collect
 from hls_station import InvalidStation, validate_slug
 
 COLUMNS = ("STATION", "STATE", "UPTIME", "RESTARTS", "PLAYLIST", "CODEC", "LISTENERS", "NOW PLAYING")
@@ -93,7 +93,11 @@ def use_colour(stream: TextIO) -> bool:
 
 
 def status(config: Config, slug: str | None, out: TextIO) -> int:
-    snapshot = collect(config)
+    try:
+        snapshot = collect(config)
+    except SnapshotError as error:
+        print(f"hlsctl: {error}", file=sys.stderr)
+        return 1
     if slug is not None:
         snapshot.stations = [station for station in snapshot.stations if station.slug == slug]
         if not snapshot.stations:

@@ -167,3 +167,22 @@ def test_main_exit_status_and_output(tree: StatusTree, tmp_path: Path, monkeypat
     assert capsys.readouterr().out == "UNHEALTHY joy: playlist is 5 s old (limit 4 s)\n"
     assert hls_health.main(["--config", str(settings), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["max_playlist_age_seconds"] == 10.0
+
+
+def test_an_unreadable_station_list_is_an_error_not_an_empty_list(tree: StatusTree, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    tree.station("joy")
+
+    def denied(path: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(hls_snapshot.os, "scandir", denied)
+    with pytest.raises(hls_snapshot.SnapshotError, match="Permission denied"):
+        tree.snapshot()
+    monkeypatch.setattr(hls_snapshot.Config, "load", classmethod(lambda cls, path: tree.config))
+    assert hls_health.main([]) == 1
+    assert capsys.readouterr().out.startswith("UNKNOWN: cannot read the station list")
+    missing = hls_snapshot.Config(stations_dir=tmp_path / "not-yet")
+    monkeypatch.undo()
+    assert hls_snapshot.station_slugs(missing.stations_dir) == []

@@ -136,3 +136,13 @@ def test_bad_arguments_never_reach_systemctl(argv: list[str], monkeypatch: pytes
 def test_main_status(live: StatusTree, capsys: pytest.CaptureFixture[str]) -> None:
     assert hlsctl.main(["status"]) == 0
     assert "joy" in capsys.readouterr().out
+
+
+def test_status_says_why_it_cannot_read_the_stations(tree: StatusTree, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    def failing(config: object) -> None:
+        raise hls_snapshot.SnapshotError("cannot read the station list /etc/hls/stations: Permission denied")
+
+    monkeypatch.setattr(hlsctl, "collect", failing)
+    assert hlsctl.status(tree.config, None, io.StringIO()) == 1
+    assert "Permission denied" in capsys.readouterr().err

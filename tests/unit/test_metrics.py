@@ -167,3 +167,16 @@ def test_status_main(tree: StatusTree, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(hls_status, "collect", lambda config: tree.snapshot())
     assert hls_status.main(["--output-dir", str(tmp_path)]) == 0
     assert (tmp_path / "healthy.json").exists()
+
+
+def test_status_main_without_a_snapshot_withdraws_healthy(tree: StatusTree, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "healthy.json").write_text("{}")
+    monkeypatch.setattr(hls_snapshot.Config, "load", classmethod(lambda cls, path: tree.config))
+
+    def failing(config: object) -> None:
+        raise hls_snapshot.SnapshotError("cannot read the station list")
+
+    monkeypatch.setattr(hls_status, "collect", failing)
+    assert hls_status.main(["--output-dir", str(tmp_path)]) == 1
+    assert not (tmp_path / "healthy.json").exists()

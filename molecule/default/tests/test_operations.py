@@ -325,3 +325,10 @@ def test_browser_lists_the_stations_and_plays_one(host):
     assert seen["paused"] is False and seen["pressed"] == "demo-aac"
     assert seen["errors"] == []
     assert screenshot.stat().st_size > 10_000
+
+
+def test_health_refuses_to_guess_without_the_station_list(host):
+    # A user outside the hls group cannot list /etc/hls/stations: that is an error, never "0 stations, all well".
+    result = host.run(f"runuser -u nobody -- {HEALTH}")
+    assert result.rc == 1
+    assert result.stdout.startswith("UNKNOWN: cannot read the station list /etc/hls/stations: Permission denied")
