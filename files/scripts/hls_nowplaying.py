@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TextIO
 
 from dotenv import dotenv_values
 
@@ -31,6 +31,7 @@ from hls_station import InvalidStation, redact_url, validate_slug, validate_stre
 NOW_PLAYING_NAME = "now-playing.json"
 TRIGGER_MUTATION = ("mutation TriggerMetadataFetch($station_id: Int!) "
                     "{ trigger_metadata_fetch(station_id: $station_id) { success message } }")
+TOKEN_KEY = "HLS_NOW_PLAYING_GRAPHQL_TOKEN"
 
 log = logging.getLogger("hls-nowplaying")
 
@@ -237,15 +238,10 @@ class Supervisor:
         self.reconcile({})
 
 
-def read_token(path: Path | None) -> str:
-    """The backend key, from a file (never from the environment or the command line); empty without one."""
-    if path is None:
-        return ""
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as error:
-        log.error("cannot read the backend key from %s: %s; calling without it", path, error.strerror)
-        return ""
+def read_token(stream: TextIO) -> str:
+    """The backend key from an env-file document on `stream` (hls-nowplaying.service hands it the root-only
+    sync.env on standard input), never from the environment or the command line; empty without one."""
+    return (dotenv_values(stream=stream, interpolate=False).get(TOKEN_KEY) or "").strip()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -255,8 +251,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-root", type=Path, default=Path(env.get("HLS_OUTPUT_ROOT", "/run/hls")))
     parser.add_argument("--endpoint", default=env.get("GRAPHQL_ENDPOINT", ""),
                         help="backend GraphQL endpoint; empty: never call trigger_metadata_fetch")
-    parser.add_argument("--token-file", type=Path, default=env.get("HLS_GRAPHQL_TOKEN_FILE") or None,
-                        help="file holding the key for trigger_metadata_fetch")
+    parser.add_argument("--token-from-stdin", action="store_true",
+                        help=f"read {TOKEN_KEY} for trigger_metadata_fetch from an env file on standard input")
     parser.add_argument("--trigger-interval", type=float, default=float(env.get("HLS_NOW_PLAYING_TRIGGER_INTERVAL", "30")),
                         help="seconds between two trigger_metadata_fetch calls for one station")
     parser.add_argument("--read-timeout", type=float, default=float(env.get("HLS_READ_TIMEOUT_SECONDS", "15")))
@@ -269,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(levelname)s %(message)s",
                         stream=sys.stderr)
     config = Config(stations_dir=args.stations_dir, output_root=args.output_root, endpoint=args.endpoint.strip(),
-                    token=read_token(args.token_file), trigger_interval=args.trigger_interval, read_timeout=args.read_timeout)
+                    token=read_token(sys.stdin) if args.token_from_stdin else "", trigger_interval=args.trigger_interval, read_timeout=args.read_timeout)
     trigger = backend_trigger(config) if config.endpoint else None
     supervisor = Supervisor(config, trigger, only=args.only)
     stop = threading.Event()

@@ -396,9 +396,8 @@ def test_supervisor_only(tmp_path: Path) -> None:
     assert supervisor.watchers == {}
 
 
-def test_read_token_from_its_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    assert hls_nowplaying.read_token(None) == ""
-    (tmp_path / "graphql-token").write_text("s3cret\n")
-    assert hls_nowplaying.read_token(tmp_path / "graphql-token") == "s3cret"
-    assert hls_nowplaying.read_token(tmp_path / "missing") == ""
-    assert "cannot read the backend key" in caplog.text
+def test_read_token_from_an_env_document_on_stdin() -> None:
+    sync_env = '# managed\nGRAPHQL_TOKEN=other\nHLS_NOW_PLAYING_GRAPHQL_TOKEN= s3cret \nLOG_LEVEL=INFO\n'
+    assert hls_nowplaying.read_token(io.StringIO(sync_env)) == "s3cret"
+    assert hls_nowplaying.read_token(io.StringIO("GRAPHQL_TOKEN=other\n")) == ""
+    assert hls_nowplaying.read_token(io.StringIO("")) == ""

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import BACKEND, http, main_pid, playlist, station_ready, wait_for
+from conftest import BACKEND, TOKEN, http, main_pid, playlist, station_ready, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 SLUGS = ["demo-mp3", "demo-aac"]
@@ -99,13 +99,12 @@ def test_operations_units_run(host, unit):
 def test_status_and_nowplaying_run_unprivileged(host):
     for unit in ("hls-status.service", "hls-nowplaying.service"):
         assert host.check_output(f"systemctl show -p User --value {unit}") == "hls"
-    # hls-nowplaying reads the backend key from a file of its own group; FFmpeg's units cannot see it.
-    token_file = host.file("/etc/hls/graphql-token")
-    assert (token_file.user, token_file.group, token_file.mode) == ("root", "hls", 0o640)
-    assert "/etc/hls/graphql-token" in host.check_output(
-        "systemctl show -p InaccessiblePaths --value hls@demo-aac.service")
-    seen_by_ffmpeg = host.run(f"nsenter -t {main_pid(host, 'demo-aac')} -m cat /etc/hls/graphql-token")
-    assert "molecule-token" not in seen_by_ffmpeg.stdout
+    # hls-nowplaying gets the backend key on standard input from root-only sync.env: in no environment,
+    # command line or other file (test_hostile checks the files).
+    pid = int(host.check_output("systemctl show -p MainPID --value hls-nowplaying.service"))
+    for place in ("environ", "cmdline"):
+        assert TOKEN not in host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/{place}")
+    assert "--token-from-stdin" in host.file(f"/proc/{pid}/cmdline").content_string
 
 
 # --- health ------------------------------------------------------------------------------------------------------
@@ -302,7 +301,7 @@ def test_status_json_has_the_stations_and_no_secret(host):
     page = json.loads(body)
     assert {s["slug"] for s in page["stations"]} == set(SLUGS)
     assert all(s["playlist"] == f"/hls/{s['slug']}/index.m3u8" for s in page["stations"])
-    for secret in ("127.0.0.1:8000", "molecule-token", "demo-source"):
+    for secret in ("127.0.0.1:8000", TOKEN, "demo-source"):
         assert secret not in body
         assert secret not in http(host, "/metrics")[2]
         assert secret not in http(host, "/health")[2]
