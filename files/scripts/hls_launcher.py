@@ -192,7 +192,10 @@ def start_number(output_dir: Path, now: float) -> int | None:
 def write_launch_info(output_dir: Path, upstream_codec: str | None, mode: str, now: float) -> None:
     """Record the upstream codec (None when not probed) and copy/transcode for the status programs."""
     info = {"upstream_codec": upstream_codec, "mode": mode, "started_at": round(now, 3)}
-    write_atomically(output_dir / LAUNCH_INFO_NAME, json.dumps(info) + "\n", mode=0o644)
+    try:
+        write_atomically(output_dir / LAUNCH_INFO_NAME, json.dumps(info) + "\n", mode=0o644)
+    except OSError as error:  # a full output filesystem: start without it rather than not at all
+        say(f"cannot record the launch in {output_dir}: {error.strerror}")
 
 
 def build_command(settings: StationSettings, output_dir: Path, mode: str, now: float) -> list[str]:

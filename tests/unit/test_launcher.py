@@ -416,3 +416,16 @@ def test_dry_run_records_nothing(tmp_path: Path, no_ffprobe: None, capsys: pytes
     output.mkdir()
     assert hls_launcher.main([str(env_file), "--output-dir", str(output), "--dry-run"]) == 0
     assert list(output.iterdir()) == []
+
+
+def test_a_full_output_filesystem_does_not_stop_the_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str], no_ffprobe: None) -> None:
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hls_launcher, "write_atomically", full)
+    execs: list[str] = []
+    monkeypatch.setattr(hls_launcher.os, "execvp", lambda file, args: execs.append(file))
+    hls_launcher.main([str(write_env(tmp_path / "radio-joy.env", HLS_CODEC="copy")), "--output-dir", str(tmp_path)])
+    assert execs == ["ffmpeg"]
+    assert "cannot record the launch" in capsys.readouterr().err
