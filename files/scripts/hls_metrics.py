@@ -75,22 +75,30 @@ def families(snapshot: Snapshot, health: Sequence[StationHealth]) -> list[Family
         if station.mode is not None:
             info.add(1, station=slug, upstream_codec=station.upstream_codec or "unknown", mode=station.mode)
         listeners.add(station.listeners, station=slug)
+    last_ok = Family("hls_job_last_run_ok", "gauge", "1 when the job's last run succeeded (systemd Result).")
     last_success = Family("hls_job_last_success_timestamp_seconds", "gauge",
                           "Unix time of the job's last successful run.")
     failures = Family("hls_job_failures_total", "counter", "Failed runs of the job.")
-    spool = Family("hls_job_spool_events", "gauge", "Events the job holds back, waiting to be sent.")
     for job in snapshot.jobs:
+        last_ok.add(job.last_run_ok, job_name=job.name)
         last_success.add(job.last_success, job_name=job.name)
         failures.add(job.failures_total, job_name=job.name)
-        spool.add(job.spool_events, job_name=job.name)
-    listeners_updated = Family("hls_listeners_updated_timestamp_seconds", "gauge",
-                               "Unix time the analytics last wrote the listener numbers.")
-    listeners_updated.add(snapshot.listeners_updated_at)
+    analytics = snapshot.analytics
+    updated = Family("hls_analytics_updated_timestamp_seconds", "gauge",
+                     "Unix time the analytics last wrote the listener numbers.")
+    updated.add(analytics.updated_at)
+    batches = Family("hls_analytics_spool_batches", "gauge", "Event batches spooled, waiting for the backend.")
+    batches.add(analytics.spool_batches)
+    spool_bytes = Family("hls_analytics_spool_bytes", "gauge", "Size of the analytics spool.")
+    spool_bytes.add(analytics.spool_bytes)
+    dropped = Family("hls_analytics_dropped_events_total", "counter",
+                     "Events dropped because the spool was full.")
+    dropped.add(analytics.dropped_events_total)
     generated = Family("hls_status_generated_timestamp_seconds", "gauge",
                        "Unix time these metrics were collected (alert when it falls behind).")
     generated.add(round(snapshot.generated_at, 3))
-    return [up, enabled, ok, age, segments, newest, restarts, uptime, info, listeners, last_success, failures, spool,
-            listeners_updated, generated]
+    return [up, enabled, ok, age, segments, newest, restarts, uptime, info, listeners, last_ok, last_success, failures,
+            updated, batches, spool_bytes, dropped, generated]
 
 
 def render(snapshot: Snapshot, health: Sequence[StationHealth]) -> str:

@@ -1,9 +1,10 @@
 """What every station and background job looks like right now: the facts hls-status, hls_health and hlsctl share.
 
-Read-only: systemd (one `systemctl show` for all stations), the station list (/etc/hls/stations/*.env),
-the output directories (/run/hls/<slug>: playlist, segments, the launcher's .launch.json, now-playing.json),
-the analytics' listener numbers and the status files of the sync and the analytics. Stream URLs are never
-read into a snapshot: they may carry credentials, and snapshots end up on web pages.
+Read-only: systemd (one `systemctl show` for the stations, hls-sync and hls-analytics), the station list
+(/etc/hls/stations/*.env), the output directories (/run/hls/<slug>: playlist, segments, the launcher's
+.launch.json, now-playing.json), the analytics' listeners file (listener numbers, spool, dropped events) and
+the sync's status file. Stream URLs are never read into a snapshot: they may carry credentials, and snapshots
+end up on web pages.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from typing import Any, Callable, Mapping, Sequence
 from dotenv import dotenv_values
 
 DEFAULT_CONFIG = Path("/etc/hls/status.env")
-UNIT_PROPERTIES = ("Id", "UnitFileState", "ActiveState", "SubState", "NRestarts", "ActiveEnterTimestampMonotonic")
+UNIT_PROPERTIES = ("Id", "LoadState", "UnitFileState", "ActiveState", "SubState", "Result", "NRestarts",
+                   "ActiveEnterTimestampMonotonic")
+# The background jobs whose last run /metrics reports (job name, unit).
+JOB_UNITS = (("sync", "hls-sync.service"), ("analytics", "hls-analytics.service"))
 PLAYLIST_NAME = "index.m3u8"
 LAUNCH_INFO_NAME = ".launch.json"
 NOW_PLAYING_NAME = "now-playing.json"
@@ -33,9 +37,8 @@ class Config:
     stations_dir: Path = Path("/etc/hls/stations")
     output_root: Path = Path("/run/hls")
     log_dir: Path = Path("/var/log/hls")
-    listeners_file: Path = Path("/var/lib/hls-analytics/listeners.json")
+    listeners_file: Path = Path("/run/hls-analytics/listeners.json")
     sync_status_file: Path = Path("/var/lib/hls/sync-status.json")
-    analytics_status_file: Path = Path("/var/lib/hls-analytics/status.json")
     max_playlist_age: float = 60.0
 
     @classmethod
@@ -50,7 +53,6 @@ class Config:
             log_dir=path("HLS_LOG_DIR", defaults.log_dir),
             listeners_file=path("HLS_LISTENERS_FILE", defaults.listeners_file),
             sync_status_file=path("HLS_SYNC_STATUS_FILE", defaults.sync_status_file),
-            analytics_status_file=path("HLS_ANALYTICS_STATUS_FILE", defaults.analytics_status_file),
             max_playlist_age=float(values.get("HLS_HEALTH_MAX_PLAYLIST_AGE") or defaults.max_playlist_age),
         )
 
@@ -85,12 +87,22 @@ class Station:
 
 @dataclass(frozen=True)
 class Job:
-    """A background job's health, from the status file it writes."""
+    """A background job's health: its unit's last result, and what it records itself (None: unknown)."""
 
     name: str
+    last_run_ok: bool | None = None
     last_success: float | None = None  # Unix time
     failures_total: int | None = None
-    spool_events: int | None = None
+
+
+@dataclass(frozen=True)
+class Analytics:
+    """What the listener analytics report in their listeners file besides the numbers (None: no file)."""
+
+    updated_at: float | None = None
+    spool_batches: int | None = None
+    spool_bytes: int | None = None
+    dropped_events_total: int | None = None
 
 
 @dataclass
@@ -98,7 +110,7 @@ class Snapshot:
     generated_at: float
     stations: list[Station]
     jobs: list[Job]
-    listeners_updated_at: float | None
+    analytics: Analytics
 
 
 def run_systemctl(args: Sequence[str]) -> str:
@@ -207,23 +219,28 @@ def read_identity(station: Station, env_file: Path) -> None:
     station.station_id = int(raw_id) if raw_id.isascii() and raw_id.isdigit() else None
 
 
-def read_listeners(path: Path) -> tuple[dict[str, int], float | None]:
-    """Listener numbers per slug from the analytics' file; none (and no time) while it does not exist."""
+def read_listeners(path: Path) -> tuple[dict[str, int], Analytics]:
+    """Listener numbers per slug, and the spool, from the analytics' file; nothing while it does not exist."""
     document = read_json(path)
     if not isinstance(document, dict):
-        return {}, None
+        return {}, Analytics()
     stations = document.get("stations")
     numbers = {slug: n for slug, value in stations.items() if (n := count(value)) is not None} \
         if isinstance(stations, dict) else {}
-    return numbers, timestamp(document.get("updated_at"))
+    spool = document.get("spool") if isinstance(document.get("spool"), dict) else {}
+    return numbers, Analytics(updated_at=timestamp(document.get("updated_at")),
+                              spool_batches=count(spool.get("batches")), spool_bytes=count(spool.get("bytes")),
+                              dropped_events_total=count(document.get("dropped_events_total")))
 
 
-def read_job(name: str, path: Path) -> Job:
-    document = read_json(path)
+def read_job(name: str, unit: Mapping[str, str], status_file: Path | None = None) -> Job:
+    """The unit's last result (a oneshot keeps it until its next run), plus the job's own status file."""
+    last_run_ok = unit.get("Result") == "success" if unit.get("LoadState") == "loaded" else None
+    document = read_json(status_file) if status_file is not None else None
     if not isinstance(document, dict):
-        return Job(name)
-    return Job(name, last_success=timestamp(document.get("last_success_at")),
-               failures_total=count(document.get("failures_total")), spool_events=count(document.get("spool_events")))
+        return Job(name, last_run_ok)
+    return Job(name, last_run_ok, last_success=timestamp(document.get("last_success_at")),
+               failures_total=count(document.get("failures_total")))
 
 
 def collect(config: Config, systemctl: Systemctl = run_systemctl, now: float | None = None,
@@ -231,11 +248,9 @@ def collect(config: Config, systemctl: Systemctl = run_systemctl, now: float | N
     now = time.time() if now is None else now
     monotonic_now = time.monotonic() if monotonic_now is None else monotonic_now
     slugs = station_slugs(config.stations_dir)
-    units: dict[str, dict[str, str]] = {}
-    if slugs:
-        units = parse_show(systemctl(["show", "--property=" + ",".join(UNIT_PROPERTIES),
-                                      *(f"hls@{slug}.service" for slug in slugs)]))
-    listeners, listeners_updated_at = read_listeners(config.listeners_file)
+    units = parse_show(systemctl(["show", "--property=" + ",".join(UNIT_PROPERTIES),
+                                  *(f"hls@{slug}.service" for slug in slugs), *(unit for _, unit in JOB_UNITS)]))
+    listeners, analytics = read_listeners(config.listeners_file)
     stations = []
     for slug in slugs:
         station = Station(slug)
@@ -244,5 +259,6 @@ def collect(config: Config, systemctl: Systemctl = run_systemctl, now: float | N
         apply_output(station, config.output_root / slug, now)
         station.listeners = listeners.get(slug, 0)
         stations.append(station)
-    jobs = [read_job("sync", config.sync_status_file), read_job("analytics", config.analytics_status_file)]
-    return Snapshot(generated_at=now, stations=stations, jobs=jobs, listeners_updated_at=listeners_updated_at)
+    status_files = {"sync": config.sync_status_file}
+    jobs = [read_job(name, units.get(unit, {}), status_files.get(name)) for name, unit in JOB_UNITS]
+    return Snapshot(generated_at=now, stations=stations, jobs=jobs, analytics=analytics)

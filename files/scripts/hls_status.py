@@ -29,7 +29,7 @@ def page_data(snapshot: Snapshot, health: Sequence[StationHealth]) -> dict[str, 
     healthy = {result.slug: result.healthy for result in health}
     return {
         "generated_at": round(snapshot.generated_at, 3),
-        "listeners_updated_at": snapshot.listeners_updated_at,
+        "listeners_updated_at": snapshot.analytics.updated_at,
         "stations": [
             {
                 "slug": station.slug,

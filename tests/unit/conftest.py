@@ -92,7 +92,7 @@ class StatusTree:
         self.config = hls_snapshot.Config(
             stations_dir=root / "etc" / "stations", output_root=root / "run", log_dir=root / "log",
             listeners_file=root / "analytics" / "listeners.json", sync_status_file=root / "state" / "sync.json",
-            analytics_status_file=root / "analytics" / "status.json", max_playlist_age=60.0)
+            max_playlist_age=60.0)
         for directory in (self.config.stations_dir, self.config.output_root, self.config.log_dir):
             directory.mkdir(parents=True)
         self.units: dict[str, dict[str, str]] = {}

@@ -37,10 +37,10 @@ def test_snapshot_reads_units_files_and_listeners(tree: StatusTree) -> None:
     assert joy.now_playing == {"title": "A - B", "artist": "A", "song": "B", "updated_at": "x"}
     assert (quiet.state, quiet.uptime, quiet.playlist_age, quiet.mode, quiet.listeners) == (
         "inactive (dead)", None, None, None, 0)
-    assert snapshot.listeners_updated_at == 1_699_999_980.0
-    # One systemctl call for every station.
+    assert snapshot.analytics.updated_at == 1_699_999_980.0
+    # One systemctl call for every station and the jobs.
     assert tree.calls == [["show", "--property=" + ",".join(hls_snapshot.UNIT_PROPERTIES),
-                           "hls@joy.service", "hls@quiet.service"]]
+                           "hls@joy.service", "hls@quiet.service", "hls-sync.service", "hls-analytics.service"]]
 
 
 def test_snapshot_never_holds_the_stream_url(tree: StatusTree) -> None:
@@ -59,22 +59,37 @@ def test_missing_or_odd_listener_numbers_are_zero(tree: StatusTree, listeners: o
         tree.write_json(tree.config.listeners_file, listeners)
     snapshot = tree.snapshot()
     assert snapshot.stations[0].listeners == 0
-    assert snapshot.listeners_updated_at is None
+    assert snapshot.analytics.updated_at is None
 
 
-def test_jobs_from_their_status_files(tree: StatusTree) -> None:
+def test_jobs_from_systemd_and_the_sync_status_file(tree: StatusTree) -> None:
     tree.write_json(tree.config.sync_status_file, {"last_success_at": "2023-11-14T22:13:20+00:00",
                                                    "failures_total": 4})
-    tree.write_json(tree.config.analytics_status_file, {"last_success_at": 1_699_999_990, "failures_total": "x",
-                                                        "spool_events": 17})
+    tree.units["hls-sync.service"] = {"Id": "hls-sync.service", "LoadState": "loaded", "Result": "exit-code"}
+    tree.units["hls-analytics.service"] = {"Id": "hls-analytics.service", "LoadState": "loaded", "Result": "success"}
     sync, analytics = tree.snapshot().jobs
-    assert sync == hls_snapshot.Job("sync", 1_700_000_000.0, 4, None)
-    assert analytics == hls_snapshot.Job("analytics", 1_699_999_990.0, None, 17)
+    assert sync == hls_snapshot.Job("sync", False, 1_700_000_000.0, 4)
+    assert analytics == hls_snapshot.Job("analytics", True, None, None)
 
 
-def test_no_stations_no_systemctl_call(tree: StatusTree) -> None:
+def test_jobs_that_are_not_installed_are_unknown(tree: StatusTree) -> None:
+    tree.units["hls-analytics.service"] = {"Id": "hls-analytics.service", "LoadState": "not-found",
+                                           "Result": "success"}
+    assert tree.snapshot().jobs == [hls_snapshot.Job("sync"), hls_snapshot.Job("analytics")]
+
+
+def test_the_analytics_spool_from_the_listeners_file(tree: StatusTree) -> None:
+    tree.write_json(tree.config.listeners_file, {
+        "updated_at": "2026-11-24T10:00:40Z", "window_seconds": 60, "stations": {"demo-aac": 2}, "total": 2,
+        "spool": {"batches": 3, "bytes": 4096}, "dropped_events_total": 7})
+    assert tree.snapshot().analytics == hls_snapshot.Analytics(
+        updated_at=1_795_514_440.0, spool_batches=3, spool_bytes=4096, dropped_events_total=7)
+
+
+def test_no_stations_still_reports_the_jobs(tree: StatusTree) -> None:
     assert tree.snapshot().stations == []
-    assert tree.calls == []
+    assert tree.calls == [["show", "--property=" + ",".join(hls_snapshot.UNIT_PROPERTIES), "hls-sync.service",
+                           "hls-analytics.service"]]
 
 
 @pytest.mark.parametrize(("value", "expected"), [

@@ -39,11 +39,12 @@ def metrics_text(tree: StatusTree) -> str:
     tree.station("aac", launch={"upstream_codec": "aac", "mode": "copy", "started_at": 0}, playlist_age=90)
     tree.station("down", active=False, restarts=5)
     tree.station("forced", launch={"upstream_codec": None, "mode": "copy", "started_at": 0})
-    tree.write_json(tree.config.listeners_file, {"updated_at": "2023-11-14T22:13:10Z", "stations": {"joy": 42}})
+    tree.write_json(tree.config.listeners_file, {"updated_at": "2023-11-14T22:13:10Z", "stations": {"joy": 42},
+                                                 "spool": {"batches": 2, "bytes": 250}, "dropped_events_total": 9})
     tree.write_json(tree.config.sync_status_file, {"last_success_at": "2023-11-14T22:13:00+00:00",
                                                    "failures_total": 3})
-    tree.write_json(tree.config.analytics_status_file, {"last_success_at": 1_699_999_999, "failures_total": 1,
-                                                        "spool_events": 250})
+    tree.units["hls-sync.service"] = {"Id": "hls-sync.service", "LoadState": "loaded", "Result": "success"}
+    tree.units["hls-analytics.service"] = {"Id": "hls-analytics.service", "LoadState": "loaded", "Result": "exit-code"}
     snapshot = tree.snapshot()
     return render(snapshot, evaluate(snapshot, 60))
 
@@ -53,14 +54,16 @@ def test_the_text_parses_with_prometheus_client(metrics_text: str) -> None:
     assert set(families) == {
         "hls_station_up", "hls_station_enabled", "hls_station_healthy", "hls_station_playlist_age_seconds",
         "hls_station_segments", "hls_station_newest_segment_bytes", "hls_station_restarts", "hls_station_uptime_seconds",
-        "hls_station_info", "hls_station_listeners", "hls_job_last_success_timestamp_seconds", "hls_job_failures",
-        "hls_job_spool_events", "hls_listeners_updated_timestamp_seconds", "hls_status_generated_timestamp_seconds"}
+        "hls_station_info", "hls_station_listeners", "hls_job_last_run_ok", "hls_job_last_success_timestamp_seconds",
+        "hls_job_failures", "hls_analytics_updated_timestamp_seconds", "hls_analytics_spool_batches",
+        "hls_analytics_spool_bytes", "hls_analytics_dropped_events", "hls_status_generated_timestamp_seconds"}
     for family in families.values():
         assert NAME.match(family.name), family.name
         assert family.type in ("gauge", "counter")
         assert family.documentation
     assert families["hls_station_restarts"].type == "counter"
     assert families["hls_job_failures"].type == "counter"
+    assert families["hls_analytics_dropped_events"].type == "counter"
 
 
 def test_station_values(metrics_text: str) -> None:
@@ -88,12 +91,13 @@ def test_station_values(metrics_text: str) -> None:
 
 def test_job_values(metrics_text: str) -> None:
     families = parse(metrics_text)
-    assert samples(families, "hls_job_last_success_timestamp_seconds") == {
-        (("job_name", "sync"),): 1_699_999_980, (("job_name", "analytics"),): 1_699_999_999}
-    assert samples(families, "hls_job_failures_total") == {(("job_name", "sync"),): 3,
-                                                           (("job_name", "analytics"),): 1}
-    assert samples(families, "hls_job_spool_events") == {(("job_name", "analytics"),): 250}
-    assert samples(families, "hls_listeners_updated_timestamp_seconds") == {(): 1_699_999_990}
+    assert samples(families, "hls_job_last_run_ok") == {(("job_name", "sync"),): 1, (("job_name", "analytics"),): 0}
+    assert samples(families, "hls_job_last_success_timestamp_seconds") == {(("job_name", "sync"),): 1_699_999_980}
+    assert samples(families, "hls_job_failures_total") == {(("job_name", "sync"),): 3}
+    assert samples(families, "hls_analytics_updated_timestamp_seconds") == {(): 1_699_999_990}
+    assert samples(families, "hls_analytics_spool_batches") == {(): 2}
+    assert samples(families, "hls_analytics_spool_bytes") == {(): 250}
+    assert samples(families, "hls_analytics_dropped_events_total") == {(): 9}
     assert samples(families, "hls_status_generated_timestamp_seconds") == {(): 1_700_000_000}
 
 

@@ -18,7 +18,7 @@ SLUGS = ["demo-mp3", "demo-aac"]
 STATION_IDS = {"demo-mp3": 1, "demo-aac": 2}
 PYTHON = "/opt/hls/venv/bin/python"
 HEALTH = f"{PYTHON} /opt/hls/lib/hls_health.py"
-LISTENERS = "/var/lib/hls-analytics/listeners.json"
+LISTENERS = "/run/hls-analytics/listeners.json"
 ICECAST_ADMIN = "http://127.0.0.1:8000/admin/metadata"
 REPO = Path(__file__).resolve().parents[3]
 TRIGGER_INTERVAL = 5  # hls_now_playing_trigger_interval in molecule.yml
@@ -78,13 +78,17 @@ def fixed_titles(host):
 
 @pytest.fixture
 def listeners_file(host):
-    """The analytics' listener numbers, written by the test; removed afterwards (the host has none)."""
-    existed = host.file(LISTENERS).exists
-    yield lambda numbers: host.check_output(
-        f"mkdir -p {os.path.dirname(LISTENERS)} && printf '%s' "
-        + shlex.quote(json.dumps({"updated_at": "2026-01-01T00:00:00Z", "stations": numbers})) + f" > {LISTENERS}")
-    if not existed:
-        host.check_output(f"rm -f {LISTENERS}")
+    """The analytics paused and their listeners file written by the test; both put back afterwards."""
+    host.check_output("systemctl stop hls-analytics.timer hls-analytics.service")
+    host.check_output(f"mkdir -p {os.path.dirname(LISTENERS)} && cp -a {LISTENERS} {LISTENERS}.test-backup || true")
+
+    def write(document: dict) -> None:
+        host.check_output(f"printf '%s' {shlex.quote(json.dumps(document))} > {LISTENERS}")
+
+    yield write
+    host.check_output(f"if [ -e {LISTENERS}.test-backup ]; then mv {LISTENERS}.test-backup {LISTENERS}; "
+                      f"else rm -f {LISTENERS}; fi")
+    host.check_output("systemctl start hls-analytics.timer")
 
 
 # --- the units ------------------------------------------------------------------------------------------------
@@ -153,11 +157,13 @@ def test_metrics_parse_and_describe_every_station(host):
         assert 0 <= value(samples, "hls_station_playlist_age_seconds", station=slug) < 60
         assert value(samples, "hls_station_segments", station=slug) >= 1
         assert value(samples, "hls_station_restarts_total", station=slug) >= 0
-        assert value(samples, "hls_station_listeners", station=slug) == 0  # no analytics file on this host
+        assert value(samples, "hls_station_listeners", station=slug) >= 0  # from hls-analytics
     assert value(samples, "hls_station_info", station="demo-aac", upstream_codec="aac", mode="copy") == 1
     assert value(samples, "hls_station_info", station="demo-mp3", upstream_codec="mp3", mode="transcode") == 1
     assert value(samples, "hls_job_last_success_timestamp_seconds", job_name="sync") > 1_700_000_000
     assert value(samples, "hls_job_failures_total", job_name="sync") is not None
+    assert value(samples, "hls_job_last_run_ok", job_name="sync") in (0, 1)
+    assert value(samples, "hls_job_last_run_ok", job_name="analytics") in (0, 1)
     assert value(samples, "hls_status_generated_timestamp_seconds") > 1_700_000_000
 
 
@@ -172,10 +178,16 @@ def test_metrics_count_restarts(host):
     station_ready(host, "demo-aac", min_segments=1)
 
 
-def test_listeners_come_from_the_analytics_file(host, listeners_file):
-    listeners_file({"demo-aac": 3, "demo-mp3": 11})
-    wait_for(lambda: value(metrics(host), "hls_station_listeners", station="demo-mp3") == 11, timeout=30,
-             what="the listener numbers in /metrics")
+def test_listeners_and_spool_come_from_the_analytics_file(host, listeners_file):
+    listeners_file({"updated_at": "2026-01-01T00:00:00Z", "window_seconds": 60,
+                    "stations": {"demo-aac": 3, "demo-mp3": 11}, "total": 14,
+                    "spool": {"batches": 2, "bytes": 300}, "dropped_events_total": 4})
+    samples = wait_for(lambda: (m := metrics(host)) and value(m, "hls_station_listeners", station="demo-mp3") == 11
+                       and m, timeout=30, what="the listener numbers in /metrics")
+    assert value(samples, "hls_analytics_spool_batches") == 2
+    assert value(samples, "hls_analytics_spool_bytes") == 300
+    assert value(samples, "hls_analytics_dropped_events_total") == 4
+    assert value(samples, "hls_analytics_updated_timestamp_seconds") == 1_767_225_600
     page = json.loads(http(host, "/status.json")[2])
     assert {s["slug"]: s["listeners"] for s in page["stations"]} == {"demo-aac": 3, "demo-mp3": 11}
     table = host.check_output("hlsctl status")
