@@ -25,7 +25,7 @@ from typing import Callable, Sequence, TextIO
 from dotenv import dotenv_values
 
 from hls_graphql import BackendError, execute
-from hls_icy import IcyError, NowPlaying, open_stream, split_title, stream_titles
+from hls_icy import NowPlaying, open_stream, split_title, stream_titles
 from hls_station import InvalidStation, redact_url, validate_slug, validate_stream_url, write_atomically
 
 NOW_PLAYING_NAME = "now-playing.json"
@@ -197,7 +197,7 @@ class Watcher:
         while not self.stop.is_set():
             try:
                 self.follow_once()
-            except (OSError, EOFError, IcyError, ValueError) as error:
+            except Exception as error:  # noqa: BLE001 (anything an upstream can cause: the thread must live on)
                 message = f"{error.__class__.__name__}: {error}"
                 if message != last_error:  # one line per new problem, not one per retry
                     log.warning("%s: %s: %s", self.source.slug, redact_url(self.source.stream_url), message)
@@ -216,8 +216,8 @@ class Supervisor:
         self.watchers: dict[str, tuple[Watcher, threading.Thread]] = {}
 
     def reconcile(self, wanted: dict[str, Source]) -> None:
-        for slug, (watcher, _thread) in list(self.watchers.items()):
-            if wanted.get(slug) != watcher.source:
+        for slug, (watcher, thread) in list(self.watchers.items()):
+            if wanted.get(slug) != watcher.source or not thread.is_alive():
                 watcher.stop.set()
                 del self.watchers[slug]
         for slug, source in wanted.items():

@@ -402,3 +402,36 @@ def test_read_token_from_an_env_document_on_stdin() -> None:
     assert hls_nowplaying.read_token(io.StringIO(sync_env)) == "s3cret"
     assert hls_nowplaying.read_token(io.StringIO("GRAPHQL_TOKEN=other\n")) == ""
     assert hls_nowplaying.read_token(io.StringIO("")) == ""
+
+
+def test_a_watcher_survives_any_error_from_its_upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    import http.client
+
+    config = make_config(tmp_path, retry_seconds=0.01)
+    watcher = Watcher(Source("joy", "http://joy.example/", 1), config.output_root / "joy", config, None)
+    attempts: list[int] = []
+
+    def failing() -> None:
+        attempts.append(1)
+        if len(attempts) == 3:
+            watcher.stop.set()
+        raise http.client.IncompleteRead(b"")  # not an OSError
+
+    monkeypatch.setattr(watcher, "follow_once", failing)
+    watcher.run()
+    assert len(attempts) == 3
+    assert len(caplog.records) == 1  # one line per new problem, not one per retry
+
+
+def test_the_supervisor_replaces_a_dead_watcher(tmp_path: Path) -> None:
+    config = make_config(tmp_path, retry_seconds=30)
+    write_station(config, "joy", "http://127.0.0.1:9/")
+    supervisor = Supervisor(config, None)
+    supervisor.reconcile(supervisor.wanted())
+    first, thread = supervisor.watchers["joy"]
+    first.stop.set()
+    thread.join(5)
+    supervisor.reconcile(supervisor.wanted())
+    assert supervisor.watchers["joy"][0] is not first and supervisor.watchers["joy"][1].is_alive()
+    supervisor.reconcile({})
