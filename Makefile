@@ -19,7 +19,7 @@ BENCH_ENV = BENCH_STATIONS=$(BENCH_STATIONS) BENCH_WINDOW=$(BENCH_WINDOW) BENCH_
 	BENCH_SERVING_SECONDS=$(BENCH_SERVING_SECONDS) BENCH_SCALE_STATIONS=$(BENCH_SCALE_STATIONS) \
 	BENCH_SCALE_WINDOW=$(BENCH_SCALE_WINDOW) IMAGE=$(IMAGE)
 
-.PHONY: test lint unit molecule demo demo-clean engine image bench bench-scale bench-analytics
+.PHONY: test lint unit molecule demo demo-clean engine image bench bench-scale bench-analytics browser
 
 test: lint unit molecule
 
@@ -41,7 +41,16 @@ engine:
 image: engine
 	bash tools/build-image.sh $(IMAGE)
 
-molecule: $(BIN)/.installed image
+# The browser test drives Debian's Chromium (never a downloaded browser) with playwright-core from npm.
+browser: tests/browser/node_modules/.installed
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+tests/browser/node_modules/.installed: tests/browser/package.json tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+molecule: $(BIN)/.installed image browser
+	mkdir -p artifacts
 	$(BIN)/molecule test
 
 demo: $(BIN)/.installed image

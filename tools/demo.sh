@@ -35,6 +35,8 @@ done
 cat <<DONE
 
 The demo is up: two stations from a local Icecast2 (an MP3 one transcoded to AAC, an AAC one copied).
+  Status:    http://127.0.0.1:$PORT/ (the station list with a player), /health, /metrics
+             docker exec -it $CONTAINER hlsctl status
   Play:      ffplay http://127.0.0.1:$PORT/hls/demo-mp3/index.m3u8
              ffplay http://127.0.0.1:$PORT/hls/demo-aac/index.m3u8
              (or open the URL in Safari, VLC, or any hls.js player)

@@ -26,11 +26,20 @@ from typing import Mapping, Sequence
 import ffmpeg
 from dotenv import dotenv_values
 
-from hls_station import InvalidStation, redact_url, split_credentials, validate_slug, validate_stream_url
+from hls_station import (
+    InvalidStation,
+    redact_url,
+    split_credentials,
+    validate_slug,
+    validate_stream_url,
+    write_atomically,
+)
 
 # Inputs may only come from the network: never file:, concat:, subfile:, pipe: and the like.
 PROTOCOL_WHITELIST = "http,https,tcp,tls"
 PLAYLIST_NAME = "index.m3u8"
+# What this start decided, for hls-status and hlsctl; nginx serves only the playlist and the segments.
+LAUNCH_INFO_NAME = ".launch.json"
 HLS_FLAGS = "delete_segments+append_list+omit_endlist+temp_file"
 GLOBAL_OPTIONS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning")
 CODEC_CHOICES = ("auto", "copy", "transcode")
@@ -180,6 +189,15 @@ def start_number(output_dir: Path, now: float) -> int | None:
     return None if (output_dir / PLAYLIST_NAME).exists() else int(now)
 
 
+def write_launch_info(output_dir: Path, upstream_codec: str | None, mode: str, now: float) -> None:
+    """Record the upstream codec (None when not probed) and copy/transcode for the status programs."""
+    info = {"upstream_codec": upstream_codec, "mode": mode, "started_at": round(now, 3)}
+    try:
+        write_atomically(output_dir / LAUNCH_INFO_NAME, json.dumps(info) + "\n", mode=0o644)
+    except OSError as error:  # a full output filesystem: start without it rather than not at all
+        say(f"cannot record the launch in {output_dir}: {error.strerror}")
+
+
 def build_command(settings: StationSettings, output_dir: Path, mode: str, now: float) -> list[str]:
     url, options = upstream(settings)
     stream = ffmpeg.input(url, **options)
@@ -237,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 time.sleep(delay)
         upstream = probe_codec(settings) if settings.codec == "auto" else None
         mode = choose_mode(settings, upstream)
-        command = build_command(settings, args.output_dir, mode, time.time())
+        started = time.time()
+        command = build_command(settings, args.output_dir, mode, started)
     except LaunchError as error:
         say(f"{args.env_file}: {error}")
         return 1
@@ -246,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(shlex.join(command))
         return 0
     remove_partial_segments(args.output_dir)
+    write_launch_info(args.output_dir, upstream, mode, started)
     os.execvp(command[0], command)
     return 1  # not reached
 

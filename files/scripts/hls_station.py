@@ -136,9 +136,14 @@ def set_owner_group(path: Path | str, mode: int, group: str | None) -> None:
         os.chown(path, -1, grp.getgrnam(group).gr_gid)
 
 
-def write_atomically(path: Path, content: str, mode: int = 0o640, group: str | None = None) -> None:
-    """Write a file so that readers see the old or the new content, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_atomically(path: Path, content: str, mode: int = 0o640, group: str | None = None,
+                     make_parents: bool = True) -> None:
+    """Write a file so that readers see the old or the new content, never a half-written one.
+
+    make_parents=False: fail (FileNotFoundError) rather than create a directory that someone removed.
+    """
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

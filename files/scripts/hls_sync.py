@@ -14,7 +14,9 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -257,6 +259,41 @@ def sync(config: Config, systemctl: Systemctl | None = None) -> Plan:
     return plan
 
 
+def record_outcome(path: Path, success: bool, now: float) -> None:
+    """Keep the last success time and the failure count where hls-status reads them (for /metrics)."""
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = {}
+    if not isinstance(previous, dict):
+        previous = {}
+    failures = previous.get("failures_total")
+    failures = failures if isinstance(failures, int) and not isinstance(failures, bool) else 0
+    stamp = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")
+    document = {
+        "last_run_at": stamp,
+        "last_run_ok": success,
+        "last_success_at": stamp if success else previous.get("last_success_at"),
+        "failures_total": failures + (0 if success else 1),
+    }
+    try:
+        write_atomically(path, json.dumps(document) + "\n", mode=0o644)
+    except OSError as error:
+        log.warning("cannot record the outcome in %s: %s", path, error)
+
+
+def run(config: Config) -> bool:
+    try:
+        sync(config)
+    except (BackendError, SyncRefused) as error:
+        log.error("no change made: %s", error)
+        return False
+    except (RuntimeError, OSError) as error:
+        log.error("sync failed part way: %s", error)
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args(argv)
@@ -265,15 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    try:
-        sync(Config.from_environ(os.environ))
-    except (BackendError, SyncRefused) as error:
-        log.error("no change made: %s", error)
-        return 1
-    except (RuntimeError, OSError) as error:
-        log.error("sync failed part way: %s", error)
-        return 1
-    return 0
+    success = run(Config.from_environ(os.environ))
+    status_file = os.environ.get("HLS_SYNC_STATUS_FILE")
+    if status_file:
+        record_outcome(Path(status_file), success, time.time())
+    return 0 if success else 1
 
 
 if __name__ == "__main__":

@@ -4,13 +4,16 @@
   modules (`from hls_station import ...`), and the fake backend is imported as `fake_backend`.
 - `backend`: the fake GraphQL backend (fake_backend.py), in a thread on 127.0.0.1 with a free port.
 - `url`: that backend's base URL (what test_fake_backend.py uses).
+- `tree`: a host's station files (env files, output directories) and a fake `systemctl show` (StatusTree).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,3 +75,80 @@ def backend() -> Iterator[FakeBackend]:
 def url(backend: FakeBackend) -> str:
     """The base URL of a fresh fake backend."""
     return backend.url
+
+
+# --- a host's station files, for hls_snapshot, hls_health, hls_metrics, hls_status and hlsctl ---------------
+
+NOW = 1_700_000_000.0
+MONOTONIC = 50_000.0
+
+
+class StatusTree:
+    """Real station files in a temporary directory, and a fake `systemctl show` answering from `units`."""
+
+    def __init__(self, root: Path) -> None:
+        import hls_snapshot
+
+        self.config = hls_snapshot.Config(
+            stations_dir=root / "etc" / "stations", output_root=root / "run", log_dir=root / "log",
+            listeners_file=root / "analytics" / "listeners.json", sync_status_file=root / "state" / "sync.json",
+            max_playlist_age=60.0)
+        for directory in (self.config.stations_dir, self.config.output_root, self.config.log_dir):
+            directory.mkdir(parents=True)
+        self.units: dict[str, dict[str, str]] = {}
+        self.calls: list[list[str]] = []
+
+    def station(self, slug: str, *, title: str = "", station_id: int | None = 1, enabled: bool = True,
+                active: bool = True, restarts: int = 0, uptime: float = 120.0, playlist_age: float | None = 2.0,
+                segments: int = 3, newest_bytes: int = 1000, launch: dict[str, Any] | None = None,
+                now_playing: dict[str, Any] | None = None,
+                url: str = "http://user:s3cret@upstream.example/live") -> Path:
+        """One station as the sync, systemd, the launcher and FFmpeg leave it; returns its output directory."""
+        from hls_station import Station as EnvStation
+        from hls_station import station_env
+
+        env = station_env(EnvStation(slug, url, title or slug.title(), station_id), {"HLS_CODEC": "auto"})
+        (self.config.stations_dir / f"{slug}.env").write_text(env)
+        self.units[f"hls@{slug}.service"] = {
+            "Id": f"hls@{slug}.service", "UnitFileState": "enabled" if enabled else "disabled",
+            "ActiveState": "active" if active else "inactive", "SubState": "running" if active else "dead",
+            "NRestarts": str(restarts),
+            "ActiveEnterTimestampMonotonic": str(int((MONOTONIC - uptime) * 1e6)) if active else "0"}
+        directory = self.config.output_root / slug
+        if not active:
+            return directory
+        directory.mkdir()
+        if playlist_age is not None:
+            names = [f"1699999000000-{n}.ts" for n in range(100, 100 + segments)]
+            lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2", "#EXT-X-MEDIA-SEQUENCE:100"]
+            for name in names:
+                lines += ["#EXTINF:2.000000,", name]
+                (directory / name).write_bytes(b"\x47" * (newest_bytes if name == names[-1] else 500))
+            playlist = directory / "index.m3u8"
+            playlist.write_text("\n".join(lines) + "\n")
+            os.utime(playlist, (NOW - playlist_age, NOW - playlist_age))
+        info = {"upstream_codec": "mp3", "mode": "transcode", "started_at": NOW - uptime} if launch is None else launch
+        (directory / ".launch.json").write_text(json.dumps(info))
+        if now_playing is not None:
+            (directory / "now-playing.json").write_text(json.dumps(now_playing))
+        return directory
+
+    def systemctl(self, args: Sequence[str]) -> str:
+        self.calls.append(list(args))
+        assert args[0] == "show", args
+        return "\n".join("\n".join(f"{k}={v}" for k, v in self.units.get(unit, {"Id": unit}).items()) + "\n"
+                         for unit in args[2:])
+
+    def snapshot(self) -> Any:
+        import hls_snapshot
+
+        return hls_snapshot.collect(self.config, self.systemctl, now=NOW, monotonic_now=MONOTONIC)
+
+    def write_json(self, path: Path, document: Any) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document))
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> StatusTree:
+    return StatusTree(tmp_path)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import stat
 from pathlib import Path
 
 import pytest
@@ -383,3 +385,47 @@ def test_a_full_log_does_not_stop_the_launcher(monkeypatch: pytest.MonkeyPatch) 
 def test_backoff_without_a_writable_state_file(tmp_path: Path) -> None:
     missing = tmp_path / "gone"  # e.g. a full or vanished output directory
     assert hls_launcher.backoff_seconds(missing, 10.0, maximum=60) == 0
+
+
+# --- launch info -------------------------------------------------------------------------------------------
+
+def test_main_records_the_codec_and_mode_before_exec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hls_launcher.ffmpeg, "probe", lambda url, **kwargs: {"streams": [{"codec_name": "mp3"}]})
+    monkeypatch.setattr(hls_launcher.time, "time", lambda: NOW)
+    seen: list[dict[str, object]] = []
+    monkeypatch.setattr(hls_launcher.os, "execvp", lambda file, args: seen.append(
+        json.loads((tmp_path / ".launch.json").read_text())))
+    hls_launcher.main([str(write_env(tmp_path / "radio-joy.env")), "--output-dir", str(tmp_path)])
+    assert seen == [{"upstream_codec": "mp3", "mode": "transcode", "started_at": NOW}]
+    info = tmp_path / ".launch.json"
+    assert stat.S_IMODE(info.stat().st_mode) == 0o644  # the status programs run as other users
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_main_records_an_unprobed_codec_as_null(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                no_ffprobe: None) -> None:
+    monkeypatch.setattr(hls_launcher.os, "execvp", lambda file, args: None)
+    hls_launcher.main([str(write_env(tmp_path / "radio-joy.env", HLS_CODEC="copy")), "--output-dir", str(tmp_path)])
+    info = json.loads((tmp_path / ".launch.json").read_text())
+    assert (info["upstream_codec"], info["mode"]) == (None, "copy")
+
+
+def test_dry_run_records_nothing(tmp_path: Path, no_ffprobe: None, capsys: pytest.CaptureFixture[str]) -> None:
+    env_file = write_env(tmp_path / "radio-joy.env", HLS_CODEC="copy")
+    output = tmp_path / "out"
+    output.mkdir()
+    assert hls_launcher.main([str(env_file), "--output-dir", str(output), "--dry-run"]) == 0
+    assert list(output.iterdir()) == []
+
+
+def test_a_full_output_filesystem_does_not_stop_the_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str], no_ffprobe: None) -> None:
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hls_launcher, "write_atomically", full)
+    execs: list[str] = []
+    monkeypatch.setattr(hls_launcher.os, "execvp", lambda file, args: execs.append(file))
+    hls_launcher.main([str(write_env(tmp_path / "radio-joy.env", HLS_CODEC="copy")), "--output-dir", str(tmp_path)])
+    assert execs == ["ffmpeg"]
+    assert "cannot record the launch" in capsys.readouterr().err

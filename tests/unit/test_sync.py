@@ -577,7 +577,8 @@ def test_run_systemctl_returns_stdout_and_raises_on_failure(monkeypatch: pytest.
 @pytest.fixture
 def main_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> FakeSystemctl:
     """os.environ as hls-sync.service would set it, and the fake systemctl in place of the real one."""
-    for key in ("HLS_STATIONS_GROUP", "HLS_SYNC_ALLOW_EMPTY", "LOG_LEVEL", *hls_sync.STATION_SETTINGS):
+    for key in ("HLS_STATIONS_GROUP", "HLS_SYNC_ALLOW_EMPTY", "HLS_SYNC_STATUS_FILE", "LOG_LEVEL",
+                *hls_sync.STATION_SETTINGS):
         monkeypatch.delenv(key, raising=False)
     for key, value in environ.items():
         monkeypatch.setenv(key, value)
@@ -641,3 +642,34 @@ def test_main_rejects_arguments(capsys: pytest.CaptureFixture[str]) -> None:
         hls_sync.main(["--bogus"])
     assert caught.value.code == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_main_records_successes_and_failures_for_the_metrics(backend: FakeBackend, main_env: FakeSystemctl,
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    status_file = tmp_path / "state" / "sync-status.json"
+    monkeypatch.setenv("HLS_SYNC_STATUS_FILE", str(status_file))
+    backend.set_state(token="s3cret", stations=[record("one")])
+    assert hls_sync.main([]) == 0
+    first = json.loads(status_file.read_text())
+    assert first["last_run_ok"] is True and first["failures_total"] == 0
+    assert first["last_success_at"] == first["last_run_at"]
+    assert stat.S_IMODE(status_file.stat().st_mode) == 0o644
+
+    backend.set_state(fail="500")
+    assert hls_sync.main([]) == 1
+    assert hls_sync.main([]) == 1
+    failed = json.loads(status_file.read_text())
+    assert (failed["last_run_ok"], failed["failures_total"]) == (False, 2)
+    assert failed["last_success_at"] == first["last_success_at"]  # the last success is kept
+
+    backend.set_state(fail=None)
+    assert hls_sync.main([]) == 0
+    assert json.loads(status_file.read_text())["failures_total"] == 2  # a counter: never goes down
+
+
+def test_record_outcome_starts_over_from_a_broken_file(tmp_path: Path) -> None:
+    status_file = tmp_path / "sync-status.json"
+    status_file.write_text('["not", "an object"]')
+    hls_sync.record_outcome(status_file, False, 1_700_000_000)
+    assert json.loads(status_file.read_text()) == {"last_run_at": "2023-11-14T22:13:20+00:00", "last_run_ok": False,
+                                                   "last_success_at": None, "failures_total": 1}

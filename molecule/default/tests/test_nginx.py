@@ -45,9 +45,12 @@ def test_cors_preflight_and_methods(host):
 
 
 @pytest.mark.parametrize("path", [
-    "/", "/hls/", "/hls/demo-aac/", "/hls/demo-aac/../../etc/passwd", "/hls/%2e%2e/%2e%2e/etc/passwd",
+    "/hls/", "/hls/demo-aac/", "/hls/demo-aac/../../etc/passwd", "/hls/%2e%2e/%2e%2e/etc/passwd",
     "/hls/demo-aac/index.m3u8.tmp", "/hls/no-such-station/index.m3u8", "/hls/demo-aac/notes.txt",
     "/nginx.conf", "/hls/Demo-AAC/index.m3u8",
+    # The status page is served at /, but nothing else of its directory or of the status files.
+    "/index.html", "/health.json", "/healthy.json", "/metrics.prom", "/stations.json", "/hls-status-unhealthy",
+    "/hls/demo-aac/.launch.json", "/hls/no-such-station/now-playing.json", "/status.js.map", "/hls.min.js.map",
 ])
 def test_nothing_else_is_served(host, path):
     status, _, body = http(host, path, "--path-as-is")

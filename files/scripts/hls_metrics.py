@@ -1,0 +1,119 @@
+"""hls-metrics: a snapshot in the Prometheus text exposition format (version 0.0.4).
+
+Printed to stdout by `hls_metrics.py`; hls-status writes the same text to the file nginx serves at
+/metrics (and to node_exporter's textfile directory when one is configured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from hls_health import StationHealth, evaluate
+from hls_snapshot import DEFAULT_CONFIG, Config, Snapshot, collect
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class Family:
+    name: str
+    kind: str  # gauge | counter
+    help: str
+    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+
+    def add(self, value: float | None, **labels: str) -> None:
+        if value is not None:
+            self.samples.append((labels, float(value)))
+
+
+def escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def number(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def render_families(families: Sequence[Family]) -> str:
+    out = []
+    for family in families:
+        out.append(f"# HELP {family.name} {family.help}")
+        out.append(f"# TYPE {family.name} {family.kind}")
+        for labels, value in family.samples:
+            label_text = ",".join(f'{key}="{escape(text)}"' for key, text in labels.items())
+            out.append(f"{family.name}{{{label_text}}} {number(value)}" if labels else f"{family.name} {number(value)}")
+    return "\n".join(out) + "\n"
+
+
+def families(snapshot: Snapshot, health: Sequence[StationHealth]) -> list[Family]:
+    healthy = {result.slug: result.healthy for result in health}
+    up = Family("hls_station_up", "gauge", "1 when the station's hls@ unit is active.")
+    enabled = Family("hls_station_enabled", "gauge", "1 when the station's hls@ unit is enabled (it should run).")
+    ok = Family("hls_station_healthy", "gauge", "1 when the station passes the health check (hls_health.py).")
+    age = Family("hls_station_playlist_age_seconds", "gauge", "Seconds since the station's playlist was written.")
+    segments = Family("hls_station_segments", "gauge", "Segments listed in the station's playlist.")
+    newest = Family("hls_station_newest_segment_bytes", "gauge", "Size of the newest listed segment.")
+    restarts = Family("hls_station_restarts_total", "counter", "Automatic restarts of the unit (systemd NRestarts).")
+    uptime = Family("hls_station_uptime_seconds", "gauge", "Seconds since the unit last became active.")
+    info = Family("hls_station_info", "gauge",
+                  "Upstream codec and copy or transcode, as chosen at the station's last start (value 1).")
+    listeners = Family("hls_station_listeners", "gauge", "Current listeners, from the listener analytics.")
+    for station in snapshot.stations:
+        slug = station.slug
+        up.add(station.active_state == "active", station=slug)
+        enabled.add(station.enabled, station=slug)
+        ok.add(healthy.get(slug, False), station=slug)
+        age.add(station.playlist_age, station=slug)
+        segments.add(len(station.segments), station=slug)
+        newest.add(station.newest_segment_bytes, station=slug)
+        restarts.add(station.restarts, station=slug)
+        uptime.add(station.uptime, station=slug)
+        if station.mode is not None:
+            info.add(1, station=slug, upstream_codec=station.upstream_codec or "unknown", mode=station.mode)
+        listeners.add(station.listeners, station=slug)
+    last_ok = Family("hls_job_last_run_ok", "gauge", "1 when the job's last run succeeded (systemd Result).")
+    last_success = Family("hls_job_last_success_timestamp_seconds", "gauge",
+                          "Unix time of the job's last successful run.")
+    failures = Family("hls_job_failures_total", "counter", "Failed runs of the job.")
+    for job in snapshot.jobs:
+        last_ok.add(job.last_run_ok, job_name=job.name)
+        last_success.add(job.last_success, job_name=job.name)
+        failures.add(job.failures_total, job_name=job.name)
+    analytics = snapshot.analytics
+    updated = Family("hls_analytics_updated_timestamp_seconds", "gauge",
+                     "Unix time the analytics last wrote the listener numbers.")
+    updated.add(analytics.updated_at)
+    batches = Family("hls_analytics_spool_batches", "gauge", "Event batches spooled, waiting for the backend.")
+    batches.add(analytics.spool_batches)
+    spool_bytes = Family("hls_analytics_spool_bytes", "gauge", "Size of the analytics spool.")
+    spool_bytes.add(analytics.spool_bytes)
+    dropped = Family("hls_analytics_dropped_events_total", "counter",
+                     "Events dropped because the spool was full.")
+    dropped.add(analytics.dropped_events_total)
+    generated = Family("hls_status_generated_timestamp_seconds", "gauge",
+                       "Unix time these metrics were collected (alert when it falls behind).")
+    generated.add(round(snapshot.generated_at, 3))
+    return [up, enabled, ok, age, segments, newest, restarts, uptime, info, listeners, last_ok, last_success, failures,
+            updated, batches, spool_bytes, dropped, generated]
+
+
+def render(snapshot: Snapshot, health: Sequence[StationHealth]) -> str:
+    return render_families(families(snapshot, health))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="settings file (default: %(default)s)")
+    args = parser.parse_args(argv)
+    config = Config.load(args.config)
+    snapshot = collect(config)
+    sys.stdout.write(render(snapshot, evaluate(snapshot, config.max_playlist_age)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""What every station and background job looks like right now: the facts hls-status, hls_health and hlsctl share.
+
+Read-only: systemd (one `systemctl show` for the stations, hls-sync and hls-analytics), the station list
+(/etc/hls/stations/*.env), the output directories (/run/hls/<slug>: playlist, segments, the launcher's
+.launch.json, now-playing.json), the analytics' listeners file (listener numbers, spool, dropped events) and
+the sync's status file. Stream URLs are never read into a snapshot: they may carry credentials, and snapshots
+end up on web pages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from dotenv import dotenv_values
+
+DEFAULT_CONFIG = Path("/etc/hls/status.env")
+UNIT_PROPERTIES = ("Id", "LoadState", "UnitFileState", "ActiveState", "SubState", "Result", "NRestarts",
+                   "ActiveEnterTimestampMonotonic")
+# The background jobs whose last run /metrics reports (job name, unit).
+JOB_UNITS = (("sync", "hls-sync.service"), ("analytics", "hls-analytics.service"))
+PLAYLIST_NAME = "index.m3u8"
+LAUNCH_INFO_NAME = ".launch.json"
+NOW_PLAYING_NAME = "now-playing.json"
+
+Systemctl = Callable[[Sequence[str]], str]
+
+
+@dataclass(frozen=True)
+class Config:
+    stations_dir: Path = Path("/etc/hls/stations")
+    output_root: Path = Path("/run/hls")
+    log_dir: Path = Path("/var/log/hls")
+    listeners_file: Path = Path("/run/hls-analytics/listeners.json")
+    sync_status_file: Path = Path("/var/lib/hls/sync-status.json")
+    max_playlist_age: float = 60.0
+
+    @classmethod
+    def from_env(cls, values: Mapping[str, str | None]) -> Config:
+        def path(key: str, default: Path) -> Path:
+            return Path(values.get(key) or default)
+
+        defaults = cls()
+        return cls(
+            stations_dir=path("HLS_STATIONS_DIR", defaults.stations_dir),
+            output_root=path("HLS_OUTPUT_ROOT", defaults.output_root),
+            log_dir=path("HLS_LOG_DIR", defaults.log_dir),
+            listeners_file=path("HLS_LISTENERS_FILE", defaults.listeners_file),
+            sync_status_file=path("HLS_SYNC_STATUS_FILE", defaults.sync_status_file),
+            max_playlist_age=float(values.get("HLS_HEALTH_MAX_PLAYLIST_AGE") or defaults.max_playlist_age),
+        )
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_CONFIG) -> Config:
+        """The deployed settings (/etc/hls/status.env); the defaults above where it is missing."""
+        return cls.from_env(dotenv_values(path, interpolate=False) if path.is_file() else {})
+
+
+@dataclass
+class Station:
+    slug: str
+    title: str = ""
+    station_id: int | None = None
+    enabled: bool = False
+    active_state: str = "inactive"
+    sub_state: str = "dead"
+    restarts: int = 0
+    uptime: float | None = None  # seconds since the unit last became active
+    playlist_age: float | None = None  # seconds since the playlist was written; None: no playlist
+    segments: list[str] = field(default_factory=list)  # as listed in the playlist
+    newest_segment_bytes: int | None = None
+    upstream_codec: str | None = None
+    mode: str | None = None  # copy | transcode, as the launcher chose at the last start
+    listeners: int = 0
+    now_playing: dict[str, Any] | None = None
+
+    @property
+    def state(self) -> str:
+        return self.active_state if self.sub_state in ("", self.active_state) else f"{self.active_state} ({self.sub_state})"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A background job's health: its unit's last result, and what it records itself (None: unknown)."""
+
+    name: str
+    last_run_ok: bool | None = None
+    last_success: float | None = None  # Unix time
+    failures_total: int | None = None
+
+
+@dataclass(frozen=True)
+class Analytics:
+    """What the listener analytics report in their listeners file besides the numbers (None: no file)."""
+
+    updated_at: float | None = None
+    spool_batches: int | None = None
+    spool_bytes: int | None = None
+    dropped_events_total: int | None = None
+
+
+@dataclass
+class Snapshot:
+    generated_at: float
+    stations: list[Station]
+    jobs: list[Job]
+    analytics: Analytics
+
+
+def run_systemctl(args: Sequence[str]) -> str:
+    return subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False).stdout
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in `path`, or None when it is missing, unreadable or not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def timestamp(value: Any) -> float | None:
+    """Unix time from a number or an ISO 8601 string with a zone; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed.timestamp() if parsed.tzinfo is not None else None
+    return None
+
+
+def count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+class SnapshotError(RuntimeError):
+    """The station list cannot be read: no snapshot rather than one that shows no stations."""
+
+
+def station_slugs(stations_dir: Path) -> list[str]:
+    """The stations of the list (their env files); none when the directory does not exist (yet)."""
+    try:
+        with os.scandir(stations_dir) as entries:
+            return sorted(entry.name[: -len(".env")] for entry in entries
+                          if entry.name.endswith(".env") and entry.is_file())
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise SnapshotError(f"cannot read the station list {stations_dir}: {error.strerror} "
+                            f"(run as root or as a member of the hls group)") from None
+
+
+def parse_show(output: str) -> dict[str, dict[str, str]]:
+    """`systemctl show` output for several units, keyed by unit Id."""
+    units: dict[str, dict[str, str]] = {}
+    for block in output.split("\n\n"):
+        properties = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if properties.get("Id"):
+            units[properties["Id"]] = properties
+    return units
+
+
+def apply_unit(station: Station, unit: Mapping[str, str], monotonic_now: float) -> None:
+    station.enabled = unit.get("UnitFileState") in ("enabled", "enabled-runtime")
+    station.active_state = unit.get("ActiveState") or "inactive"
+    station.sub_state = unit.get("SubState") or ""
+    restarts = unit.get("NRestarts", "")
+    station.restarts = int(restarts) if restarts.isascii() and restarts.isdigit() else 0
+    entered = unit.get("ActiveEnterTimestampMonotonic", "")
+    if station.active_state == "active" and entered.isascii() and entered.isdigit() and int(entered) > 0:
+        station.uptime = max(0.0, monotonic_now - int(entered) / 1e6)
+
+
+def playlist_segments(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def apply_output(station: Station, directory: Path, now: float) -> None:
+    playlist = directory / PLAYLIST_NAME
+    try:
+        station.playlist_age = max(0.0, now - playlist.stat().st_mtime)
+        station.segments = playlist_segments(playlist.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        station.playlist_age, station.segments = None, []
+    if station.segments:
+        try:
+            station.newest_segment_bytes = (directory / Path(station.segments[-1]).name).stat().st_size
+        except OSError:
+            station.newest_segment_bytes = None
+    launch = read_json(directory / LAUNCH_INFO_NAME)
+    if isinstance(launch, dict):
+        codec, mode = launch.get("upstream_codec"), launch.get("mode")
+        station.upstream_codec = codec if isinstance(codec, str) else None
+        station.mode = mode if mode in ("copy", "transcode") else None
+    playing = read_json(directory / NOW_PLAYING_NAME)
+    if isinstance(playing, dict) and isinstance(playing.get("title"), str):
+        station.now_playing = {key: playing.get(key) for key in ("title", "artist", "song", "updated_at")}
+
+
+def read_identity(station: Station, env_file: Path) -> None:
+    """The display title and backend id; the stream URL is deliberately not kept."""
+    try:
+        values = dotenv_values(env_file, interpolate=False)
+    except OSError:
+        return
+    station.title = values.get("HLS_STATION_TITLE") or ""
+    raw_id = values.get("HLS_STATION_ID") or ""
+    station.station_id = int(raw_id) if raw_id.isascii() and raw_id.isdigit() else None
+
+
+def read_listeners(path: Path) -> tuple[dict[str, int], Analytics]:
+    """Listener numbers per slug, and the spool, from the analytics' file; nothing while it does not exist."""
+    document = read_json(path)
+    if not isinstance(document, dict):
+        return {}, Analytics()
+    stations = document.get("stations")
+    numbers = {slug: n for slug, value in stations.items() if (n := count(value)) is not None} \
+        if isinstance(stations, dict) else {}
+    spool = document.get("spool") if isinstance(document.get("spool"), dict) else {}
+    return numbers, Analytics(updated_at=timestamp(document.get("updated_at")),
+                              spool_batches=count(spool.get("batches")), spool_bytes=count(spool.get("bytes")),
+                              dropped_events_total=count(document.get("dropped_events_total")))
+
+
+def read_job(name: str, unit: Mapping[str, str], status_file: Path | None = None) -> Job:
+    """The unit's last result (a oneshot keeps it until its next run), plus the job's own status file."""
+    last_run_ok = unit.get("Result") == "success" if unit.get("LoadState") == "loaded" else None
+    document = read_json(status_file) if status_file is not None else None
+    if not isinstance(document, dict):
+        return Job(name, last_run_ok)
+    return Job(name, last_run_ok, last_success=timestamp(document.get("last_success_at")),
+               failures_total=count(document.get("failures_total")))
+
+
+def collect(config: Config, systemctl: Systemctl = run_systemctl, now: float | None = None,
+            monotonic_now: float | None = None) -> Snapshot:
+    now = time.time() if now is None else now
+    monotonic_now = time.monotonic() if monotonic_now is None else monotonic_now
+    slugs = station_slugs(config.stations_dir)
+    units = parse_show(systemctl(["show", "--property=" + ",".join(UNIT_PROPERTIES),
+                                  *(f"hls@{slug}.service" for slug in slugs), *(unit for _, unit in JOB_UNITS)]))
+    listeners, analytics = read_listeners(config.listeners_file)
+    stations = []
+    for slug in slugs:
+        station = Station(slug)
+        read_identity(station, config.stations_dir / f"{slug}.env")
+        apply_unit(station, units.get(f"hls@{slug}.service", {}), monotonic_now)
+        apply_output(station, config.output_root / slug, now)
+        station.listeners = listeners.get(slug, 0)
+        stations.append(station)
+    status_files = {"sync": config.sync_status_file}
+    jobs = [read_job(name, units.get(unit, {}), status_files.get(name)) for name, unit in JOB_UNITS]
+    return Snapshot(generated_at=now, stations=stations, jobs=jobs, analytics=analytics)

@@ -1,0 +1,345 @@
+"""Operating the fleet: /health, /metrics, now playing, hlsctl and the status page in a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import BACKEND, TOKEN, http, main_pid, playlist, station_ready, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+SLUGS = ["demo-mp3", "demo-aac"]
+STATION_IDS = {"demo-mp3": 1, "demo-aac": 2}
+PYTHON = "/opt/hls/venv/bin/python"
+HEALTH = f"{PYTHON} /opt/hls/lib/hls_health.py"
+LISTENERS = "/run/hls-analytics/listeners.json"
+ICECAST_ADMIN = "http://127.0.0.1:8000/admin/metadata"
+REPO = Path(__file__).resolve().parents[3]
+TRIGGER_INTERVAL = 5  # hls_now_playing_trigger_interval in molecule.yml
+STATUS_INTERVAL = 2  # hls_status_interval in molecule.yml
+
+
+def metrics(host) -> dict[str, list]:
+    """Metric samples by sample name, parsed by prometheus-client."""
+    status, headers, body = http(host, "/metrics")
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain; version=0.0.4")
+    by_name: dict[str, list] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            by_name.setdefault(sample.name, []).append(sample)
+    return by_name
+
+
+def value(samples: dict[str, list], name: str, **labels: str) -> float | None:
+    found = [s.value for s in samples.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items())]
+    return found[0] if found else None
+
+
+def health(host) -> tuple[int, dict]:
+    status, headers, body = http(host, "/health")
+    assert headers["content-type"] == "application/json"
+    return status, json.loads(body)
+
+
+def all_ready(host) -> None:
+    for slug in SLUGS:
+        station_ready(host, slug, min_segments=1)
+
+
+def set_title(host, mount: str, title: str) -> None:
+    host.check_output(f"curl -fsS -G -u admin:demo-source --data-urlencode mount=/{mount} --data-urlencode mode=updinfo "
+                      f"--data-urlencode song={shlex.quote(title)} {ICECAST_ADMIN}")
+
+
+def now_playing(host, slug: str) -> dict | None:
+    status, _, body = http(host, f"/hls/{slug}/now-playing.json")
+    return json.loads(body) if status == 200 else None
+
+
+def fetches(host, station_id: int) -> int:
+    state = json.loads(host.check_output(f"curl -fsS {BACKEND}/admin/state"))
+    return sum(1 for entry in state["metadata_fetches"] if entry["station_id"] == station_id)
+
+
+@pytest.fixture
+def fixed_titles(host):
+    """The demo's title timer paused, so only the test changes titles; resumed afterwards."""
+    host.check_output("systemctl stop hls-demo-titles.timer")
+    yield
+    host.check_output("systemctl start hls-demo-titles.timer")
+
+
+@pytest.fixture
+def listeners_file(host):
+    """The analytics paused and their listeners file written by the test; both put back afterwards."""
+    host.check_output("systemctl stop hls-analytics.timer hls-analytics.service")
+    host.check_output(f"mkdir -p {os.path.dirname(LISTENERS)} && cp -a {LISTENERS} {LISTENERS}.test-backup || true")
+
+    def write(document: dict) -> None:
+        host.check_output(f"printf '%s' {shlex.quote(json.dumps(document))} > {LISTENERS}")
+
+    yield write
+    host.check_output(f"if [ -e {LISTENERS}.test-backup ]; then mv {LISTENERS}.test-backup {LISTENERS}; "
+                      f"else rm -f {LISTENERS}; fi")
+    host.check_output("systemctl start hls-analytics.timer")
+
+
+# --- the units ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("unit", ["hls-status.timer", "hls-nowplaying.service", "hls-demo-titles.timer"])
+def test_operations_units_run(host, unit):
+    service = host.service(unit)
+    assert service.is_enabled
+    assert service.is_running
+
+
+def test_status_and_nowplaying_run_unprivileged(host):
+    for unit in ("hls-status.service", "hls-nowplaying.service"):
+        assert host.check_output(f"systemctl show -p User --value {unit}") == "hls"
+    # hls-nowplaying gets the backend key on standard input from root-only sync.env: in no environment,
+    # command line or other file (test_hostile checks the files).
+    pid = int(host.check_output("systemctl show -p MainPID --value hls-nowplaying.service"))
+    for place in ("environ", "cmdline"):
+        assert TOKEN not in host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/{place}")
+    assert "--token-from-stdin" in host.file(f"/proc/{pid}/cmdline").content_string
+
+
+# --- health ------------------------------------------------------------------------------------------------------
+
+def test_health_is_200_then_503_when_a_station_stops(host):
+    all_ready(host)
+    status, report = wait_for(lambda: (r := health(host))[0] == 200 and r, timeout=30, what="/health to answer 200")
+    assert report["status"] == "ok" and report["unhealthy"] == []
+    assert {s["slug"] for s in report["stations"] if s["healthy"] and s["should_run"]} == set(SLUGS)
+    assert host.run(HEALTH).rc == 0
+
+    host.check_output("systemctl stop hls@demo-mp3")
+    try:
+        status, report = wait_for(lambda: (r := health(host))[0] == 503 and r, timeout=30,
+                                  what="/health to answer 503")
+        assert report["unhealthy"] == ["demo-mp3"]
+        cli = host.run(HEALTH)
+        assert cli.rc == 1
+        # FFmpeg exits 255 on SIGTERM, so a stopped station may read "failed" rather than "inactive (dead)".
+        assert re.fullmatch(r"UNHEALTHY demo-mp3: unit is (inactive \(dead\)|failed); no playlist",
+                            cli.stdout.strip()), cli.stdout
+        machine = json.loads(host.run(f"{HEALTH} --json").stdout)
+        assert machine["status"] == "unhealthy"
+    finally:
+        host.check_output("systemctl start hls@demo-mp3")
+    station_ready(host, "demo-mp3", min_segments=1)
+    wait_for(lambda: health(host)[0] == 200, timeout=30, what="/health to answer 200 again")
+
+
+def test_health_cli_flags_a_stale_playlist(host):
+    all_ready(host)
+    cli = host.run(f"{HEALTH} --max-age 0")
+    assert cli.rc == 1
+    assert all(line.startswith("UNHEALTHY ") and "s old (limit 0 s)" in line for line in cli.stdout.splitlines())
+    assert len(cli.stdout.splitlines()) == 2
+
+
+# --- metrics -------------------------------------------------------------------------------------------------------
+
+def test_metrics_parse_and_describe_every_station(host):
+    all_ready(host)
+    samples = wait_for(lambda: (m := metrics(host)) and all(value(m, "hls_station_up", station=s) == 1 for s in SLUGS)
+                       and m, timeout=30, what="both stations up in /metrics")
+    for slug in SLUGS:
+        assert value(samples, "hls_station_enabled", station=slug) == 1
+        assert 0 <= value(samples, "hls_station_playlist_age_seconds", station=slug) < 60
+        assert value(samples, "hls_station_segments", station=slug) >= 1
+        assert value(samples, "hls_station_restarts_total", station=slug) >= 0
+        assert value(samples, "hls_station_listeners", station=slug) >= 0  # from hls-analytics
+    assert value(samples, "hls_station_info", station="demo-aac", upstream_codec="aac", mode="copy") == 1
+    assert value(samples, "hls_station_info", station="demo-mp3", upstream_codec="mp3", mode="transcode") == 1
+    assert value(samples, "hls_job_last_success_timestamp_seconds", job_name="sync") > 1_700_000_000
+    assert value(samples, "hls_job_failures_total", job_name="sync") is not None
+    assert value(samples, "hls_job_last_run_ok", job_name="sync") in (0, 1)
+    assert value(samples, "hls_job_last_run_ok", job_name="analytics") in (0, 1)
+    assert value(samples, "hls_status_generated_timestamp_seconds") > 1_700_000_000
+
+
+def test_metrics_count_restarts(host):
+    all_ready(host)
+    before = value(metrics(host), "hls_station_restarts_total", station="demo-aac")
+    old_pid = main_pid(host, "demo-aac")
+    host.check_output(f"kill -9 {old_pid}")
+    wait_for(lambda: main_pid(host, "demo-aac") not in (0, old_pid), timeout=30, what="a new FFmpeg")
+    wait_for(lambda: value(metrics(host), "hls_station_restarts_total", station="demo-aac") == before + 1,
+             timeout=30, what="the restart counted")
+    station_ready(host, "demo-aac", min_segments=1)
+
+
+def test_listeners_and_spool_come_from_the_analytics_file(host, listeners_file):
+    listeners_file({"updated_at": "2026-01-01T00:00:00Z", "window_seconds": 60,
+                    "stations": {"demo-aac": 3, "demo-mp3": 11}, "total": 14,
+                    "spool": {"batches": 2, "bytes": 300}, "dropped_events_total": 4})
+    samples = wait_for(lambda: (m := metrics(host)) and value(m, "hls_station_listeners", station="demo-mp3") == 11
+                       and m, timeout=30, what="the listener numbers in /metrics")
+    assert value(samples, "hls_analytics_spool_batches") == 2
+    assert value(samples, "hls_analytics_spool_bytes") == 300
+    assert value(samples, "hls_analytics_dropped_events_total") == 4
+    assert value(samples, "hls_analytics_updated_timestamp_seconds") == 1_767_225_600
+    page = json.loads(http(host, "/status.json")[2])
+    assert {s["slug"]: s["listeners"] for s in page["stations"]} == {"demo-aac": 3, "demo-mp3": 11}
+    table = host.check_output("hlsctl status")
+    assert any(line.startswith("demo-mp3 ") and " 11 " in line for line in table.splitlines()), table
+
+
+# --- now playing -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_a_title_change_reaches_now_playing_json(host, fixed_titles, slug):
+    all_ready(host)
+    title = f"Molecule Artist - Song {uuid.uuid4().hex[:8]}"
+    set_title(host, slug, title)
+    document = wait_for(lambda: (d := now_playing(host, slug)) and d["title"] == title and d, timeout=30,
+                        what=f"{slug}'s now-playing.json to show the new title")
+    assert (document["artist"], document["song"]) == ("Molecule Artist", title.split(" - ", 1)[1])
+    assert document["updated_at"].endswith("+00:00")
+    _, headers, _ = http(host, f"/hls/{slug}/now-playing.json")
+    assert headers["content-type"] == "application/json"
+    assert headers["access-control-allow-origin"] == "*"
+    assert headers["cache-control"] == "no-cache"
+
+
+def test_each_title_change_triggers_one_metadata_fetch(host, fixed_titles, backend):
+    slug, station_id = "demo-mp3", STATION_IDS["demo-mp3"]
+    all_ready(host)
+
+    def change(title: str) -> None:
+        set_title(host, slug, title)
+        wait_for(lambda: (now_playing(host, slug) or {}).get("title") == title, timeout=30, what=repr(title))
+
+    # Settle: after this title and one rate-limit interval, no earlier change has a call pending.
+    change(f"Trigger Test - Settle {uuid.uuid4().hex[:8]}")
+    host.check_output(f"sleep {TRIGGER_INTERVAL + 2}")
+    base = fetches(host, station_id)
+
+    change(f"Trigger Test - One {uuid.uuid4().hex[:8]}")
+    wait_for(lambda: fetches(host, station_id) == base + 1, timeout=TRIGGER_INTERVAL + 20, what="one fetch")
+    # The same title again is no change; two changes within the rate limit get one (deferred) call.
+    set_title(host, slug, now_playing(host, slug)["title"])
+    set_title(host, slug, f"Trigger Test - Two {uuid.uuid4().hex[:8]}")
+    change(f"Trigger Test - Three {uuid.uuid4().hex[:8]}")
+    wait_for(lambda: fetches(host, station_id) == base + 2, timeout=TRIGGER_INTERVAL + 20,
+             what="one fetch for the later changes")
+    # Nothing more follows: still the same count over two more rate-limit intervals.
+    for _ in range(2 * TRIGGER_INTERVAL):
+        assert fetches(host, station_id) == base + 2
+        host.check_output("sleep 1")
+
+
+def test_backend_failures_never_touch_the_stream(host, fixed_titles, backend):
+    slug = "demo-aac"
+    before = station_ready(host, slug)
+    pid = main_pid(host, slug)
+    backend(fail="500")
+    title = f"Backend Down - {uuid.uuid4().hex[:8]}"
+    set_title(host, slug, title)
+    wait_for(lambda: (now_playing(host, slug) or {}).get("title") == title, timeout=30, what="the title")
+    wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1] != before.segments[-1], timeout=20,
+             what="the playlist to advance")
+    assert main_pid(host, slug) == pid
+    assert host.service("hls-nowplaying.service").is_running
+
+
+def test_demo_titles_change_by_themselves(host):
+    titles = host.check_output("grep -c ' - ' /usr/local/libexec/hls-demo-titles")
+    assert int(titles) >= 3
+    host.check_output("systemctl start hls-demo-titles.service")
+    wait_for(lambda: (now_playing(host, "demo-aac") or {}).get("title"), timeout=30, what="a demo title")
+
+
+# --- hlsctl ----------------------------------------------------------------------------------------------------------
+
+def test_hlsctl_status_table(host):
+    all_ready(host)
+    wait_for(lambda: host.run("hlsctl status").rc == 0, timeout=10, what="hlsctl")
+    out = host.check_output("hlsctl status")
+    assert "\033[" not in out  # piped: no colours
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["STATION", "STATE", "UPTIME", "RESTARTS"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == set(SLUGS)
+    assert "active (running)" in rows["demo-aac"] and "aac copy" in rows["demo-aac"]
+    assert "mp3 transcode" in rows["demo-mp3"]
+
+
+def test_hlsctl_status_of_one_station_shows_its_log(host):
+    out = host.check_output("hlsctl status demo-aac")
+    assert "--- last lines of /var/log/hls/demo-aac.log" in out
+    assert "demo-mp3" not in out
+    # Colours on a terminal (a pseudo-terminal from Python's pty module).
+    coloured = host.run("""python3 -c 'import pty; pty.spawn(["hlsctl", "status", "demo-aac"])'""")
+    assert "\033[32m" in coloured.stdout
+
+
+def test_hlsctl_verbs_call_systemctl(host):
+    all_ready(host)
+    old_pid = main_pid(host, "demo-aac")
+    host.check_output("hlsctl restart demo-aac")
+    wait_for(lambda: main_pid(host, "demo-aac") not in (0, old_pid), timeout=30, what="the restart")
+    station_ready(host, "demo-aac", min_segments=1)
+    refused = host.run("hlsctl stop ../demo-aac")
+    assert refused.rc == 2 and "does not match" in refused.stderr
+
+
+# --- the status page -----------------------------------------------------------------------------------------------
+
+def test_status_page_and_assets_are_served(host):
+    status, headers, body = http(host, "/")
+    assert status == 200
+    assert headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in headers["content-security-policy"]
+    assert '<script src="/hls.min.js"' in body
+    status, headers, body = http(host, "/hls.min.js")
+    assert status == 200 and "javascript" in headers["content-type"] and len(body) > 100_000
+    assert http(host, "/status.js")[0] == 200 and http(host, "/status.css")[0] == 200
+
+
+def test_status_json_has_the_stations_and_no_secret(host):
+    all_ready(host)
+    status, headers, body = http(host, "/status.json")
+    assert status == 200 and headers["cache-control"] == "no-store"
+    page = json.loads(body)
+    assert {s["slug"] for s in page["stations"]} == set(SLUGS)
+    assert all(s["playlist"] == f"/hls/{s['slug']}/index.m3u8" for s in page["stations"])
+    for secret in ("127.0.0.1:8000", TOKEN, "demo-source"):
+        assert secret not in body
+        assert secret not in http(host, "/metrics")[2]
+        assert secret not in http(host, "/health")[2]
+
+
+def test_browser_lists_the_stations_and_plays_one(host):
+    all_ready(host)
+    port = os.environ.get("HLS_MOLECULE_HTTP_PORT", "18080")
+    artifacts = REPO / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    screenshot = artifacts / "status-page.png"
+    screenshot.unlink(missing_ok=True)
+    result = subprocess.run(["node", str(REPO / "tests" / "browser" / "play.mjs"), f"http://127.0.0.1:{port}/",
+                             str(screenshot), "demo-aac"], capture_output=True, text=True, timeout=180, check=False)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(seen["stations"]) == sorted(SLUGS)
+    first, second = seen["currentTime"]
+    assert second > first > 0
+    assert seen["paused"] is False and seen["pressed"] == "demo-aac"
+    assert seen["errors"] == []
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_health_refuses_to_guess_without_the_station_list(host):
+    # A user outside the hls group cannot list /etc/hls/stations: that is an error, never "0 stations, all well".
+    result = host.run(f"runuser -u nobody -- {HEALTH}")
+    assert result.rc == 1
+    assert result.stdout.startswith("UNKNOWN: cannot read the station list /etc/hls/stations: Permission denied")

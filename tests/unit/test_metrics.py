@@ -1,0 +1,186 @@
+"""Tests of hls_metrics.py (checked with prometheus-client's own parser) and hls_status.py (the served files)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import hls_metrics
+import hls_snapshot
+import hls_status
+from hls_health import evaluate
+from hls_metrics import Family, render, render_families
+
+if TYPE_CHECKING:
+    from conftest import StatusTree
+
+NAME = re.compile(r"^[a-z_:][a-z0-9_:]*$")
+
+
+def parse(text: str) -> dict[str, Any]:
+    """Family name -> the parsed family, through prometheus-client's text parser."""
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def samples(families: dict[str, Any], name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    family_name = name[: -len("_total")] if name.endswith("_total") else name
+    return {tuple(sorted(sample.labels.items())): sample.value for sample in families[family_name].samples
+            if sample.name == name}
+
+
+@pytest.fixture
+def metrics_text(tree: StatusTree) -> str:
+    tree.station("joy", restarts=2, uptime=300, playlist_age=3, segments=4, newest_bytes=4096)
+    tree.station("aac", launch={"upstream_codec": "aac", "mode": "copy", "started_at": 0}, playlist_age=90)
+    tree.station("down", active=False, restarts=5)
+    tree.station("forced", launch={"upstream_codec": None, "mode": "copy", "started_at": 0})
+    tree.write_json(tree.config.listeners_file, {"updated_at": "2023-11-14T22:13:10Z", "stations": {"joy": 42},
+                                                 "spool": {"batches": 2, "bytes": 250}, "dropped_events_total": 9})
+    tree.write_json(tree.config.sync_status_file, {"last_success_at": "2023-11-14T22:13:00+00:00",
+                                                   "failures_total": 3})
+    tree.units["hls-sync.service"] = {"Id": "hls-sync.service", "LoadState": "loaded", "Result": "success"}
+    tree.units["hls-analytics.service"] = {"Id": "hls-analytics.service", "LoadState": "loaded", "Result": "exit-code"}
+    snapshot = tree.snapshot()
+    return render(snapshot, evaluate(snapshot, 60))
+
+
+def test_the_text_parses_with_prometheus_client(metrics_text: str) -> None:
+    families = parse(metrics_text)
+    assert set(families) == {
+        "hls_station_up", "hls_station_enabled", "hls_station_healthy", "hls_station_playlist_age_seconds",
+        "hls_station_segments", "hls_station_newest_segment_bytes", "hls_station_restarts", "hls_station_uptime_seconds",
+        "hls_station_info", "hls_station_listeners", "hls_job_last_run_ok", "hls_job_last_success_timestamp_seconds",
+        "hls_job_failures", "hls_analytics_updated_timestamp_seconds", "hls_analytics_spool_batches",
+        "hls_analytics_spool_bytes", "hls_analytics_dropped_events", "hls_status_generated_timestamp_seconds"}
+    for family in families.values():
+        assert NAME.match(family.name), family.name
+        assert family.type in ("gauge", "counter")
+        assert family.documentation
+    assert families["hls_station_restarts"].type == "counter"
+    assert families["hls_job_failures"].type == "counter"
+    assert families["hls_analytics_dropped_events"].type == "counter"
+
+
+def test_station_values(metrics_text: str) -> None:
+    families = parse(metrics_text)
+    station = lambda slug: (("station", slug),)  # noqa: E731
+    assert samples(families, "hls_station_up") == {station("aac"): 1, station("down"): 0, station("forced"): 1,
+                                                   station("joy"): 1}
+    assert samples(families, "hls_station_healthy") == {station("aac"): 0, station("down"): 0,
+                                                        station("forced"): 1, station("joy"): 1}
+    assert samples(families, "hls_station_playlist_age_seconds")[station("joy")] == 3
+    assert station("down") not in samples(families, "hls_station_playlist_age_seconds")  # unknown: no sample
+    assert samples(families, "hls_station_segments")[station("joy")] == 4
+    assert samples(families, "hls_station_segments")[station("down")] == 0
+    assert samples(families, "hls_station_newest_segment_bytes")[station("joy")] == 4096
+    assert samples(families, "hls_station_restarts_total") == {station("aac"): 0, station("down"): 5,
+                                                               station("forced"): 0, station("joy"): 2}
+    assert samples(families, "hls_station_uptime_seconds")[station("joy")] == 300
+    assert samples(families, "hls_station_info") == {
+        (("mode", "transcode"), ("station", "joy"), ("upstream_codec", "mp3")): 1,
+        (("mode", "copy"), ("station", "aac"), ("upstream_codec", "aac")): 1,
+        (("mode", "copy"), ("station", "forced"), ("upstream_codec", "unknown")): 1}
+    assert samples(families, "hls_station_listeners") == {station("aac"): 0, station("down"): 0,
+                                                          station("forced"): 0, station("joy"): 42}
+
+
+def test_job_values(metrics_text: str) -> None:
+    families = parse(metrics_text)
+    assert samples(families, "hls_job_last_run_ok") == {(("job_name", "sync"),): 1, (("job_name", "analytics"),): 0}
+    assert samples(families, "hls_job_last_success_timestamp_seconds") == {(("job_name", "sync"),): 1_699_999_980}
+    assert samples(families, "hls_job_failures_total") == {(("job_name", "sync"),): 3}
+    assert samples(families, "hls_analytics_updated_timestamp_seconds") == {(): 1_699_999_990}
+    assert samples(families, "hls_analytics_spool_batches") == {(): 2}
+    assert samples(families, "hls_analytics_spool_bytes") == {(): 250}
+    assert samples(families, "hls_analytics_dropped_events_total") == {(): 9}
+    assert samples(families, "hls_status_generated_timestamp_seconds") == {(): 1_700_000_000}
+
+
+def test_no_secret_in_the_metrics(metrics_text: str) -> None:
+    assert "s3cret" not in metrics_text and "upstream.example" not in metrics_text
+
+
+def test_label_values_are_escaped() -> None:
+    family = Family("x_info", "gauge", "Odd labels.")
+    family.add(1, text='quote " backslash \\ newline \n end')
+    family.add(0.25)
+    text = render_families([family])
+    (parsed,) = text_string_to_metric_families(text)
+    assert parsed.samples[0].labels == {"text": 'quote " backslash \\ newline \n end'}
+    assert parsed.samples[1].value == 0.25
+    assert text.count("\n") == 4  # HELP, TYPE and two samples: the newline in the value stayed escaped
+
+
+def test_main_prints_the_metrics(tree: StatusTree, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    tree.station("joy")
+    monkeypatch.setattr(hls_snapshot.Config, "load", classmethod(lambda cls, path: tree.config))
+    monkeypatch.setattr(hls_metrics, "collect", lambda config: tree.snapshot())
+    assert hls_metrics.main([]) == 0
+    assert 'hls_station_up{station="joy"} 1' in capsys.readouterr().out.splitlines()
+
+
+# --- hls_status: the files nginx serves -------------------------------------------------------------------------
+
+def test_publish_writes_every_file_and_healthy_only_while_healthy(tree: StatusTree, tmp_path: Path) -> None:
+    out, textfiles = tmp_path / "status", tmp_path / "textfile"
+    out.mkdir()
+    textfiles.mkdir()
+    tree.station("joy", now_playing={"title": "A - B", "artist": "A", "song": "B", "updated_at": "t"})
+    assert hls_status.publish(tree.snapshot(), 60, out, textfiles) is True
+    assert sorted(path.name for path in out.iterdir()) == ["health.json", "healthy.json", "metrics.prom",
+                                                           "stations.json"]
+    assert (out / "healthy.json").read_text() == (out / "health.json").read_text()
+    assert json.loads((out / "health.json").read_text())["status"] == "ok"
+    assert (textfiles / "hls.prom").read_text() == (out / "metrics.prom").read_text()
+    assert all(path.stat().st_mode & 0o777 == 0o644 for path in out.iterdir())
+
+    tree.station("broken", playlist_age=None)
+    assert hls_status.publish(tree.snapshot(), 60, out) is False
+    assert not (out / "healthy.json").exists()
+    health = json.loads((out / "health.json").read_text())
+    assert (health["status"], health["unhealthy"]) == ("unhealthy", ["broken"])
+
+
+def test_page_data_has_what_the_page_shows_and_no_secret(tree: StatusTree, tmp_path: Path) -> None:
+    tree.station("joy", title="Radio Joy", now_playing={"title": "A - B", "artist": "A", "song": "B",
+                                                        "updated_at": "t"})
+    tree.station("down", active=False)
+    tree.write_json(tree.config.listeners_file, {"updated_at": "2023-11-14T22:13:10Z", "stations": {"joy": 7}})
+    hls_status.publish(tree.snapshot(), 60, tmp_path)
+    text = (tmp_path / "stations.json").read_text()
+    assert "s3cret" not in text and "upstream.example" not in text
+    page = json.loads(text)
+    joy, down = sorted(page["stations"], key=lambda station: station["slug"] != "joy")
+    assert joy == {"slug": "joy", "title": "Radio Joy", "state": "active (running)", "active": True, "enabled": True,
+                   "healthy": True, "uptime_seconds": 120, "playlist_age_seconds": 2.0, "upstream_codec": "mp3",
+                   "mode": "transcode", "listeners": 7,
+                   "now_playing": {"title": "A - B", "artist": "A", "song": "B", "updated_at": "t"},
+                   "playlist": "/hls/joy/index.m3u8"}
+    assert (down["active"], down["healthy"], down["now_playing"], down["listeners"]) == (False, False, None, 0)
+
+
+def test_status_main(tree: StatusTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree.station("joy")
+    monkeypatch.setattr(hls_snapshot.Config, "load", classmethod(lambda cls, path: tree.config))
+    monkeypatch.setattr(hls_status, "collect", lambda config: tree.snapshot())
+    assert hls_status.main(["--output-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "healthy.json").exists()
+
+
+def test_status_main_without_a_snapshot_withdraws_healthy(tree: StatusTree, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "healthy.json").write_text("{}")
+    monkeypatch.setattr(hls_snapshot.Config, "load", classmethod(lambda cls, path: tree.config))
+
+    def failing(config: object) -> None:
+        raise hls_snapshot.SnapshotError("cannot read the station list")
+
+    monkeypatch.setattr(hls_status, "collect", failing)
+    assert hls_status.main(["--output-dir", str(tmp_path)]) == 1
+    assert not (tmp_path / "healthy.json").exists()
