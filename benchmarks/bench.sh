@@ -59,6 +59,7 @@ HLS_BENCH_CONTAINER="$CONTAINER" HLS_BENCH_MOUNTS="$MOUNTS" MOLECULE_EPHEMERAL_D
     || { tail -n 30 "$OUT/deploy.log" >&2; exit 1; }
 docker exec "$CONTAINER" mkdir -p /opt/hls-bench
 docker cp benchmarks/agent "$CONTAINER:/opt/hls-bench/"
+docker exec "$CONTAINER" systemctl stop hls-analytics.timer hls-analytics.service 2>/dev/null || true
 
 if [ "$WHAT" = scale ]; then
     echo "bench: starting $SCALE_STATIONS AAC-copy stations" >&2
