@@ -268,15 +268,22 @@ def test_first_run_starts_both_and_second_run_does_nothing(backend: FakeBackend,
     assert snapshot(stations_dir) == before
 
 
-def test_changed_url_restarts_only_that_station(backend: FakeBackend, environ: dict[str, str],
-                                                stations_dir: Path) -> None:
+@pytest.fixture
+def deployed(backend: FakeBackend, environ: dict[str, str]) -> FakeSystemctl:
+    """Stations `one` and `two` deployed by a first run, whose calls are forgotten."""
     backend.set_state(token="s3cret", stations=[record("one"), record("two")])
     systemctl = FakeSystemctl()
     run(environ, systemctl)
+    systemctl.reset_calls()
+    return systemctl
+
+
+def test_changed_url_restarts_only_that_station(deployed: FakeSystemctl, backend: FakeBackend,
+                                                environ: dict[str, str], stations_dir: Path) -> None:
+    systemctl = deployed
     one_before = (stations_dir / "one.env").read_bytes()
 
     backend.set_state(stations=[record("one"), record("two", "https://new.example/two.aac")])
-    systemctl.reset_calls()
     plan = run(environ, systemctl)
     assert plan == Plan(restart=["two"])
     assert systemctl.mutations() == [["enable", "hls@two.service"], ["restart", "--no-block", "hls@two.service"]]
@@ -285,25 +292,19 @@ def test_changed_url_restarts_only_that_station(backend: FakeBackend, environ: d
     assert sorted(p.name for p in stations_dir.iterdir()) == ["one.env", "two.env"]
 
 
-def test_changed_setting_restarts_every_station(backend: FakeBackend, environ: dict[str, str],
-                                                stations_dir: Path) -> None:
-    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
-    systemctl = FakeSystemctl()
-    run(environ, systemctl)
-    systemctl.reset_calls()
+def test_changed_setting_restarts_every_station(deployed: FakeSystemctl, backend: FakeBackend,
+                                                environ: dict[str, str], stations_dir: Path) -> None:
+    systemctl = deployed
     plan = run({**environ, "HLS_CODEC": "transcode"}, systemctl)
     assert plan == Plan(restart=["one", "two"])
     assert env_values(stations_dir / "one.env")["HLS_CODEC"] == "transcode"
 
 
-def test_generate_off_removes_the_station(backend: FakeBackend, environ: dict[str, str],
+def test_generate_off_removes_the_station(deployed: FakeSystemctl, backend: FakeBackend, environ: dict[str, str],
                                           stations_dir: Path) -> None:
-    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
-    systemctl = FakeSystemctl()
-    run(environ, systemctl)
+    systemctl = deployed
 
     backend.set_state(stations=[record("one"), record("two", generate_hls_stream=False)])
-    systemctl.reset_calls()
     plan = run(environ, systemctl)
     assert plan == Plan(remove=["two"])
     assert systemctl.mutations() == [["disable", "--now", "hls@two.service"], ["reset-failed", "hls@two.service"]]
@@ -311,15 +312,12 @@ def test_generate_off_removes_the_station(backend: FakeBackend, environ: dict[st
     assert systemctl.enabled == {"one"} and systemctl.loaded == {"one"}
 
 
-def test_unchanged_but_disabled_unit_is_enabled_again(backend: FakeBackend, environ: dict[str, str],
-                                                      stations_dir: Path) -> None:
-    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
-    systemctl = FakeSystemctl()
-    run(environ, systemctl)
+def test_unchanged_but_disabled_unit_is_enabled_again(deployed: FakeSystemctl, backend: FakeBackend,
+                                                      environ: dict[str, str], stations_dir: Path) -> None:
+    systemctl = deployed
     before = snapshot(stations_dir)
     systemctl.enabled.discard("one")  # someone ran `systemctl disable hls@one`
 
-    systemctl.reset_calls()
     plan = run(environ, systemctl)
     assert plan == Plan(enable=["one"])
     assert systemctl.mutations() == [["enable", "--now", "--no-block", "hls@one.service"]]
@@ -343,19 +341,17 @@ def test_orphan_unit_without_env_file_is_removed(backend: FakeBackend, environ: 
     plan = run(environ, systemctl)
     assert plan == Plan(start=["one"], remove=["orphan", "stray"])
     assert systemctl.mutations() == [["enable", "--now", "--no-block", "hls@one.service"],
-                                     ["disable", "--now", "hls@orphan.service", "hls@stray.service"], ["reset-failed", "hls@orphan.service", "hls@stray.service"]]
+                                     ["disable", "--now", "hls@orphan.service", "hls@stray.service"],
+                                     ["reset-failed", "hls@orphan.service", "hls@stray.service"]]
 
 
-def test_refused_station_that_is_deployed_is_kept_as_it_is(backend: FakeBackend, environ: dict[str, str],
-                                                           stations_dir: Path,
+def test_refused_station_that_is_deployed_is_kept_as_it_is(deployed: FakeSystemctl, backend: FakeBackend,
+                                                           environ: dict[str, str], stations_dir: Path,
                                                            caplog: pytest.LogCaptureFixture) -> None:
-    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
-    systemctl = FakeSystemctl()
-    run(environ, systemctl)
+    systemctl = deployed
     before = snapshot(stations_dir)
 
     backend.set_state(stations=[record("one"), record("two", "file:///etc/passwd")])
-    systemctl.reset_calls()
     plan = run(environ, systemctl)
     assert plan.is_empty()
     assert systemctl.mutations() == []
@@ -411,44 +407,35 @@ BACKEND_FAILURES = [
 
 
 @pytest.mark.parametrize(("failure", "message"), BACKEND_FAILURES)
-def test_backend_failure_changes_nothing(backend: FakeBackend, environ: dict[str, str], stations_dir: Path,
-                                         failure: dict[str, Any], message: str) -> None:
-    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
-    systemctl = FakeSystemctl()
-    run(environ, systemctl)
+def test_backend_failure_changes_nothing(deployed: FakeSystemctl, backend: FakeBackend, environ: dict[str, str],
+                                         stations_dir: Path, failure: dict[str, Any], message: str) -> None:
+    systemctl = deployed
     before = snapshot(stations_dir)
     backend.set_state(stations=[record("one", "http://changed.example/")], **failure)
 
-    systemctl.reset_calls()
     with pytest.raises(BackendError, match=message):
         run(environ, systemctl)
     assert systemctl.calls == []
     assert snapshot(stations_dir) == before
 
 
-def test_empty_list_with_deployed_stations_is_refused(backend: FakeBackend, environ: dict[str, str],
-                                                      stations_dir: Path) -> None:
-    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
-    systemctl = FakeSystemctl()
-    run(environ, systemctl)
+def test_empty_list_with_deployed_stations_is_refused(deployed: FakeSystemctl, backend: FakeBackend,
+                                                      environ: dict[str, str], stations_dir: Path) -> None:
+    systemctl = deployed
     before = snapshot(stations_dir)
 
     backend.set_state(stations=[record("one", generate_hls_stream=False)])
-    systemctl.reset_calls()
     with pytest.raises(SyncRefused, match=r"empty while 2 station\(s\) are deployed.*HLS_SYNC_ALLOW_EMPTY"):
         run(environ, systemctl)
     assert systemctl.calls == []
     assert snapshot(stations_dir) == before
 
 
-def test_empty_list_allowed_removes_everything(backend: FakeBackend, environ: dict[str, str],
+def test_empty_list_allowed_removes_everything(deployed: FakeSystemctl, backend: FakeBackend, environ: dict[str, str],
                                                stations_dir: Path) -> None:
-    backend.set_state(token="s3cret", stations=[record("one"), record("two")])
-    systemctl = FakeSystemctl()
-    run(environ, systemctl)
+    systemctl = deployed
 
     backend.set_state(stations=[])
-    systemctl.reset_calls()
     plan = run({**environ, "HLS_SYNC_ALLOW_EMPTY": "true"}, systemctl)
     assert plan == Plan(remove=["one", "two"])
     assert systemctl.mutations() == [["disable", "--now", "hls@one.service", "hls@two.service"],
