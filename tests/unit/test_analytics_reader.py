@@ -3,6 +3,7 @@ rotation, replaced files, first runs. Every scenario checks that each line is re
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -200,3 +201,131 @@ def test_invalid_utf8_is_replaced_not_fatal(log: Path) -> None:
 def test_positions_round_trip() -> None:
     position = Position(dev=1, ino=2, offset=3, head_len=3, head="abc")
     assert Position.from_json(json.loads(json.dumps(position.to_json()))) == position
+
+
+# --- compressed rotated files: the reader did not run across two rotations ------------------------------------
+
+def logrotate(log: Path) -> None:
+    """What logrotate does with `compress` and `delaycompress`: .N.gz -> .N+1.gz, .1 -> .2.gz, log -> .1."""
+    numbered = sorted(log.parent.glob(f"{log.name}.*.gz"), key=lambda path: int(path.name.split(".")[-2]))
+    for path in reversed(numbered):
+        path.rename(log.with_name(f"{log.name}.{int(path.name.split('.')[-2]) + 1}.gz"))
+    if rotated(log).exists():
+        with rotated(log).open("rb") as plain, gzip.open(log.with_name(f"{log.name}.2.gz"), "wb") as packed:
+            shutil.copyfileobj(plain, packed)
+        rotated(log).unlink()
+    if log.exists():
+        log.rename(rotated(log))
+
+
+def test_the_rest_of_a_file_compressed_before_it_was_read_comes_from_the_gz(log: Path) -> None:
+    follower = Follower(log)
+    append(log, "1" * 2000, "2")          # longer than the head the position keeps
+    assert follower.run() == ["1" * 2000, "2"]
+    append(log, "3")                     # the analytics stop reading here
+    logrotate(log)
+    append(log, "4")
+    logrotate(log)                       # the file read last is compressed, with "3" unread
+    append(log, "5")
+    assert follower.run() == ["3", "4", "5"]
+    assert follower.run() == []
+    logrotate(log)
+    logrotate(log)
+    append(log, "6")
+    assert follower.run() == ["6"]
+    assert follower.warnings == []
+
+
+def test_compressed_files_rotated_after_the_last_one_read_are_read_whole(log: Path) -> None:
+    follower = Follower(log)
+    append(log, "a")
+    assert follower.run() == ["a"]
+    append(log, "b")
+    for line in ["c", "d", "e"]:
+        logrotate(log)
+        append(log, line)
+    logrotate(log)
+    append(log, "f")
+    assert sorted(path.name for path in log.parent.iterdir()) == [
+        log.name, f"{log.name}.1", f"{log.name}.2.gz", f"{log.name}.3.gz", f"{log.name}.4.gz"]
+    assert follower.run() == ["b", "c", "d", "e", "f"]
+    assert follower.run() == []
+
+
+def test_a_file_read_to_its_end_is_not_read_again_once_compressed(log: Path) -> None:
+    follower = Follower(log)
+    append(log, "a")
+    assert follower.run() == ["a"]
+    logrotate(log)
+    append(log, "b")
+    assert follower.run() == ["b"]
+    logrotate(log)
+    append(log, "c")
+    assert follower.run() == ["c"]
+    assert follower.run() == []
+    assert follower.warnings == []
+
+
+def test_a_run_stopped_midway_in_a_compressed_file_resumes_where_it_stopped(log: Path) -> None:
+    lines = [f"old {number}" for number in range(100)]
+    append(log, "seen")
+    follower = Follower(log)
+    assert follower.run() == ["seen"]
+    append(log, *lines)
+    logrotate(log)
+    append(log, "middle")
+    logrotate(log)
+    append(log, "live")
+
+    # The first block only, then the positions are saved, as hls_analytics does between slices.
+    known = [Position.from_json(p) for p in json.loads(follower.saved or "[]")]
+    reader = LogReader(log, known, block_bytes=64)
+    first = next(iter(reader))
+    follower.saved = json.dumps([position.to_json() for position in reader.positions()])
+    assert (first + "\n".join(follower.run()) + "\n").splitlines() == [*lines, "middle", "live"]
+
+
+def test_a_damaged_compressed_file_keeps_what_was_read_and_is_not_retried(log: Path) -> None:
+    follower = Follower(log, block_bytes=64)
+    append(log, "seen")
+    assert follower.run() == ["seen"]
+    append(log, *(f"lost {number:04d} {'x' * 40}" for number in range(2000)))
+    logrotate(log)
+    logrotate(log)
+    packed = log.with_name(f"{log.name}.2.gz")
+    data = packed.read_bytes()
+    packed.write_bytes(data[:len(data) // 2] + data[-8:])  # cut in the middle, trailer kept
+    append(log, "live")
+    read = follower.run()
+    assert read[-1] == "live" and 0 < len(read) - 1 < 2000
+    assert all(line.startswith("lost ") and len(line) == 50 for line in read[:-1])
+    assert any("its rest is skipped" in warning for warning in follower.warnings)
+    assert follower.run() == []
+
+
+def test_a_file_being_compressed_right_now_is_read_from_its_plain_copy(log: Path) -> None:
+    follower = Follower(log)
+    append(log, "a")
+    assert follower.run() == ["a"]
+    append(log, "b")
+    logrotate(log)
+    append(log, "c")
+    rotated(log).rename(log.with_name(f"{log.name}.2"))  # logrotate: .1 -> .2, then compress .2
+    log.rename(rotated(log))
+    log.with_name(f"{log.name}.2.gz").write_bytes(b"\x1f\x8b")  # the compressed copy, just begun
+    append(log, "d")
+    assert follower.run() == ["b", "c", "d"]
+    assert follower.warnings == []
+
+
+def test_a_gone_file_without_its_compressed_copy_is_said(log: Path) -> None:
+    follower = Follower(log)
+    append(log, "a")
+    assert follower.run() == ["a"]
+    for line in ["unread", "y", "z"]:
+        append(log, line)
+        logrotate(log)
+    log.with_name(f"{log.name}.3.gz").unlink()  # the file read last: rotated out of the kept ones
+    append(log, "b")
+    assert follower.run() == ["z", "b"]
+    assert any("not among the compressed ones" in warning for warning in follower.warnings)
