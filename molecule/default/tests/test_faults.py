@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import time
+from collections.abc import Iterator
 
 import pytest
 from conftest import STATIONS, main_pid, playlist, run_sync, station_ready, wait_for
@@ -41,6 +43,22 @@ def fresh_segment_after(host, slug: str, known: set[str], timeout: float = 60):
                     timeout=timeout, what=f"a fresh {slug} segment")
 
 
+@contextlib.contextmanager
+def station_on_a_fake_upstream(host, backend, server: str, port: int, slug: str, station_id: int) -> Iterator[None]:
+    """While inside: `server` (Python source serving 127.0.0.1:`port`) runs as a transient unit and the backend
+    lists station `slug` streaming from it, synced."""
+    unit = f"hls-test-{slug}"
+    host.check_output(f"systemd-run --unit {unit} python3 -c {shlex.quote(server)}")
+    try:
+        station = {"id": station_id, "slug": slug, "title": slug, "stream_url": f"http://127.0.0.1:{port}/live",
+                   "generate_hls_stream": True, "disabled": False}
+        backend(stations=[*STATIONS, station])
+        assert run_sync(host).rc == 0
+        yield
+    finally:
+        host.run(f"systemctl stop {unit}")
+
+
 @pytest.mark.parametrize("signal", ["ABRT", "SEGV"])
 def test_a_crash_is_restarted_and_the_playlist_continues(host, signal):
     slug = "demo-aac"
@@ -75,17 +93,10 @@ def test_an_upstream_answering_500_never_fails_the_unit(host, backend):
               "class H(h.BaseHTTPRequestHandler):\n"
               "    def do_GET(self): self.send_error(500)\n"
               "h.HTTPServer(('127.0.0.1', 8002), H).serve_forever()\n")
-    host.check_output(f"systemd-run --unit hls-test-500 python3 -c {shlex.quote(server)}")
-    try:
-        station = {"id": 9, "slug": "broken-upstream", "title": "Broken", "stream_url": "http://127.0.0.1:8002/live",
-                   "generate_hls_stream": True, "disabled": False}
-        backend(stations=[*STATIONS, station])
-        assert run_sync(host).rc == 0
+    with station_on_a_fake_upstream(host, backend, server, 8002, "broken-upstream", station_id=9):
         never_failed_while(host, "broken-upstream", 12)
         assert "cannot probe" in host.file("/var/log/hls/broken-upstream.log").content_string
         assert playlist(host, "broken-upstream") is None
-    finally:
-        host.run("systemctl stop hls-test-500")
 
 
 def test_a_silent_upstream_ends_ffmpeg_and_the_station_restarts(host, backend):
@@ -100,19 +111,12 @@ def test_a_silent_upstream_ends_ffmpeg_and_the_station_restarts(host, backend):
               "    time.sleep(3600)\n"
               "while True:\n"
               "    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()\n")
-    host.check_output(f"systemd-run --unit hls-test-silent python3 -c {shlex.quote(server)}")
-    try:
-        station = {"id": 10, "slug": "silent-upstream", "title": "Silent", "stream_url": "http://127.0.0.1:8003/live",
-                   "generate_hls_stream": True, "disabled": False}
-        backend(stations=[*STATIONS, station])
-        assert run_sync(host).rc == 0
+    with station_on_a_fake_upstream(host, backend, server, 8003, "silent-upstream", station_id=10):
         first = wait_for(lambda: main_pid(host, "silent-upstream"), what="the silent station to start")
         # molecule's read timeout is the default 15 s; FFmpeg must give up and be replaced.
         wait_for(lambda: main_pid(host, "silent-upstream") not in (0, first), timeout=60,
                  what="FFmpeg to give up on the silent upstream")
         assert "timed out" in host.file("/var/log/hls/silent-upstream.log").content_string
-    finally:
-        host.run("systemctl stop hls-test-silent")
 
 
 def test_an_upstream_that_switches_from_mp3_to_aac_is_copied_after_the_switch(host):
