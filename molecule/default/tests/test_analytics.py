@@ -189,3 +189,25 @@ def test_a_forced_logrotate_while_listening_loses_and_doubles_nothing(host, back
     finally:
         listener.wait()
     listener.delivered()
+
+
+def test_analytics_that_miss_two_rotations_finish_from_the_compressed_log(host, backend):
+    # As when the analytics fail on every run until a fix: neither the timer nor logrotate's prerotate runs them.
+    host.check_output(f"curl -fsS -o /dev/null {NGINX}/hls/{SLUG}/index.m3u8 && sleep {LOG_FLUSH_SECONDS + 0.5}")
+    assert run_analytics(host).rc == 0  # the live log is now known by its first bytes
+    dropin = "/run/systemd/system/hls-analytics.service.d/test-off.conf"
+    host.check_output(f"mkdir -p {dropin.rsplit('/', 1)[0]} && printf '[Unit]\\nConditionPathExists=/nonexistent\\n'"
+                      f" > {dropin} && systemctl daemon-reload")
+    listener = Listener(host, seconds=24)
+    listener.start()
+    try:
+        wait_for(lambda: listener.logged(LOGS)["segment_request"] >= 2, timeout=60, what="the first requests")
+        host.check_output("logrotate -f /etc/logrotate.d/nginx")
+        wait_for(lambda: listener.logged(LOGS)["segment_request"] >= 2, timeout=60,
+                 what="requests in the new log after the first rotation")
+        host.check_output("logrotate -f /etc/logrotate.d/nginx")  # the file read last is now compressed
+        assert listener.logged(LOGS + ".2.gz")["segment_request"] >= 2
+    finally:
+        listener.wait()
+        host.check_output(f"rm -f {dropin} && systemctl daemon-reload")
+    listener.delivered()
