@@ -176,18 +176,22 @@ def test_a_failing_backend_delivers_everything_once_afterwards(host, backend):
     listener.delivered()
 
 
-def test_a_forced_logrotate_while_listening_loses_and_doubles_nothing(host, backend):
-    listener = Listener(host, seconds=24)
+def rotate_twice_while_listening(host, listener: Listener) -> None:
+    """Two forced logrotate runs while `listener` plays, each log with some of its requests in it."""
     listener.start()
     try:
-        wait_for(lambda: listener.logged(LOGS)["segment_request"] >= 3, timeout=60, what="the first requests")
-        host.check_output("logrotate -f /etc/logrotate.d/nginx")
-        wait_for(lambda: listener.logged(LOGS)["segment_request"] >= 2, timeout=60,
-                 what="requests in the new log after the first rotation")
-        host.check_output("logrotate -f /etc/logrotate.d/nginx")
-        assert host.file(LOGS + ".2.gz").exists
+        for rotation in ("first", "second"):
+            wait_for(lambda: listener.logged(LOGS)["segment_request"] >= 2, timeout=60,
+                     what=f"requests in the live log before the {rotation} rotation")
+            host.check_output("logrotate -f /etc/logrotate.d/nginx")
     finally:
         listener.wait()
+
+
+def test_a_forced_logrotate_while_listening_loses_and_doubles_nothing(host, backend):
+    listener = Listener(host, seconds=24)
+    rotate_twice_while_listening(host, listener)
+    assert host.file(LOGS + ".2.gz").exists
     listener.delivered()
 
 
@@ -199,15 +203,9 @@ def test_analytics_that_miss_two_rotations_finish_from_the_compressed_log(host, 
     host.check_output(f"mkdir -p {dropin.rsplit('/', 1)[0]} && printf '[Unit]\\nConditionPathExists=/nonexistent\\n'"
                       f" > {dropin} && systemctl daemon-reload")
     listener = Listener(host, seconds=24)
-    listener.start()
     try:
-        wait_for(lambda: listener.logged(LOGS)["segment_request"] >= 2, timeout=60, what="the first requests")
-        host.check_output("logrotate -f /etc/logrotate.d/nginx")
-        wait_for(lambda: listener.logged(LOGS)["segment_request"] >= 2, timeout=60,
-                 what="requests in the new log after the first rotation")
-        host.check_output("logrotate -f /etc/logrotate.d/nginx")  # the file read last is now compressed
-        assert listener.logged(LOGS + ".2.gz")["segment_request"] >= 2
+        rotate_twice_while_listening(host, listener)
     finally:
-        listener.wait()
         host.check_output(f"rm -f {dropin} && systemctl daemon-reload")
+    assert listener.logged(LOGS + ".2.gz")["segment_request"] >= 2  # the file read last is now compressed
     listener.delivered()
