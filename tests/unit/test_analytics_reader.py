@@ -46,6 +46,17 @@ def rotated(log: Path) -> Path:
     return log.with_name(log.name + ".1")
 
 
+def truncate(path: Path) -> None:
+    with path.open("r+") as handle:
+        handle.truncate(0)
+
+
+def copytruncate(log: Path) -> None:
+    """What logrotate's `copytruncate` does: copy the log to .1, then truncate it in place."""
+    shutil.copyfile(log, rotated(log))
+    truncate(log)
+
+
 def test_only_new_lines_are_read(log: Path) -> None:
     follower = Follower(log)
     append(log, "a", "b")
@@ -105,9 +116,7 @@ def test_copytruncate_reads_the_rest_from_the_copy(log: Path) -> None:
     append(log, "line-1", "line-2")
     assert follower.run() == ["line-1", "line-2"]
     append(log, "line-3", "line-4")
-    shutil.copyfile(log, rotated(log))    # copytruncate: copy, then truncate in place
-    with log.open("r+") as handle:
-        handle.truncate(0)
+    copytruncate(log)
     append(log, "after-1")
     assert follower.run() == ["line-3", "line-4", "after-1"]
     assert follower.run() == []
@@ -121,9 +130,7 @@ def test_copytruncate_that_grew_past_the_old_offset(log: Path) -> None:
     append(log, "old-1")
     assert follower.run() == ["old-1"]
     append(log, "old-2")
-    shutil.copyfile(log, rotated(log))
-    with log.open("r+") as handle:
-        handle.truncate(0)
+    copytruncate(log)
     append(log, "a much longer first line after the truncation", "second")
     assert follower.run() == ["old-2", "a much longer first line after the truncation", "second"]
 
@@ -132,8 +139,7 @@ def test_truncation_without_a_copy_rereads_from_the_start_with_a_warning(log: Pa
     follower = Follower(log)
     append(log, "old-1", "old-2")
     follower.run()
-    with log.open("r+") as handle:
-        handle.truncate(0)
+    truncate(log)
     append(log, "new")
     assert follower.run() == ["new"]
     assert any("truncated or replaced" in warning for warning in follower.warnings)
