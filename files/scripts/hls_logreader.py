@@ -122,16 +122,18 @@ class LogReader:
         found.reverse()
         return found
 
-    def _compressed(self, plain: list[_Open]) -> list[tuple[_Open, int]]:
+    def _compressed(self, plain: list[_Open], intact: set[tuple[int, int]]) -> list[tuple[_Open, int]]:
         """Compressed rotated files with unread text, oldest first, with where to start in each.
 
-        Looked for only when a file with a saved position is no longer among the plain ones (by its first bytes:
-        its inode may be reused already). Newest first: a file read before (known by identity, or by the first
-        bytes of the gone file it was compressed from) ends the search; the files rotated after it were never
-        read and are read whole. Older ones are history.
+        Looked for only when a file with a saved position is no longer among the plain ones: not `intact`
+        (its inode, holding what was read) and not elsewhere by its first bytes (a copy; or its inode was reused).
+        Newest first: a file read before (known by identity, or by the first bytes of the gone file it was
+        compressed from) ends the search; the files rotated after it were never read and are read whole.
+        Older ones are history.
         """
-        gone = [position for position in self.known.values()
-                if position.offset and not any(starts_like(entry.handle, position) for entry in plain)]
+        gone = [position for identity, position in self.known.items()
+                if position.offset and identity not in intact
+                and not any(starts_like(entry.handle, position) for entry in plain)]
         if self.first_run or not gone or Path(f"{self.path}.2").exists():
             return []  # (a plain .2: logrotate is compressing it right now; the next run finds it done)
         pattern = re.compile(re.escape(self.path.name) + COMPRESSED_NAME)
@@ -193,10 +195,11 @@ class LogReader:
             rewritten = {entry.identity for entry in files
                          if (known := self.known.get(entry.identity)) is not None
                          and (entry.size < known.offset or not starts_like(entry.handle, known))}
-            compressed = self._compressed(files)
+            compressed = self._compressed(files, present - rewritten)
             plan = [*compressed, *((entry, self._start(entry, entry.path == self.path, rewritten, present))
                                    for entry in files)]
-            for entry, start in plan:  # a run stopped midway keeps its place in the files it has not reached
+            # Every file gets its position up front: a run stopped midway keeps those of files not reached yet.
+            for entry, start in plan:
                 self._remember(entry, start)
             for entry, start in plan:
                 yield from self._read(entry, start)
@@ -207,7 +210,6 @@ class LogReader:
     def _read(self, entry: _Open, offset: int) -> Iterator[str]:
         handle = entry.handle
         handle.seek(offset)
-        self._remember(entry, offset)
         pending = b""
         while True:
             try:
