@@ -12,6 +12,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
+from hls_station import basic_authorization
+
 USER_AGENT = "radio-hls/1.0"
 READ_CHUNK = 8192
 # `Key='value';` pairs; a value may itself hold quotes and semicolons ("Guns N' Roses; live"), so a value
@@ -93,7 +95,11 @@ def stream_titles(stream: BinaryIO, metaint: int) -> Iterator[str | None]:
 
 def open_stream(url: str, timeout: float) -> tuple[BinaryIO, int]:
     """Connect asking for metadata; (the response, its icy-metaint). Follows redirects, http and https."""
-    request = urllib.request.Request(url, headers={"Icy-MetaData": "1", "User-Agent": USER_AGENT})
+    bare_url, authorization = basic_authorization(url)
+    headers = {"Icy-MetaData": "1", "User-Agent": USER_AGENT}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    request = urllib.request.Request(bare_url, headers=headers)
     response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (the URL was validated: http/https)
     raw = response.headers.get("icy-metaint")
     if raw is None or not METAINT.fullmatch(raw.strip()) or int(raw) <= 0:

@@ -12,7 +12,6 @@ before (a sequence grows by one per segment, at most one per second).
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import re
@@ -28,8 +27,8 @@ from dotenv import dotenv_values
 
 from hls_station import (
     InvalidStation,
+    basic_authorization,
     redact_url,
-    split_credentials,
     validate_slug,
     validate_stream_url,
     write_atomically,
@@ -121,7 +120,7 @@ def upstream(settings: StationSettings) -> tuple[str, dict[str, object]]:
     the old decoder. A dropped or silent upstream ends FFmpeg after `rw_timeout`; systemd starts it again,
     the launcher probes again, and the playlist marks the gap with a discontinuity.
     """
-    url, userinfo = split_credentials(settings.stream_url)
+    url, authorization = basic_authorization(settings.stream_url)
     options: dict[str, object] = {
         "protocol_whitelist": PROTOCOL_WHITELIST,
         "formatprobesize": FORMAT_PROBE_BYTES,
@@ -131,8 +130,8 @@ def upstream(settings: StationSettings) -> tuple[str, dict[str, object]]:
         "rw_timeout": settings.read_timeout_seconds * 1_000_000,
         "user_agent": "radio-hls/1.0",
     }
-    if userinfo is not None:
-        options["headers"] = f"Authorization: Basic {base64.b64encode(userinfo.encode()).decode()}\r\n"
+    if authorization is not None:
+        options["headers"] = f"Authorization: {authorization}\r\n"
     return url, options
 
 

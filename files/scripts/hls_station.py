@@ -6,6 +6,7 @@ rules for what may reach a unit name, a path or an FFmpeg command line live in e
 
 from __future__ import annotations
 
+import base64
 import grp
 import os
 import re
@@ -69,6 +70,15 @@ def split_credentials(url: str) -> tuple[str, str | None]:
     host = parts.netloc.rpartition("@")[2]
     userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), userinfo
+
+
+def basic_authorization(url: str) -> tuple[str, str | None]:
+    """(the URL without user:password, the `Authorization` value that carries them, or None when it had none):
+    a client then sends them in a header, and they never show in a URL, an error message or a log."""
+    bare, userinfo = split_credentials(url)
+    if userinfo is None:
+        return url, None
+    return bare, f"Basic {base64.b64encode(userinfo.encode()).decode()}"
 
 
 def redact_url(url: str) -> str:

@@ -3,6 +3,7 @@ now-playing.json, and trigger_metadata_fetch against the fake backend."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -108,6 +109,7 @@ class IcyServer(ThreadingHTTPServer):
         self.title = "First Artist - First Song"
         self.send_metaint = True
         self.connections = 0
+        self.authorization: str | None = None
 
     @property
     def url(self) -> str:
@@ -119,6 +121,7 @@ class IcyHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.connections += 1
+        self.server.authorization = self.headers.get("Authorization")
         wants_metadata = self.headers.get("Icy-MetaData") == "1"
         self.send_response(200)
         self.send_header("Content-Type", "audio/mpeg")
@@ -161,6 +164,13 @@ def test_open_stream_asks_for_metadata_and_reads_titles(icy: IcyServer) -> None:
         assert next(titles) == "First Artist - First Song"
         icy.title = "Second - Song"
         assert wait_for(lambda: next(titles) == "Second - Song", what="the new title")
+
+
+def test_open_stream_sends_credentials_in_a_header_never_in_the_url(icy: IcyServer) -> None:
+    # urllib itself takes "user:pa ss@host" for a host with a bad port, and its error would show the password.
+    response, _ = open_stream(icy.url.replace("http://", "http://dj%40radio:pa%20ss@"), timeout=5)
+    response.close()
+    assert icy.authorization == "Basic " + base64.b64encode(b"dj@radio:pa ss").decode()
 
 
 def test_open_stream_without_metadata_is_an_error(icy: IcyServer) -> None:
