@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 import requests
 
 from hls_graphql import BackendError, execute
-from hls_logparse import COUNTERS, Aggregator, TrustedProxies
+from hls_logparse import Aggregator, TrustedProxies
 from hls_logreader import LogReader, Position
 from hls_sessions import LIVE_WINDOW_MS, Sessions
 from hls_spool import Spool
@@ -159,8 +159,10 @@ class Analytics:
         self.sessions = Sessions(self.state.sessions, config.session_timeout_minutes)
         self.stopping = False
         self.summary: dict[str, int] = {"spooled_events": 0, "spooled_batches": 0, "sent_events": 0,
-                                        "sent_batches": 0, "unsent_events": 0, "dropped_events": 0}
+                                        "sent_batches": 0, "unsent_events": 0}
         self.counts: dict[str, int] = {}
+        self.lines_read = 0
+        self.live: dict[str, Any] = {}  # what the last finish() wrote to the listeners file
 
     # --- read, aggregate, spool, commit -------------------------------------------------------------------
 
@@ -181,6 +183,7 @@ class Analytics:
             log.warning("%s", warning)
         self.commit(aggregator, reader.positions())
         self.counts = aggregator.counts
+        self.lines_read = aggregator.lines()
 
     def commit(self, aggregator: Aggregator, positions: list[Position]) -> None:
         events = self.sessions.assign(aggregator, self.proxies)
@@ -247,14 +250,13 @@ class Analytics:
     def finish(self) -> None:
         dropped = self.spool.drop_oldest_over_limit()
         self.state.dropped_events += dropped
-        self.summary["dropped_events"] = dropped
         now_ms = int(self.now() * 1000)
         self.sessions.prune(now_ms)
         self.state.sessions = self.sessions.state()
         self.state.save(self.state_path)
         stations = self.sessions.listeners(now_ms)
         paths = self.spool.paths()
-        live = {
+        self.live = {
             "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_ms / 1000)),
             "window_seconds": LIVE_WINDOW_MS // 1000,
             "stations": stations,
@@ -262,7 +264,7 @@ class Analytics:
             "spool": {"batches": len(paths), "bytes": sum(path.stat().st_size for path in paths)},
             "dropped_events_total": self.state.dropped_events,
         }
-        write_atomically(self.config.listeners_file, json.dumps(live, indent=2) + "\n", mode=0o644)
+        write_atomically(self.config.listeners_file, json.dumps(self.live, indent=2) + "\n", mode=0o644)
 
     def log_summary(self) -> None:
         counts = self.counts
@@ -272,11 +274,11 @@ class Analytics:
         s = self.summary
         log.info("read %d lines: %d listening requests (%d with an invalid s=), ignored %s; spooled %d events "
                  "in %d batches, sent %d events in %d batches%s; spool: %d batches; listeners: %s",
-                 sum(counts.get(name, 0) for name in COUNTERS),
+                 self.lines_read,
                  counts.get("events", 0), counts.get("invalid_session_id", 0), ignored, s["spooled_events"],
                  s["spooled_batches"], s["sent_events"], s["sent_batches"],
                  f", not sent (no GRAPHQL_ENDPOINT) {s['unsent_events']} events" if s["unsent_events"] else "",
-                 len(self.spool.paths()), self.sessions.listeners(int(self.now() * 1000)) or "none")
+                 self.live["spool"]["batches"], self.live["stations"] or "none")
 
     def run(self) -> bool:
         self.read()

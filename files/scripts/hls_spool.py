@@ -14,10 +14,11 @@ import gzip
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hls_station import write_atomically
 
 SUFFIX = ".json.gz"
 log = logging.getLogger("hls-analytics")
@@ -61,22 +62,10 @@ class Spool:
         paths = self.paths()
         return self.seq_of(paths[-1]) if paths else 0
 
-    def size(self) -> int:
-        return sum(path.stat().st_size for path in self.paths())
-
     def write(self, seq: int, events: list[dict[str, Any]], cursor: dict[str, Any] | None = None) -> Path:
         path = self._name(seq)
         body = json.dumps({"seq": seq, "events": events, "cursor": cursor}, separators=(",", ":")).encode()
-        fd, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(gzip.compress(body, compresslevel=5, mtime=0))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        write_atomically(path, gzip.compress(body, compresslevel=5, mtime=0), mode=0o600, make_parents=False)
         fsync_directory(self.directory)
         return path
 

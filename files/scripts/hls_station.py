@@ -146,7 +146,7 @@ def set_owner_group(path: Path | str, mode: int, group: str | None) -> None:
         os.chown(path, -1, grp.getgrnam(group).gr_gid)
 
 
-def write_atomically(path: Path, content: str, mode: int = 0o640, group: str | None = None,
+def write_atomically(path: Path, content: str | bytes, mode: int = 0o640, group: str | None = None,
                      make_parents: bool = True) -> None:
     """Write a file so that readers see the old or the new content, never a half-written one.
 
@@ -156,8 +156,8 @@ def write_atomically(path: Path, content: str, mode: int = 0o640, group: str | N
         path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content.encode("utf-8") if isinstance(content, str) else content)
             handle.flush()
             os.fsync(handle.fileno())
         set_owner_group(tmp_name, mode, group)

@@ -139,6 +139,7 @@ def test_the_summary_counts_what_was_not_sent(environ: dict[str, str], caplog: p
     assert summary.startswith("read 7 lines: 2 listening requests")
     assert "ignored 2 not /hls/, 0 not playlist or segment, 1 not GET, 1 error status, 1 malformed" in summary
     assert "spooled 2 events in 1 batches, sent 2 events in 1 batches" in summary
+    assert summary.endswith("; spool: 0 batches; listeners: {'radio-joy': 1}"), summary
 
 
 # --- backend failures -------------------------------------------------------------------------------------
