@@ -20,6 +20,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from dotenv import dotenv_values
 
+from hls_station import unit_name
+
 DEFAULT_CONFIG = Path("/etc/hls/status.env")
 UNIT_PROPERTIES = ("Id", "LoadState", "UnitFileState", "ActiveState", "SubState", "Result", "NRestarts",
                    "ActiveEnterTimestampMonotonic")
@@ -249,13 +251,13 @@ def collect(config: Config, systemctl: Systemctl = run_systemctl, now: float | N
     monotonic_now = time.monotonic() if monotonic_now is None else monotonic_now
     slugs = station_slugs(config.stations_dir)
     units = parse_show(systemctl(["show", "--property=" + ",".join(UNIT_PROPERTIES),
-                                  *(f"hls@{slug}.service" for slug in slugs), *(unit for _, unit in JOB_UNITS)]))
+                                  *map(unit_name, slugs), *(unit for _, unit in JOB_UNITS)]))
     listeners, analytics = read_listeners(config.listeners_file)
     stations = []
     for slug in slugs:
         station = Station(slug)
         read_identity(station, config.stations_dir / f"{slug}.env")
-        apply_unit(station, units.get(f"hls@{slug}.service", {}), monotonic_now)
+        apply_unit(station, units.get(unit_name(slug), {}), monotonic_now)
         apply_output(station, config.output_root / slug, now)
         station.listeners = listeners.get(slug, 0)
         stations.append(station)

@@ -23,6 +23,9 @@ ALLOWED_SCHEMES = ("http", "https")
 # Control characters would let a value break out of its env-file line or a log line.
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 MAX_URL_LENGTH = 2048
+# One systemd unit per station: hls@<slug>.service (the slug pattern keeps it a valid instance name).
+UNIT_PREFIX = "hls@"
+UNIT_SUFFIX = ".service"
 
 
 class InvalidStation(ValueError):
@@ -70,6 +73,18 @@ def split_credentials(url: str) -> tuple[str, str | None]:
     host = parts.netloc.rpartition("@")[2]
     userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), userinfo
+
+
+def unit_name(slug: str) -> str:
+    """The station's systemd unit."""
+    return f"{UNIT_PREFIX}{slug}{UNIT_SUFFIX}"
+
+
+def slug_of_unit(unit: str) -> str | None:
+    """The slug of an hls@<slug>.service unit; None for any other unit."""
+    if unit.startswith(UNIT_PREFIX) and unit.endswith(UNIT_SUFFIX):
+        return unit[len(UNIT_PREFIX) : -len(UNIT_SUFFIX)]
+    return None
 
 
 def basic_authorization(url: str) -> tuple[str, str | None]:

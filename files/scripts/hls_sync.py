@@ -24,17 +24,19 @@ import requests
 
 from hls_graphql import BackendError, execute
 from hls_station import (
+    UNIT_PREFIX,
     InvalidStation,
     Station,
     set_owner_group,
+    slug_of_unit,
     station_env,
     station_from_record,
+    unit_name,
     validate_slug,
     write_atomically,
 )
 
 STATIONS_QUERY = "query GetHLSStations { stations { id title slug stream_url generate_hls_stream disabled } }"
-UNIT_PREFIX = "hls@"
 # Deployment-wide settings copied into every station's env file: changing one restarts every station.
 STATION_SETTINGS = (
     "HLS_SEGMENT_SECONDS",
@@ -181,7 +183,7 @@ def run_systemctl(args: Sequence[str]) -> str:
 
 
 def units(slugs: Iterable[str]) -> list[str]:
-    return [f"{UNIT_PREFIX}{slug}.service" for slug in slugs]
+    return [unit_name(slug) for slug in slugs]
 
 
 def in_chunks(systemctl: Systemctl, verb: Sequence[str], slugs: Sequence[str]) -> None:
@@ -197,11 +199,8 @@ def systemd_state(systemctl: Systemctl, slugs: Sequence[str]) -> tuple[set[str],
         answers = systemctl(["is-enabled", *units(chunk)]).split()
         enabled.update(slug for slug, answer in zip(chunk, answers) if answer == "enabled")
     listing = systemctl(["list-units", "--all", "--plain", "--no-legend", "--type=service", f"{UNIT_PREFIX}*"])
-    loaded = set()
-    for line in listing.splitlines():
-        name = line.split()[0] if line.split() else ""
-        if name.startswith(UNIT_PREFIX) and name.endswith(".service"):
-            loaded.add(name[len(UNIT_PREFIX) : -len(".service")])
+    names = (line.split()[0] for line in listing.splitlines() if line.split())
+    loaded = {slug for slug in map(slug_of_unit, names) if slug is not None}
     return enabled, loaded
 
 

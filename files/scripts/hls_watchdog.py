@@ -16,10 +16,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
+
+from hls_snapshot import parse_show as parse_units
+from hls_station import UNIT_PREFIX, UNIT_SUFFIX, slug_of_unit, unit_name
 
 PLAYLIST_NAME = "index.m3u8"
-UNIT_PREFIX = "hls@"
 log = logging.getLogger("hls-watchdog")
 
 
@@ -32,13 +34,11 @@ class RunningStation:
 def parse_show(text: str) -> list[RunningStation]:
     """Running stations from `systemctl show -p Id -p SubState -p ExecMainStartTimestampMonotonic`."""
     stations = []
-    for block in text.strip().split("\n\n"):
-        fields: Mapping[str, str] = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        unit = fields.get("Id", "")
-        if not (unit.startswith(UNIT_PREFIX) and unit.endswith(".service")) or fields.get("SubState") != "running":
-            continue
-        started = int(fields.get("ExecMainStartTimestampMonotonic") or 0) / 1_000_000
-        stations.append(RunningStation(unit[len(UNIT_PREFIX) : -len(".service")], started))
+    for unit, fields in parse_units(text).items():
+        slug = slug_of_unit(unit)
+        if slug is not None and fields.get("SubState") == "running":
+            started = int(fields.get("ExecMainStartTimestampMonotonic") or 0) / 1_000_000
+            stations.append(RunningStation(slug, started))
     return stations
 
 
@@ -60,7 +60,7 @@ def stalled(stations: Iterable[RunningStation], output_root: Path, stall_seconds
 def running_stations() -> list[RunningStation]:
     out = subprocess.run(
         ["systemctl", "show", "-p", "Id", "-p", "SubState", "-p", "ExecMainStartTimestampMonotonic",
-         f"{UNIT_PREFIX}*.service"],
+         f"{UNIT_PREFIX}*{UNIT_SUFFIX}"],
         capture_output=True, text=True, check=True,
     ).stdout
     return parse_show(out)
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for slug in slugs:
         log.warning("restarting hls@%s: no playlist update for more than %g s", slug, args.stall_seconds)
     if slugs:
-        subprocess.run(["systemctl", "restart", "--no-block", *(f"{UNIT_PREFIX}{s}.service" for s in slugs)],
+        subprocess.run(["systemctl", "restart", "--no-block", *map(unit_name, slugs)],
                        check=True)
     return 0
 

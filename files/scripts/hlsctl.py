@@ -20,7 +20,7 @@ from typing import Sequence, TextIO
 
 from hls_health import evaluate
 from hls_snapshot import DEFAULT_CONFIG, Config, Snapshot, SnapshotError, Station, collect
-from hls_station import InvalidStation, validate_slug
+from hls_station import InvalidStation, unit_name, validate_slug
 
 COLUMNS = ("STATION", "STATE", "UPTIME", "RESTARTS", "PLAYLIST", "CODEC", "LISTENERS", "NOW PLAYING")
 GREEN, YELLOW, RED, RESET = "\033[32m", "\033[33m", "\033[31m", "\033[0m"
@@ -115,7 +115,7 @@ def status(config: Config, slug: str | None, out: TextIO) -> int:
 
 
 def systemctl(verb: str, slug: str) -> int:
-    return subprocess.run(["systemctl", verb, f"hls@{slug}.service"], check=False).returncode
+    return subprocess.run(["systemctl", verb, unit_name(slug)], check=False).returncode
 
 
 def main(argv: Sequence[str] | None = None) -> int:
