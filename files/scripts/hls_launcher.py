@@ -252,19 +252,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             if delay:
                 say(f"{settings.slug}: the last start failed; waiting {delay} s")
                 time.sleep(delay)
-        upstream = probe_codec(settings) if settings.codec == "auto" else None
-        mode = choose_mode(settings, upstream)
+        upstream_codec = probe_codec(settings) if settings.codec == "auto" else None
+        mode = choose_mode(settings, upstream_codec)
         started = time.time()
         command = build_command(settings, args.output_dir, mode, started)
     except LaunchError as error:
         say(f"{args.env_file}: {error}")
         return 1
-    say(f"{settings.slug}: upstream {redact_url(settings.stream_url)} codec {upstream or 'not probed'}, mode {mode}")
+    say(f"{settings.slug}: upstream {redact_url(settings.stream_url)} codec {upstream_codec or 'not probed'}, "
+        f"mode {mode}")
     if args.dry_run:
         print(shlex.join(command))
         return 0
     remove_partial_segments(args.output_dir)
-    write_launch_info(args.output_dir, upstream, mode, started)
+    write_launch_info(args.output_dir, upstream_codec, mode, started)
     os.execvp(command[0], command)
     return 1  # not reached
 

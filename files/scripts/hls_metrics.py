@@ -15,8 +15,6 @@ from typing import Sequence
 from hls_health import StationHealth, evaluate
 from hls_snapshot import DEFAULT_CONFIG, Config, Snapshot, collect
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
 
 @dataclass
 class Family:
