@@ -172,7 +172,6 @@ def test_main_exit_status_and_output(tree: StatusTree, tmp_path: Path, monkeypat
     settings = tmp_path / "status.env"
     settings.write_text(f"HLS_STATIONS_DIR={tree.config.stations_dir}\nHLS_OUTPUT_ROOT={tree.config.output_root}\n"
                         "HLS_HEALTH_MAX_PLAYLIST_AGE=10\n")
-    monkeypatch.setattr(hls_snapshot, "run_systemctl", tree.systemctl)
     monkeypatch.setattr(hls_health, "collect", lambda config: hls_snapshot.collect(
         config, tree.systemctl, now=1_700_000_000.0, monotonic_now=50_000.0))
     tree.station("joy", playlist_age=5)

