@@ -4,6 +4,7 @@
   modules (`from hls_station import ...`), and the fake backend is imported as `fake_backend`.
 - `backend`: the fake GraphQL backend (fake_backend.py), in a thread on 127.0.0.1 with a free port.
 - `url`: that backend's base URL (what test_fake_backend.py uses).
+- `held_hang`: the backend's "hang" failure held until the test ends, for tests about a client's timeout.
 - `tree`: a host's station files (env files, output directories) and a fake `systemctl show` (StatusTree).
 """
 
@@ -13,13 +14,16 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import requests
+from patience import GENEROUS_TIMEOUT, PATIENCE
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS_DIR = REPO / "files" / "scripts"
@@ -46,13 +50,13 @@ class FakeBackend:
 
     def set_state(self, **state: Any) -> dict[str, Any]:
         """PUT /admin/state (shallow merge) and return the new state."""
-        response = requests.put(f"{self.url}/admin/state", json=state, timeout=5)
+        response = requests.put(f"{self.url}/admin/state", json=state, timeout=GENEROUS_TIMEOUT)
         response.raise_for_status()
         return response.json()
 
     def recorded_requests(self) -> list[dict[str, Any]]:
         """GET /admin/requests: the /graphql requests seen so far."""
-        response = requests.get(f"{self.url}/admin/requests", timeout=5)
+        response = requests.get(f"{self.url}/admin/requests", timeout=GENEROUS_TIMEOUT)
         response.raise_for_status()
         return response.json()
 
@@ -75,6 +79,43 @@ def backend() -> Iterator[FakeBackend]:
 def url(backend: FakeBackend) -> str:
     """The base URL of a fresh fake backend."""
     return backend.url
+
+
+class HeldHang:
+    """The fake backend's "hang" failure held until the test releases it, instead of for hang_seconds.
+
+    Against a hang of a few seconds, "the client's timeout ended the call" can only be told from "the backend
+    answered" by timing the call, which a busy machine defeats. A held request is not answered before the test
+    releases it, so while `answered` is 0 a call that came back was ended by the client itself. PATIENCE bounds
+    the hold: a client that ignores its timeout gets its answer late and fails the test instead of hanging it.
+    """
+
+    def __init__(self) -> None:
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+        self.held = 0  # requests that reached the hang
+        self.answered = 0  # of those, the ones let go on to be answered
+
+    def sleep(self, _seconds: float) -> None:
+        with self._lock:
+            self.held += 1
+        self._released.wait(PATIENCE)
+        with self._lock:
+            self.answered += 1
+
+    def release(self) -> None:
+        """Let every held request, and every later one, go on to be answered."""
+        self._released.set()
+
+
+@pytest.fixture
+def held_hang(backend: FakeBackend, monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldHang]:
+    """Hold the backend's "hang" failure (`fail="hang"`) until the test calls release() or ends."""
+    hang = HeldHang()
+    # fake_backend sleeps only in its "hang" failure; the rest of its `time` module stays the real one.
+    monkeypatch.setattr(fake_backend, "time", SimpleNamespace(**{**vars(time), "sleep": hang.sleep}))
+    yield hang
+    hang.release()
 
 
 # --- a host's station files, for hls_snapshot, hls_health, hls_metrics, hls_status and hlsctl ---------------

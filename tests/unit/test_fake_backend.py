@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from patience import GENEROUS_TIMEOUT, PATIENCE, wait_for
 
 import fake_backend  # on sys.path through conftest.py
 
@@ -49,14 +50,14 @@ EVENT = {"anonymous_session_id": "5b0c3f9e-1111-4222-8333-944455556666", "statio
 
 
 def set_state(url: str, **state: Any) -> dict[str, Any]:
-    response = requests.put(f"{url}/admin/state", json=state, timeout=5)
+    response = requests.put(f"{url}/admin/state", json=state, timeout=GENEROUS_TIMEOUT)
     response.raise_for_status()
     return response.json()
 
 
 def gql(url: str, query: str, variables: dict | None = None, headers: dict | None = None,
         **kwargs: Any) -> requests.Response:
-    kwargs.setdefault("timeout", 5)
+    kwargs.setdefault("timeout", GENEROUS_TIMEOUT)
     body = {"query": query, "variables": variables}
     return requests.post(f"{url}/graphql", json=body, headers=headers or {}, **kwargs)
 
@@ -116,12 +117,12 @@ def test_get_graphql_with_variables(url: str) -> None:
     set_state(url, stations=STATIONS)
     params = {"query": "query Q($n: Int) { stations(limit: $n) { slug } }", "operationName": "Q",
               "variables": json.dumps({"n": 1})}
-    response = requests.get(f"{url}/graphql", params=params, timeout=5)
+    response = requests.get(f"{url}/graphql", params=params, timeout=GENEROUS_TIMEOUT)
     assert response.json() == {"data": {"stations": [{"slug": "radio-joy"}]}}
 
 
 def test_request_body_that_is_not_json_is_a_bad_request(url: str) -> None:
-    response = requests.post(f"{url}/graphql", data=b"{nope", timeout=5)
+    response = requests.post(f"{url}/graphql", data=b"{nope", timeout=GENEROUS_TIMEOUT)
     assert response.status_code == 400
     assert response.json()["errors"]
 
@@ -157,7 +158,7 @@ def test_stations_require_token(url: str, headers: dict[str, str], allowed: bool
 def test_submit_requires_api_key(url: str, headers: dict[str, str], allowed: bool) -> None:
     set_state(url, token="s3cret", api_key="k3y")
     body = gql(url, SUBMIT_MUTATION, {"events": [EVENT]}, headers=headers).json()
-    events = requests.get(f"{url}/admin/events", timeout=5).json()
+    events = requests.get(f"{url}/admin/events", timeout=GENEROUS_TIMEOUT).json()
     if allowed:
         assert body["data"]["submit_listening_events"]["success"] is True
         assert len(events) == 1
@@ -176,7 +177,7 @@ def test_submit_listening_events_records_batches(url: str) -> None:
         "success": True, "processed_count": 2, "message": "Processed 2 events"}}}
     gql(url, SUBMIT_MUTATION, {"events": [EVENT]})
 
-    events = requests.get(f"{url}/admin/events", timeout=5).json()
+    events = requests.get(f"{url}/admin/events", timeout=GENEROUS_TIMEOUT).json()
     assert [event["batch"] for event in events] == [1, 1, 2]
     assert all(event["received_at"] for event in events)
     assert {key: events[0][key] for key in EVENT} == EVENT
@@ -188,14 +189,14 @@ def test_submit_operation_info_member_records_nothing(url: str) -> None:
     body = gql(url, SUBMIT_MUTATION, {"events": [EVENT]}).json()
     assert body == {"data": {"submit_listening_events": {"messages": [
         {"kind": "ERROR", "message": "Injected OperationInfo", "field": None, "code": "TEST"}]}}}
-    assert requests.get(f"{url}/admin/events", timeout=5).json() == []
+    assert requests.get(f"{url}/admin/events", timeout=GENEROUS_TIMEOUT).json() == []
 
 
 def test_submit_unsuccessful_records_nothing(url: str) -> None:
     set_state(url, submit_result="unsuccessful")
     result = gql(url, SUBMIT_MUTATION, {"events": [EVENT]}).json()["data"]["submit_listening_events"]
     assert result["success"] is False
-    assert requests.get(f"{url}/admin/events", timeout=5).json() == []
+    assert requests.get(f"{url}/admin/events", timeout=GENEROUS_TIMEOUT).json() == []
 
 
 def test_trigger_metadata_fetch(url: str) -> None:
@@ -205,7 +206,7 @@ def test_trigger_metadata_fetch(url: str) -> None:
 
     body = gql(url, TRIGGER_MUTATION, {"id": 7}, headers=bearer("s3cret")).json()
     assert body["data"]["trigger_metadata_fetch"]["success"] is True
-    fetches = requests.get(f"{url}/admin/state", timeout=5).json()["metadata_fetches"]
+    fetches = requests.get(f"{url}/admin/state", timeout=GENEROUS_TIMEOUT).json()["metadata_fetches"]
     assert [fetch["station_id"] for fetch in fetches] == [7]
     assert fetches[0]["received_at"]
 
@@ -226,7 +227,7 @@ def test_posted_query_is_redirected_to_get(url: str) -> None:
     assert followed.status_code == 200
     assert followed.json() == {"data": {"stations": [STATIONS[0]]}}
 
-    logged = requests.get(f"{url}/admin/requests", timeout=5).json()
+    logged = requests.get(f"{url}/admin/requests", timeout=GENEROUS_TIMEOUT).json()
     assert [entry["method"] for entry in logged] == ["POST", "POST", "GET"]
     assert all(entry["operationName"] is None for entry in logged[:2])
     assert logged[2]["headers"]["Authorization"] == "Bearer s3cret"
@@ -240,14 +241,15 @@ def test_posted_mutation_is_not_redirected(url: str) -> None:
                    allow_redirects=False)
     assert response.status_code == 200
     assert response.json()["data"]["submit_listening_events"]["processed_count"] == 1
-    logged = requests.get(f"{url}/admin/requests", timeout=5).json()
+    logged = requests.get(f"{url}/admin/requests", timeout=GENEROUS_TIMEOUT).json()
     assert logged[0]["headers"]["X-Streaming-Api-Key"] == "k3y"
 
 
 def test_request_log_keeps_operation_name(url: str) -> None:
     requests.post(f"{url}/graphql", json={"query": STATIONS_QUERY, "operationName": "GetHLSStations"},
-                  timeout=5)
-    assert requests.get(f"{url}/admin/requests", timeout=5).json()[0]["operationName"] == "GetHLSStations"
+                  timeout=GENEROUS_TIMEOUT)
+    logged = requests.get(f"{url}/admin/requests", timeout=GENEROUS_TIMEOUT).json()
+    assert logged[0]["operationName"] == "GetHLSStations"
 
 
 # --- failure injection -------------------------------------------------------------------------------------
@@ -257,8 +259,8 @@ def test_fail_500_answers_html_and_spares_admin(url: str) -> None:
     response = gql(url, STATIONS_QUERY)
     assert response.status_code == 500
     assert response.headers["Content-Type"].startswith("text/html")
-    assert requests.get(f"{url}/healthz", timeout=5).text == "ok"
-    assert requests.get(f"{url}/admin/state", timeout=5).json()["fail"] == "500"
+    assert requests.get(f"{url}/healthz", timeout=GENEROUS_TIMEOUT).text == "ok"
+    assert requests.get(f"{url}/admin/state", timeout=GENEROUS_TIMEOUT).json()["fail"] == "500"
 
 
 def test_fail_malformed_answers_truncated_json(url: str) -> None:
@@ -285,30 +287,28 @@ def test_fail_close_drops_the_connection(url: str) -> None:
 
 def test_fail_hang_delays_then_answers(url: str) -> None:
     set_state(url, stations=STATIONS[:1], fail="hang", hang_seconds=0.5)
-    with pytest.raises(requests.Timeout):
-        gql(url, STATIONS_QUERY, timeout=0.1)
     started = time.monotonic()
-    response = gql(url, STATIONS_QUERY, timeout=5)
-    assert time.monotonic() - started >= 0.5
+    response = gql(url, STATIONS_QUERY)
+    assert time.monotonic() - started >= 0.5  # a lower bound the sleep guarantees, however busy the machine
     assert response.json() == {"data": {"stations": [STATIONS[0]]}}
 
 
 def test_fail_count_limits_failures(url: str) -> None:
     set_state(url, fail="500", fail_count=2)
     assert [gql(url, STATIONS_QUERY).status_code for _ in range(3)] == [500, 500, 200]
-    state = requests.get(f"{url}/admin/state", timeout=5).json()
+    state = requests.get(f"{url}/admin/state", timeout=GENEROUS_TIMEOUT).json()
     assert state["fail"] is None and state["fail_count"] is None
 
 
 # --- admin -------------------------------------------------------------------------------------------------
 
 def test_admin_rejects_unknown_modes_and_resets(url: str) -> None:
-    assert requests.put(f"{url}/admin/state", json={"fail": "boom"}, timeout=5).status_code == 400
-    assert requests.put(f"{url}/admin/state", json=["not", "an", "object"], timeout=5).status_code == 400
+    assert requests.put(f"{url}/admin/state", json={"fail": "boom"}, timeout=GENEROUS_TIMEOUT).status_code == 400
+    assert requests.put(f"{url}/admin/state", json=["not", "an", "object"], timeout=GENEROUS_TIMEOUT).status_code == 400
     set_state(url, token="s3cret", stations=STATIONS)
     gql(url, STATIONS_QUERY)
-    assert requests.post(f"{url}/admin/reset", timeout=5).json() == fake_backend.DEFAULT_STATE
-    assert requests.get(f"{url}/admin/requests", timeout=5).json() == []
+    assert requests.post(f"{url}/admin/reset", timeout=GENEROUS_TIMEOUT).json() == fake_backend.DEFAULT_STATE
+    assert requests.get(f"{url}/admin/requests", timeout=GENEROUS_TIMEOUT).json() == []
 
 
 # --- the command line: persistence across a restart and SIGTERM ---------------------------------------------
@@ -322,20 +322,26 @@ def free_port() -> int:
 def start_process(port: int, state_file: Path) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, str(SERVER_SCRIPT), "--port", str(port),
                                 "--state-file", str(state_file)], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"server exited: {process.communicate()[1].decode()}")
         try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                return process
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"server did not start: {process.communicate()[1].decode()}")
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=GENEROUS_TIMEOUT).ok
+        except requests.ConnectionError:  # not listening yet
+            return False
+
+    try:
+        wait_for(answers, "the server to answer /healthz")
+    except BaseException:
+        process.kill()
+        raise
+    return process
 
 
 def stop_process(process: subprocess.Popen) -> str:
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=5)
+    _, stderr = process.communicate(timeout=PATIENCE)
     assert process.returncode == 0
     return stderr.decode()
 
@@ -356,9 +362,9 @@ def test_state_file_survives_restart(tmp_path: Path) -> None:
 
     process = start_process(port, state_file)
     try:
-        state = requests.get(f"{url}/admin/state", timeout=5).json()
+        state = requests.get(f"{url}/admin/state", timeout=GENEROUS_TIMEOUT).json()
         gql(url, SUBMIT_MUTATION, {"events": [EVENT]})
-        events = requests.get(f"{url}/admin/events", timeout=5).json()
+        events = requests.get(f"{url}/admin/events", timeout=GENEROUS_TIMEOUT).json()
     finally:
         stop_process(process)
     assert state["token"] == "s3cret" and state["stations"] == STATIONS[:1]

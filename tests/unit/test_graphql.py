@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import socket
-import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
+from patience import SHORT_TIMEOUT
 
 from hls_graphql import USER_AGENT, BackendError, execute
 
@@ -17,7 +17,7 @@ STATION = {"id": 1, "title": "Radio Joy", "slug": "radio-joy", "stream_url": "ht
 AUTH = {"Authorization": "Bearer s3cret"}
 
 if TYPE_CHECKING:
-    from conftest import FakeBackend
+    from conftest import FakeBackend, HeldHang
 
 
 def closed_port() -> int:
@@ -108,12 +108,30 @@ def test_connection_refused() -> None:
     assert "refused" in message.lower()
 
 
-def test_hang_longer_than_timeout(backend: FakeBackend) -> None:
-    backend.set_state(stations=[STATION], fail="hang", hang_seconds=2)
-    started = time.monotonic()
+class TimeoutRecordingSession(requests.Session):
+    """A real session that notes the timeout of each request it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[Any] = []
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        self.timeouts.append(kwargs.get("timeout"))
+        return super().request(*args, **kwargs)
+
+
+def read_timeout(timeout: Any) -> Any:
+    """The read part of a requests timeout, (connect, read) or one number for both."""
+    return timeout[1] if isinstance(timeout, tuple) else timeout
+
+
+def test_hang_longer_than_timeout(backend: FakeBackend, held_hang: HeldHang) -> None:
+    backend.set_state(stations=[STATION], fail="hang")
+    session = TimeoutRecordingSession()
     with pytest.raises(BackendError, match=r"^no answer from http://127\.0\.0\.1:\d+/graphql within 0\.5 s$"):
-        execute(backend.graphql, STATIONS_QUERY, timeout=0.5)
-    assert 0.4 <= time.monotonic() - started < 1.9
+        execute(backend.graphql, STATIONS_QUERY, timeout=SHORT_TIMEOUT, session=session)
+    assert held_hang.answered == 0  # the backend still held the request: the client's timeout ended the call
+    assert [read_timeout(timeout) for timeout in session.timeouts] == [SHORT_TIMEOUT]  # the one it was given
 
 
 def test_connection_closed_without_answer(backend: FakeBackend) -> None:

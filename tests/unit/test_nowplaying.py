@@ -12,9 +12,11 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import requests
+from patience import GENEROUS_TIMEOUT, PATIENCE, SHORT_TIMEOUT, wait_for
 
 import hls_nowplaying
 from hls_icy import IcyError, NowPlaying, metadata_blocks, open_stream, parse_fields, split_title, stream_titles
@@ -22,7 +24,7 @@ from hls_nowplaying import Config, Source, Supervisor, TriggerLimiter, Watcher, 
 from hls_station import Station, station_env
 
 if TYPE_CHECKING:
-    from conftest import FakeBackend
+    from conftest import FakeBackend, HeldHang
 
 METAINT = 64
 
@@ -40,15 +42,6 @@ def icy_bytes(*titles: str | None) -> bytes:
     for title in titles:
         out += b"\xff" * METAINT + (b"\0" if title is None else metadata(f"StreamTitle='{title}';StreamUrl='';"))
     return out
-
-
-def wait_for(probe: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return value
 
 
 # --- parsing -----------------------------------------------------------------------------------------------
@@ -110,6 +103,8 @@ class IcyServer(ThreadingHTTPServer):
         self.send_metaint = True
         self.connections = 0
         self.authorization: str | None = None
+        # Streams end only when the test does: a stream of a fixed length would end mid-test on a slow machine.
+        self.closing = threading.Event()
 
     @property
     def url(self) -> str:
@@ -130,7 +125,7 @@ class IcyHandler(BaseHTTPRequestHandler):
         self.end_headers()
         sent = None
         try:
-            for _ in range(2000):
+            while not self.server.closing.is_set():
                 if not wants_metadata:
                     self.wfile.write(b"\xff" * METAINT)
                 else:  # like Icecast: a title block only when the title changed, empty blocks otherwise
@@ -152,12 +147,13 @@ def icy() -> Iterator[IcyServer]:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
+    server.closing.set()
     server.shutdown()
     server.server_close()
 
 
 def test_open_stream_asks_for_metadata_and_reads_titles(icy: IcyServer) -> None:
-    response, metaint = open_stream(icy.url, timeout=5)
+    response, metaint = open_stream(icy.url, timeout=GENEROUS_TIMEOUT)
     with response:
         titles = stream_titles(response, metaint)
         assert metaint == METAINT
@@ -168,7 +164,8 @@ def test_open_stream_asks_for_metadata_and_reads_titles(icy: IcyServer) -> None:
 
 def test_open_stream_sends_credentials_in_a_header_never_in_the_url(icy: IcyServer) -> None:
     # urllib itself takes "user:pa ss@host" for a host with a bad port, and its error would show the password.
-    response, _ = open_stream(icy.url.replace("http://", "http://dj%40radio:pa%20ss@"), timeout=5)
+    response, _ = open_stream(icy.url.replace("http://", "http://dj%40radio:pa%20ss@"),
+                              timeout=GENEROUS_TIMEOUT)
     response.close()
     assert icy.authorization == "Basic " + base64.b64encode(b"dj@radio:pa ss").decode()
 
@@ -176,14 +173,14 @@ def test_open_stream_sends_credentials_in_a_header_never_in_the_url(icy: IcyServ
 def test_open_stream_without_metadata_is_an_error(icy: IcyServer) -> None:
     icy.send_metaint = False
     with pytest.raises(IcyError, match="no icy-metaint"):
-        open_stream(icy.url, timeout=5)
+        open_stream(icy.url, timeout=GENEROUS_TIMEOUT)
 
 
 # --- the watcher --------------------------------------------------------------------------------------------
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
     values: dict[str, Any] = {"stations_dir": tmp_path / "stations", "output_root": tmp_path / "run",
-                              "trigger_interval": 0.0, "read_timeout": 5.0, "retry_seconds": 0.1,
+                              "trigger_interval": 0.0, "read_timeout": GENEROUS_TIMEOUT, "retry_seconds": 0.1,
                               "scan_seconds": 0.05}
     return Config(**{**values, **overrides})
 
@@ -215,11 +212,24 @@ def test_running_sources_follows_the_output_directories(tmp_path: Path) -> None:
     assert running_sources(make_config(tmp_path / "nothing")) == {}
 
 
+class CountingClock:
+    """time.time that counts its readings. A watcher reads its clock once per metadata block it handles, so a test
+    waits for blocks to have been handled instead of sleeping for as long as they might take."""
+
+    def __init__(self) -> None:
+        self.readings = 0
+
+    def __call__(self) -> float:
+        self.readings += 1
+        return time.time()
+
+
 def test_watcher_publishes_each_change_and_triggers_once_per_change(tmp_path: Path, icy: IcyServer) -> None:
     config = make_config(tmp_path)
     write_station(config, "joy", icy.url)
     calls: list[int] = []
-    watcher = Watcher(Source("joy", icy.url, 7), config.output_root / "joy", config, calls.append)
+    clock = CountingClock()
+    watcher = Watcher(Source("joy", icy.url, 7), config.output_root / "joy", config, calls.append, clock=clock)
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     try:
@@ -232,15 +242,15 @@ def test_watcher_publishes_each_change_and_triggers_once_per_change(tmp_path: Pa
         icy.title = "Solo title"
         wait_for(lambda: (now_playing(config, "joy") or {}).get("title") == "Solo title", what="the new title")
         wait_for(lambda: len(calls) == 2, what="the second trigger")
-        # The same title arrives again and again in the stream: no further call.
-        blocks_seen = icy.connections
-        time.sleep(0.3)
-        assert calls == [7, 7] and icy.connections == blocks_seen
+        # Blocks without a new title keep coming on the same connection: each is handled and calls nothing.
+        connections, handled = icy.connections, clock.readings
+        wait_for(lambda: clock.readings >= handled + 20, what="20 more metadata blocks")
+        assert calls == [7, 7] and icy.connections == connections
         assert now_playing(config, "joy")["artist"] is None
         assert (config.output_root / "joy" / "now-playing.json").stat().st_mode & 0o777 == 0o644
     finally:
         watcher.stop.set()
-        thread.join(5)
+        thread.join(PATIENCE)
     assert not thread.is_alive()
 
 
@@ -261,7 +271,7 @@ def test_a_deferred_call_fires_on_the_ticks_without_another_change(tmp_path: Pat
         assert calls[1] - calls[0] >= 0.5
     finally:
         watcher.stop.set()
-        thread.join(5)
+        thread.join(PATIENCE)
 
 
 def test_a_restarted_watcher_does_not_trigger_for_the_published_title(tmp_path: Path, icy: IcyServer) -> None:
@@ -331,9 +341,7 @@ def test_a_stopped_station_is_not_published(tmp_path: Path, caplog: pytest.LogCa
 # --- the backend ---------------------------------------------------------------------------------------------
 
 def fetches(backend: FakeBackend) -> list[dict[str, Any]]:
-    import requests
-
-    return requests.get(f"{backend.url}/admin/state", timeout=5).json()["metadata_fetches"]
+    return requests.get(f"{backend.url}/admin/state", timeout=GENEROUS_TIMEOUT).json()["metadata_fetches"]
 
 
 def test_backend_trigger_calls_the_mutation_with_the_token(tmp_path: Path, backend: FakeBackend) -> None:
@@ -355,14 +363,14 @@ def test_backend_failures_are_logged_never_raised(tmp_path: Path, backend: FakeB
     assert fetches(backend) == []
 
 
-def test_a_hanging_backend_costs_at_most_the_timeout(tmp_path: Path, backend: FakeBackend,
+def test_a_hanging_backend_costs_at_most_the_timeout(tmp_path: Path, backend: FakeBackend, held_hang: HeldHang,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    backend.set_state(fail="hang", hang_seconds=10)
-    trigger = backend_trigger(make_config(tmp_path, endpoint=backend.graphql, read_timeout=0.5))
-    started = time.monotonic()
+    backend.set_state(fail="hang")
+    trigger = backend_trigger(make_config(tmp_path, endpoint=backend.graphql, read_timeout=SHORT_TIMEOUT))
     trigger(1)
-    assert time.monotonic() - started < 8  # far below the hang: the timeout, not the backend, ended it
-    assert "failed" in caplog.text
+    assert held_hang.answered == 0  # the backend still held the request: the trigger's own timeout ended it
+    assert f"trigger_metadata_fetch(1) failed: no answer from {backend.graphql} within {SHORT_TIMEOUT:g} s" \
+        in caplog.text
 
 
 # --- the supervisor ---------------------------------------------------------------------------------------------
@@ -389,7 +397,7 @@ def test_supervisor_follows_stations_as_they_start_stop_and_change(tmp_path: Pat
         wait_for(lambda: "joy" not in supervisor.watchers, what="the watcher to stop")
     finally:
         stop.set()
-        thread.join(5)
+        thread.join(PATIENCE)
     assert not thread.is_alive()
     assert supervisor.watchers == {}
 
@@ -406,7 +414,7 @@ def test_supervisor_only(tmp_path: Path) -> None:
     _, thread = supervisor.watchers["two"]
     supervisor.reconcile({})
     assert supervisor.watchers == {}
-    thread.join(5)  # its failed connection is logged here, not in a later test's caplog
+    thread.join(PATIENCE)  # its failed connection is logged here, not in a later test's caplog
     assert not thread.is_alive()
 
 
@@ -445,9 +453,9 @@ def test_the_supervisor_replaces_a_dead_watcher(tmp_path: Path) -> None:
     supervisor.reconcile(supervisor.wanted())
     first, thread = supervisor.watchers["joy"]
     first.stop.set()
-    thread.join(5)
+    thread.join(PATIENCE)
     supervisor.reconcile(supervisor.wanted())
     second, thread = supervisor.watchers["joy"]
     assert second is not first and thread.is_alive()
     supervisor.reconcile({})
-    thread.join(5)
+    thread.join(PATIENCE)

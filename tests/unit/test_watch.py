@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from patience import GENEROUS_TIMEOUT
 
 import hls_watch
 from hls_sync import Config, sync
@@ -26,7 +27,7 @@ def config(backend: FakeBackend, tmp_path: Path) -> Config:
     return Config.from_environ({
         "GRAPHQL_ENDPOINT": backend.graphql,
         "GRAPHQL_TOKEN": "s3cret",
-        "GRAPHQL_TIMEOUT_SECONDS": "0.5",
+        "GRAPHQL_TIMEOUT_SECONDS": str(GENEROUS_TIMEOUT),
         "HLS_STATIONS_DIR": str(tmp_path / "stations"),
         "HLS_SEGMENT_SECONDS": "6",
     })
