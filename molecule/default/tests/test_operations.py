@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import BACKEND, TOKEN, http, main_pid, playlist, station_ready, wait_for
+from conftest import BACKEND, TOKEN, http, main_pid, playlist, run_sync, session_log, station_ready, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 SLUGS = ["demo-mp3", "demo-aac"]
@@ -148,23 +148,75 @@ def test_health_cli_flags_a_stale_playlist(host):
 
 # --- metrics -------------------------------------------------------------------------------------------------------
 
+def systemd_restarts(host, slug: str) -> int:
+    return int(host.check_output(f"systemctl show -p NRestarts --value hls@{slug}.service"))
+
+
 def test_metrics_parse_and_describe_every_station(host):
     all_ready(host)
-    samples = wait_for(lambda: (m := metrics(host)) and all(value(m, "hls_station_up", station=s) == 1 for s in SLUGS)
-                       and m, timeout=30, what="both stations up in /metrics")
+
+    def agrees(m: dict[str, list]) -> bool:
+        """Every station's numbers as systemd, nginx and the analytics tell them (retried: each may move on)."""
+        listeners = json.loads(host.file(LISTENERS).content_string)["stations"]
+        return all(value(m, "hls_station_up", station=s) == 1
+                   and value(m, "hls_station_restarts_total", station=s) == systemd_restarts(host, s)
+                   and value(m, "hls_station_segments", station=s) == len(getattr(playlist(host, s), "segments", ()))
+                   and value(m, "hls_station_listeners", station=s) == listeners.get(s, 0) for s in SLUGS)
+
+    samples = wait_for(lambda: (m := metrics(host)) and agrees(m) and m, timeout=60,
+                       what="/metrics to agree with systemd, the playlists and the listeners file")
     for slug in SLUGS:
         assert value(samples, "hls_station_enabled", station=slug) == 1
+        assert value(samples, "hls_station_healthy", station=slug) == 1
         assert 0 <= value(samples, "hls_station_playlist_age_seconds", station=slug) < 60
-        assert value(samples, "hls_station_segments", station=slug) >= 1
-        assert value(samples, "hls_station_restarts_total", station=slug) >= 0
-        assert value(samples, "hls_station_listeners", station=slug) >= 0  # from hls-analytics
+        assert value(samples, "hls_station_newest_segment_bytes", station=slug) > 1000  # 2 s of AAC, not a stub
     assert value(samples, "hls_station_info", station="demo-aac", upstream_codec="aac", mode="copy") == 1
     assert value(samples, "hls_station_info", station="demo-mp3", upstream_codec="mp3", mode="transcode") == 1
-    assert value(samples, "hls_job_last_success_timestamp_seconds", job_name="sync") > 1_700_000_000
-    assert value(samples, "hls_job_failures_total", job_name="sync") is not None
-    assert value(samples, "hls_job_last_run_ok", job_name="sync") in (0, 1)
-    assert value(samples, "hls_job_last_run_ok", job_name="analytics") in (0, 1)
     assert value(samples, "hls_status_generated_timestamp_seconds") > 1_700_000_000
+
+
+@pytest.fixture
+def only_manual_syncs(host):
+    """The sync timer and watch stopped, so that every sync run is the test's; started again afterwards."""
+    host.check_output("systemctl stop hls-sync.timer hls-sync-watch.service")
+    yield
+    host.check_output("systemctl start hls-sync.timer hls-sync-watch.service")
+
+
+def sync_run_in_metrics(host, ok: bool) -> tuple[int, dict[str, list]]:
+    """Run one sync that must succeed (`ok`) or fail; (host time it started, /metrics collected after it ended)."""
+    started = int(host.check_output("date +%s"))
+    assert (run_sync(host).rc == 0) == ok
+    ended = int(host.check_output("date +%s"))
+    samples = wait_for(lambda: (m := metrics(host)) and value(m, "hls_status_generated_timestamp_seconds") > ended + 1
+                       and m, timeout=30, what="/metrics collected after the sync")
+    assert value(samples, "hls_job_last_run_ok", job_name="sync") == int(ok)
+    return started, samples
+
+
+def test_metrics_follow_a_failed_and_a_good_sync(host, backend, only_manual_syncs):
+    started, before = sync_run_in_metrics(host, ok=True)
+    failures = value(before, "hls_job_failures_total", job_name="sync")
+    last_success = value(before, "hls_job_last_success_timestamp_seconds", job_name="sync")
+    assert last_success >= started
+
+    backend(fail="500")
+    _, failed = sync_run_in_metrics(host, ok=False)
+    assert value(failed, "hls_job_failures_total", job_name="sync") == failures + 1
+    assert value(failed, "hls_job_last_success_timestamp_seconds", job_name="sync") == last_success
+
+    backend(fail=None)
+    started, good = sync_run_in_metrics(host, ok=True)
+    assert value(good, "hls_job_failures_total", job_name="sync") == failures + 1
+    assert value(good, "hls_job_last_success_timestamp_seconds", job_name="sync") >= started
+
+
+def test_metrics_refuse_addresses_outside_the_allow_list(host):
+    # molecule.yml: hls_nginx_metrics_allow [127.0.0.1]; a request relayed by the trusted proxy on loopback
+    # for another client is that client's, and refused.
+    assert http(host, "/metrics", "-o", "/dev/null")[0] == 200
+    assert http(host, "/metrics", "-o", "/dev/null", "-H", "X-Forwarded-For: 198.51.100.9")[0] == 403
+    assert http(host, "/health", "-o", "/dev/null", "-H", "X-Forwarded-For: 198.51.100.9")[0] in (200, 503)
 
 
 def test_metrics_count_restarts(host):
@@ -252,11 +304,35 @@ def test_backend_failures_never_touch_the_stream(host, fixed_titles, backend):
     assert host.service("hls-nowplaying.service").is_running
 
 
+def test_a_crash_of_nowplaying_leaves_the_streams_alone(host, fixed_titles):
+    all_ready(host)
+    before = {slug: (main_pid(host, slug), playlist(host, slug).segments[-1]) for slug in SLUGS}
+    crashed = int(host.check_output("systemctl show -p MainPID --value hls-nowplaying.service"))
+    host.check_output(f"kill -9 {crashed}")
+    wait_for(lambda: int(host.check_output("systemctl show -p MainPID --value hls-nowplaying.service")) not in (0, crashed),
+             timeout=60, what="systemd to start hls-nowplaying again")
+    for slug, (pid, newest) in before.items():
+        wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1] != newest, timeout=30,
+                 what=f"{slug}'s playlist to advance")
+        assert main_pid(host, slug) == pid, f"hls@{slug} was restarted"
+    # And the new watcher works: a title change still arrives.
+    title = f"After The Crash - {uuid.uuid4().hex[:8]}"
+    set_title(host, "demo-aac", title)
+    wait_for(lambda: (now_playing(host, "demo-aac") or {}).get("title") == title, timeout=30, what="the title")
+
+
 def test_demo_titles_change_by_themselves(host):
-    titles = host.check_output("grep -c ' - ' /usr/local/libexec/hls-demo-titles")
-    assert int(titles) >= 3
-    host.check_output("systemctl start hls-demo-titles.service")
-    wait_for(lambda: (now_playing(host, "demo-aac") or {}).get("title"), timeout=30, what="a demo title")
+    listed = host.check_output("sed -n '/^TITLES = \\[/,/^\\]/p' /usr/local/libexec/hls-demo-titles")
+    demo_titles = set(re.findall(r'"([^"]+)"', listed))
+    assert len(demo_titles) >= 3, listed
+    assert host.service("hls-demo-titles.timer").is_running
+    all_ready(host)
+    mine = f"Not A Demo Title - {uuid.uuid4().hex[:8]}"
+    set_title(host, "demo-aac", mine)
+    wait_for(lambda: (now_playing(host, "demo-aac") or {}).get("title") == mine, timeout=30, what="the test's title")
+    # Nobody else changes titles now: only the timer (every 30 s in molecule.yml) can replace it with a demo title.
+    wait_for(lambda: (now_playing(host, "demo-aac") or {}).get("title") in demo_titles, timeout=120, interval=2,
+             what="the title timer to put a demo title back")
 
 
 # --- hlsctl ----------------------------------------------------------------------------------------------------------
@@ -304,6 +380,16 @@ def test_status_page_and_assets_are_served(host):
     status, headers, body = http(host, "/hls.min.js")
     assert status == 200 and "javascript" in headers["content-type"] and len(body) > 100_000
     assert http(host, "/status.js")[0] == 200 and http(host, "/status.css")[0] == 200
+
+
+def test_status_endpoints_stay_out_of_the_session_log(host):
+    agent = f"status-probe-{uuid.uuid4().hex[:8]}"
+    for path in ("/", "/status.json", "/status.js", "/status.css", "/hls.min.js", "/health", "/metrics"):
+        assert http(host, path, "-o", "/dev/null", "-A", agent)[0] in (200, 503), path
+    # A listening request by the same agent afterwards: once it is in the log, so would the others be.
+    assert http(host, "/hls/demo-aac/index.m3u8", "-o", "/dev/null", "-A", agent)[0] == 200
+    logged = session_log(host, marker=agent)
+    assert [line.split("\t")[10] for line in logged] == ["/hls/demo-aac/index.m3u8"], logged
 
 
 def test_status_json_has_the_stations_and_no_secret(host):

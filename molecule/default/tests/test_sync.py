@@ -92,3 +92,35 @@ def test_a_bad_station_is_refused_while_the_others_run(host, backend, bad):
     assert host.run("ls /etc/hls/stations").stdout.split() == ["demo-aac.env", "demo-mp3.env"]
     assert "hls@local-file" not in host.check_output("systemctl list-units --all --no-legend 'hls@*'")
     assert {s["slug"]: main_pid(host, s["slug"]) for s in STATIONS} == pids
+
+
+def test_a_stopped_station_stays_stopped_until_its_settings_change(host, backend):
+    station_ready(host, "demo-aac", min_segments=1)
+    host.check_output("systemctl stop hls@demo-aac")
+    try:
+        for _ in range(2):
+            assert run_sync(host).rc == 0
+            assert not host.service("hls@demo-aac").is_running
+            assert host.service("hls@demo-aac").is_enabled
+            assert host.file("/etc/hls/stations/demo-aac.env").exists
+        backend(stations=[STATIONS[0], {**STATIONS[1], "stream_url": "http://127.0.0.1:8000/demo-aac?v=3"}])
+        assert run_sync(host).rc == 0
+        wait_for(lambda: host.service("hls@demo-aac").is_running, what="the changed station to start")
+    finally:
+        host.run("systemctl start hls@demo-aac")
+
+
+def test_the_watch_brings_a_new_station_on_the_air_without_the_timer(host, backend):
+    host.check_output("systemctl stop hls-sync.timer")
+    try:
+        since = now(host)
+        watched = {"id": 30, "slug": "watched", "title": "Watched", "stream_url": "http://127.0.0.1:8000/demo-aac",
+                   "generate_hls_stream": True, "disabled": False}
+        backend(stations=[*STATIONS, watched])
+        # hls_sync_poll_seconds (5 s): the watch sees the new list and starts hls-sync, which starts the station.
+        station_ready(host, "watched", min_segments=1)
+        watch_log = host.check_output(f"journalctl -u hls-sync-watch.service --no-pager -o cat --since '{since}'")
+        assert "the station list changed: starting hls-sync.service" in watch_log, watch_log
+        assert "watched" in sync_log(host, since)
+    finally:
+        host.check_output("systemctl start hls-sync.timer")
