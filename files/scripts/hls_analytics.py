@@ -148,9 +148,10 @@ def recover(state: State, spool: Spool) -> None:
 
 class Analytics:
     def __init__(self, config: Config, now: Callable[[], float] = time.time,
-                 http: requests.Session | None = None) -> None:
+                 http: requests.Session | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.now = now
+        self.monotonic = monotonic  # the clock of the send budget
         self.http = http or requests.Session()
         self.state_path = config.state_dir / STATE_FILE
         self.spool = Spool(config.state_dir / "spool", config.spool_max_bytes)
@@ -225,9 +226,9 @@ class Analytics:
         """Send the spool oldest first; False when the backend failed (what is left waits for the next run)."""
         if not self.config.endpoint:
             return True
-        deadline = time.monotonic() + SEND_BUDGET_SECONDS
+        deadline = self.monotonic() + SEND_BUDGET_SECONDS
         for path in self.spool.paths():
-            if self.stopping or time.monotonic() > deadline:
+            if self.stopping or self.monotonic() > deadline:
                 break
             try:
                 batch = self.spool.read(path)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 from loglines import T0, line, listening
-from patience import GENEROUS_TIMEOUT, SHORT_TIMEOUT, wait_for
+from patience import GENEROUS_TIMEOUT, PATIENCE, SHORT_TIMEOUT, wait_for
 
 import hls_analytics
 import hls_logreader
-from hls_analytics import MUTATION, Analytics, Config, State
+from hls_analytics import MUTATION, SEND_BUDGET_SECONDS, Analytics, Config, State
 from hls_spool import Spool
 
 if TYPE_CHECKING:
@@ -53,8 +56,9 @@ def write(environ: dict[str, str], *lines: str, rotated: bool = False) -> None:
         handle.write("".join(lines))
 
 
-def run(environ: dict[str, str], now_ms: int = T0 + 60_000) -> bool:
-    return Analytics(Config.from_environ(environ), now=lambda: now_ms / 1000).run()
+def run(environ: dict[str, str], now_ms: int = T0 + 60_000, **injected: Any) -> bool:
+    """One run; `injected`: Analytics' other stand-ins (http, monotonic)."""
+    return Analytics(Config.from_environ(environ), now=lambda: now_ms / 1000, **injected).run()
 
 
 def received(backend: FakeBackend) -> list[dict[str, Any]]:
@@ -249,6 +253,82 @@ def test_no_endpoint_counts_events_without_spooling(environ: dict[str, str], bac
     assert backend.recorded_requests() == []
     assert spool_of(environ).paths() == []
     assert "not sent (no GRAPHQL_ENDPOINT) 2 events" in caplog.text
+
+
+# --- runs never overlap, and each sends for at most SEND_BUDGET_SECONDS -----------------------------------
+
+def waits_for_lock(path: Path) -> bool:
+    """Whether a process is blocked in flock() on `path`: the kernel lists each waiter with "->" in /proc/locks."""
+    info = path.stat()
+    file_id = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino} "
+    return any(" -> FLOCK " in entry and file_id in entry for entry in Path("/proc/locks").read_text().splitlines())
+
+
+def test_a_run_waits_for_the_run_in_progress(environ: dict[str, str], backend: FakeBackend) -> None:
+    lines = listening("sess-1", seconds=4)
+    write(environ, *lines)
+    state_dir = Path(environ["HLS_ANALYTICS_STATE_DIR"])
+    in_progress = hls_analytics.locked(state_dir)  # what a run holds from its start to its end
+    second = subprocess.Popen([sys.executable, hls_analytics.__file__], env={**os.environ, **environ},
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: second.poll() is not None or waits_for_lock(state_dir / ".lock"),
+                 "the second run to finish or to wait for the lock")
+        assert second.poll() is None, "the second run ended while the first held the lock"
+        # It waits before it reads anything (the spool is made when a run starts) or sends anything.
+        assert not (state_dir / "spool").exists() and not (state_dir / hls_analytics.STATE_FILE).exists()
+        assert backend.recorded_requests() == []
+    finally:
+        in_progress.close()
+        try:
+            _, stderr = second.communicate(timeout=PATIENCE)
+        except subprocess.TimeoutExpired:
+            second.kill()
+            raise
+    assert second.returncode == 0, stderr
+    assert totals(received(backend)) == logged(*lines)
+
+
+class SlowLink(requests.Session):
+    """The HTTP session of a run, and the clock of its send budget: each request to the backend takes
+    `seconds_per_request` of that clock, and nothing else moves it."""
+
+    def __init__(self, seconds_per_request: float) -> None:
+        super().__init__()
+        self.seconds_per_request = seconds_per_request
+        self.elapsed = 0.0
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        try:
+            return super().request(*args, **kwargs)
+        finally:
+            self.elapsed += self.seconds_per_request
+
+
+def run_over(environ: dict[str, str], seconds_per_request: float) -> bool:
+    """One run whose every request to the backend takes `seconds_per_request` of its send budget."""
+    link = SlowLink(seconds_per_request)
+    return run(environ, http=link, monotonic=link.monotonic)
+
+
+def test_a_run_sends_for_at_most_the_budget_and_the_next_run_sends_the_rest(environ: dict[str, str],
+                                                                           backend: FakeBackend) -> None:
+    assert SEND_BUDGET_SECONDS == 120  # as README says
+    lines = [text for number in range(45) for text in listening(f"sess-{number:02d}", seconds=2)]
+    write(environ, *lines)
+    environ = {**environ, "BATCH_SIZE": "20"}  # 90 events: 5 batches
+    # Batches start at 0, 50 and 100 s; a fourth would start at 150 s, past the budget. Not a failure.
+    assert run_over(environ, seconds_per_request=50)
+    assert sorted({event["batch"] for event in received(backend)}) == [1, 2, 3]
+    assert len(spool_of(environ).paths()) == 2
+    assert run_over(environ, seconds_per_request=50)
+    assert spool_of(environ).paths() == []
+    events = received(backend)
+    assert len(events) == 90 and totals(events) == logged(*lines)
+    assert [event["batch"] for event in events] == sorted(event["batch"] for event in events)
 
 
 # --- crashes and restarts ---------------------------------------------------------------------------------
