@@ -24,6 +24,7 @@ BENCH_ENV = BENCH_STATIONS=$(BENCH_STATIONS) BENCH_WINDOW=$(BENCH_WINDOW) BENCH_
 test: lint unit molecule
 
 $(BIN)/.installed: requirements-dev.txt files/scripts/requirements.txt
+	bash tools/ensure-packages.sh venv
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2> >(grep -v 'is ignored' >&2)
 	touch $@
@@ -43,9 +44,10 @@ image: engine
 
 # The browser test drives Debian's Chromium (never a downloaded browser) with playwright-core from npm.
 browser: tests/browser/node_modules/.installed
-	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	bash tools/ensure-packages.sh chromium
 
 tests/browser/node_modules/.installed: tests/browser/package.json tests/browser/package-lock.json
+	bash tools/ensure-packages.sh node
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 

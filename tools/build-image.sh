@@ -10,6 +10,8 @@ if docker image inspect "$IMAGE" >/dev/null 2>&1; then
     exit 0
 fi
 
+bash "$(dirname "${BASH_SOURCE[0]}")/ensure-packages.sh" debootstrap
+
 # The same mirror the build machine uses (Deb822 or one-line sources), defaulting to Debian's own.
 MIRROR=$(grep -hoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
     | head -n1 | tr -d ' ' || true)
