@@ -2,7 +2,10 @@
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
-IMAGE := hls-debian-systemd:bookworm
+# The systemd image is named after its recipe: hls-debian-systemd:bookworm-<hash of tools/build-image.sh>.
+ifeq ($(origin HLS_IMAGE),undefined)
+HLS_IMAGE := $(shell bash tools/build-image.sh --name)
+endif
 DEMO_CONTAINER := hls-demo
 DEMO_PORT ?= 8080
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
@@ -17,7 +20,7 @@ BENCH_SCALE_STATIONS ?= 500
 BENCH_SCALE_WINDOW ?= 60
 BENCH_ENV = BENCH_STATIONS=$(BENCH_STATIONS) BENCH_WINDOW=$(BENCH_WINDOW) BENCH_ROUNDS=$(BENCH_ROUNDS) \
 	BENCH_SERVING_SECONDS=$(BENCH_SERVING_SECONDS) BENCH_SCALE_STATIONS=$(BENCH_SCALE_STATIONS) \
-	BENCH_SCALE_WINDOW=$(BENCH_SCALE_WINDOW) IMAGE=$(IMAGE)
+	BENCH_SCALE_WINDOW=$(BENCH_SCALE_WINDOW) IMAGE=$(HLS_IMAGE)
 
 .PHONY: test lint unit molecule demo demo-clean engine image bench bench-scale bench-analytics browser
 
@@ -40,7 +43,7 @@ engine:
 	bash tools/ensure-docker.sh
 
 image: engine
-	bash tools/build-image.sh $(IMAGE)
+	bash tools/build-image.sh $(HLS_IMAGE)
 
 # The browser test drives Debian's Chromium (never a downloaded browser) with playwright-core from npm.
 browser: tests/browser/node_modules/.installed
@@ -53,10 +56,10 @@ tests/browser/node_modules/.installed: tests/browser/package.json tests/browser/
 
 molecule: $(BIN)/.installed image browser
 	mkdir -p artifacts
-	$(BIN)/molecule test
+	HLS_MOLECULE_IMAGE=$(HLS_IMAGE) $(BIN)/molecule test
 
 demo: $(BIN)/.installed image
-	bash tools/demo.sh $(DEMO_CONTAINER) $(IMAGE) $(DEMO_PORT)
+	bash tools/demo.sh $(DEMO_CONTAINER) $(HLS_IMAGE) $(DEMO_PORT)
 
 demo-clean:
 	-docker rm -f $(DEMO_CONTAINER)

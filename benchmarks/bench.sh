@@ -13,7 +13,7 @@
 set -euo pipefail
 
 WHAT="${1:-all}"
-IMAGE="${IMAGE:-hls-debian-systemd:bookworm}"
+IMAGE="${IMAGE:-$(bash tools/build-image.sh --name)}"
 STATIONS="${BENCH_STATIONS:-10}"
 WINDOW="${BENCH_WINDOW:-20}"
 ROUNDS="${BENCH_ROUNDS:-3}"

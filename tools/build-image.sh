@@ -1,16 +1,30 @@
 #!/usr/bin/env bash
 # Build the Debian bookworm image with systemd as PID 1 that molecule and `make demo` boot.
 # No registry is reachable, so the root filesystem comes from debootstrap and enters Docker by `docker import`.
-# Reused when it already exists (delete it with `docker image rm` to rebuild).
+# The image follows this recipe: its tag and its label org.radio-hls.recipe carry a hash of this file, so an
+# edited script builds anew and an unchanged one reuses its image at once.
+#   tools/build-image.sh --name   prints the tag (hls-debian-systemd:bookworm-<hash>)
+#   tools/build-image.sh [IMAGE]  builds it unless IMAGE exists with this recipe's label
 set -euo pipefail
 
-IMAGE="${1:-hls-debian-systemd:bookworm}"
+SELF="${BASH_SOURCE[0]}"
+RECIPE=$(sha256sum "$SELF" | cut -c1-12)
+LABEL=org.radio-hls.recipe
 
-if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+if [ "${1:-}" = --name ]; then
+    echo "hls-debian-systemd:bookworm-$RECIPE"
     exit 0
 fi
+IMAGE="${1:-hls-debian-systemd:bookworm-$RECIPE}"
 
-bash "$(dirname "${BASH_SOURCE[0]}")/ensure-packages.sh" debootstrap
+if [ "$(docker image inspect -f "{{index .Config.Labels \"$LABEL\"}}" "$IMAGE" 2>/dev/null)" = "$RECIPE" ]; then
+    exit 0
+fi
+if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    echo "build-image: $IMAGE exists but not from this recipe ($RECIPE); building it again" >&2
+fi
+
+bash "$(dirname "$SELF")/ensure-packages.sh" debootstrap
 
 # The same mirror the build machine uses (Deb822 or one-line sources), defaulting to Debian's own.
 MIRROR=$(grep -hoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
@@ -47,5 +61,6 @@ done
 tar -C "$ROOTFS" -c . | docker import \
     --change 'ENV container=docker' \
     --change 'CMD ["/lib/systemd/systemd"]' \
+    --change "LABEL $LABEL=$RECIPE" \
     - "$IMAGE" >/dev/null
 echo "build-image: built $IMAGE" >&2

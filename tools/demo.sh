@@ -4,7 +4,7 @@
 set -euo pipefail
 
 CONTAINER="${1:-hls-demo}"
-IMAGE="${2:-hls-debian-systemd:bookworm}"
+IMAGE="${2:-$(bash "$(dirname "$0")/build-image.sh" --name)}"
 PORT="${3:-8080}"
 
 if ! docker container inspect "$CONTAINER" >/dev/null 2>&1; then
@@ -13,8 +13,14 @@ if ! docker container inspect "$CONTAINER" >/dev/null 2>&1; then
         --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /run/lock \
         -e container=docker --stop-signal SIGRTMIN+3 \
         -p "127.0.0.1:$PORT:80" "$IMAGE" /lib/systemd/systemd >/dev/null
-elif [ "$(docker container inspect -f '{{.State.Running}}' "$CONTAINER")" != true ]; then
-    docker start "$CONTAINER" >/dev/null
+else
+    running=$(docker container inspect -f '{{.Config.Image}}' "$CONTAINER")
+    if [ "$running" != "$IMAGE" ]; then
+        echo "demo: $CONTAINER runs $running, not $IMAGE; \`make demo-clean\` starts it afresh from $IMAGE" >&2
+    fi
+    if [ "$(docker container inspect -f '{{.State.Running}}' "$CONTAINER")" != true ]; then
+        docker start "$CONTAINER" >/dev/null
+    fi
 fi
 docker exec "$CONTAINER" systemctl is-system-running --wait >/dev/null 2>&1 || true
 
