@@ -8,6 +8,14 @@ HLS_IMAGE := $(shell bash tools/build-image.sh --name)
 endif
 DEMO_CONTAINER := hls-demo
 DEMO_PORT ?= 8080
+# One molecule container, loopback port and molecule state per checkout (several checkouts test side by side on
+# one engine): the id from a hash of this directory, the port from the id, moved on when something listens there.
+ifeq ($(origin HLS_MOLECULE_ID),undefined)
+HLS_MOLECULE_ID := $(shell pwd -P | sha256sum | cut -c1-8)
+endif
+HLS_MOLECULE_HTTP_PORT ?= $(shell python3 tools/free-port.py $(HLS_MOLECULE_ID))
+MOLECULE_ENV = HLS_MOLECULE_ID=$(HLS_MOLECULE_ID) HLS_MOLECULE_HTTP_PORT=$(HLS_MOLECULE_HTTP_PORT) \
+	HLS_MOLECULE_IMAGE=$(HLS_IMAGE) MOLECULE_EPHEMERAL_DIRECTORY=$(HOME)/.ansible/tmp/molecule.hls-$(HLS_MOLECULE_ID).default
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -22,7 +30,7 @@ BENCH_ENV = BENCH_STATIONS=$(BENCH_STATIONS) BENCH_WINDOW=$(BENCH_WINDOW) BENCH_
 	BENCH_SERVING_SECONDS=$(BENCH_SERVING_SECONDS) BENCH_SCALE_STATIONS=$(BENCH_SCALE_STATIONS) \
 	BENCH_SCALE_WINDOW=$(BENCH_SCALE_WINDOW) IMAGE=$(HLS_IMAGE)
 
-.PHONY: test lint unit molecule demo demo-clean engine image bench bench-scale bench-analytics browser
+.PHONY: test lint unit molecule molecule-env demo demo-clean engine image bench bench-scale bench-analytics browser
 
 test: lint unit molecule
 
@@ -56,7 +64,11 @@ tests/browser/node_modules/.installed: tests/browser/package.json tests/browser/
 
 molecule: $(BIN)/.installed image browser
 	mkdir -p artifacts
-	HLS_MOLECULE_IMAGE=$(HLS_IMAGE) $(BIN)/molecule test
+	$(MOLECULE_ENV) $(BIN)/molecule test
+
+# For molecule by hand (converge, login, verify): eval "$$(make -s molecule-env)"
+molecule-env:
+	@printf 'export %s\n' $(MOLECULE_ENV)
 
 demo: $(BIN)/.installed image
 	bash tools/demo.sh $(DEMO_CONTAINER) $(HLS_IMAGE) $(DEMO_PORT)
