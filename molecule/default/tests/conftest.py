@@ -26,7 +26,7 @@ LOG_FLUSH_SECONDS = 1
 T = TypeVar("T")
 
 
-def wait_for(probe: Callable[[], T], timeout: float = 30.0, interval: float = 0.5, what: str = "condition") -> T:
+def wait_for(probe: Callable[[], T], timeout: float = 90.0, interval: float = 0.5, what: str = "condition") -> T:
     """Poll until probe() returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -44,18 +44,38 @@ def set_backend(host, **state) -> None:
 
 
 def run_sync(host):
-    """Run one sync now; the result's rc is the unit's success (0) or failure."""
+    """Run one sync that starts now; the result's rc is the unit's success (0) or failure.
+
+    `systemctl start` on a sync the timer or the watch already started joins that run, which may have read the
+    backend before the test changed it: wait for it to end first. A run started after this wait reads the
+    backend as the test left it, whoever started it.
+    """
+    wait_for(lambda: host.check_output("systemctl show -p ActiveState --value hls-sync.service")
+             not in ("activating", "deactivating"), what="the running hls-sync to end")
     return host.run("systemctl start hls-sync.service")
+
+
+def settled(probe: Callable[[], T], what: str, quiet_seconds: float = 3 * LOG_FLUSH_SECONDS) -> T:
+    """probe()'s value once it has stayed the same for `quiet_seconds` (nginx flushes each worker's buffered log
+    on its own timer, which a busy machine runs late: no single wait is long enough for sure)."""
+    value, since = probe(), time.monotonic()
+    deadline = since + 90
+    while time.monotonic() - since < quiet_seconds:
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after 90 s waiting for {what} to settle")
+        time.sleep(0.5)
+        if (latest := probe()) != value:
+            value, since = latest, time.monotonic()
+    return value
 
 
 def session_log(host, marker: str | None = None) -> list[str]:
     """Lines of nginx's session log once written: those containing `marker` (waited for), else every line
-    after one flush period (nginx buffers the log and writes it at least every second)."""
+    once no more arrive."""
     if marker is None:
-        time.sleep(LOG_FLUSH_SECONDS + 0.5)
-        return host.file(SESSION_LOG).content_string.splitlines()
+        return settled(lambda: host.file(SESSION_LOG).content_string.splitlines(), what="the session log")
     return wait_for(lambda: [line for line in host.file(SESSION_LOG).content_string.splitlines() if marker in line],
-                    timeout=10, what=f"a session log line with {marker[:20]!r}")
+                    what=f"a session log line with {marker[:20]!r}")
 
 
 def sync_log(host, since: str) -> str:
@@ -117,7 +137,7 @@ def playlist(host, slug: str) -> Playlist | None:
 
 def station_ready(host, slug: str, min_segments: int = 3) -> Playlist:
     return wait_for(lambda: (p := playlist(host, slug)) and len(p.segments) >= min_segments and p,
-                    timeout=60, what=f"{slug} to list {min_segments} segments")
+                    what=f"{slug} to list {min_segments} segments")
 
 
 @pytest.fixture

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 import uuid
 from collections import Counter
 
 import pytest
-from conftest import BACKEND, LOG_FLUSH_SECONDS, NGINX, station_ready, wait_for
+from conftest import BACKEND, NGINX, session_log, settled, station_ready, wait_for
 
 LOGS = "/var/log/nginx/hls-access.log"
 SPOOL = "/var/lib/hls-analytics/spool"
@@ -68,8 +67,7 @@ class Listener:
 
     def delivered(self) -> Counter:
         """Wait until the backend has every request of this client, then check nothing more arrives."""
-        time.sleep(LOG_FLUSH_SECONDS + 0.5)  # nginx writes its buffered session log at least every second
-        expected = self.logged()
+        expected = settled(self.logged, what=f"the session log lines of {self.session}")
         assert expected["playlist_request"] >= 2 and expected["segment_request"] >= 2, expected
         try:
             # Each probe runs the analytics once more (the timer's own firing is checked on its own).
@@ -102,7 +100,7 @@ def test_the_timer_runs_the_analytics(host):
     first = host.check_output("systemctl show -p InactiveExitTimestampMonotonic --value hls-analytics.service")
     wait_for(lambda: host.check_output("systemctl show -p InactiveExitTimestampMonotonic --value "
                                        "hls-analytics.service") != first,
-             timeout=30, what="hls-analytics.timer to start the analytics again")
+             what="hls-analytics.timer to start the analytics again")
 
 
 def test_analytics_units_are_hardened_and_the_key_stays_secret(host):
@@ -139,7 +137,7 @@ def test_live_listeners_file_counts_a_listener(host):
     listener.start()
     try:
         wait_for(lambda: json.loads(host.file(LISTENERS).content_string or "{}").get("stations", {}).get(SLUG, 0) >= 1,
-                 timeout=60, what=f"{LISTENERS} to count a listener of {SLUG}")
+                 what=f"{LISTENERS} to count a listener of {SLUG}")
         assert host.file(LISTENERS).mode == 0o644
     finally:
         listener.wait()
@@ -149,7 +147,7 @@ def test_a_backend_outage_delivers_everything_once_afterwards(host, backend):
     host.check_output("systemctl stop hls-test-backend.service")
     listener = Listener(host)
     listener.play()
-    wait_for(lambda: spooled(host) >= 1, timeout=60, what="the analytics to spool while the backend is down")
+    wait_for(lambda: spooled(host) >= 1, what="the analytics to spool while the backend is down")
     assert run_analytics(host).rc != 0
     assert "backend unavailable" in host.check_output("journalctl -u hls-analytics.service --no-pager -n 20 -o cat")
     host.check_output("systemctl start hls-test-backend.service")
@@ -164,7 +162,7 @@ def test_a_failing_backend_delivers_everything_once_afterwards(host, backend):
     backend(fail="500")
     listener = Listener(host)
     listener.play()
-    wait_for(lambda: spooled(host) >= 1, timeout=60, what="the analytics to spool while the backend fails")
+    wait_for(lambda: spooled(host) >= 1, what="the analytics to spool while the backend fails")
     assert listener.received() == Counter()
     backend(fail=None, submit_result="operation_info")
     assert run_analytics(host).rc != 0
@@ -178,7 +176,7 @@ def rotate_twice_while_listening(host, listener: Listener) -> None:
     listener.start()
     try:
         for rotation in ("first", "second"):
-            wait_for(lambda: listener.logged(LOGS)["segment_request"] >= 2, timeout=60,
+            wait_for(lambda: listener.logged(LOGS)["segment_request"] >= 2,
                      what=f"requests in the live log before the {rotation} rotation")
             host.check_output("logrotate -f /etc/logrotate.d/nginx")
     finally:
@@ -194,7 +192,9 @@ def test_a_forced_logrotate_while_listening_loses_and_doubles_nothing(host, back
 
 def test_analytics_that_miss_two_rotations_finish_from_the_compressed_log(host, backend):
     # As when the analytics fail on every run until a fix: neither the timer nor logrotate's prerotate runs them.
-    host.check_output(f"curl -fsS -o /dev/null {NGINX}/hls/{SLUG}/index.m3u8 && sleep {LOG_FLUSH_SECONDS + 0.5}")
+    marker = f"radio-hls-test/first-bytes-{uuid.uuid4()}"
+    host.check_output(f"curl -fsS -o /dev/null -A {marker} {NGINX}/hls/{SLUG}/index.m3u8")
+    session_log(host, marker)
     assert run_analytics(host).rc == 0  # the live log is now known by its first bytes
     dropin = "/run/systemd/system/hls-analytics.service.d/test-off.conf"
     host.check_output(f"mkdir -p {dropin.rsplit('/', 1)[0]} && printf '[Unit]\\nConditionPathExists=/nonexistent\\n'"

@@ -36,10 +36,10 @@ def segment_of_a_new_ffmpeg(host, slug: str, before):
     """
     launches = {name.split("-")[0] for name in before.segments}
     return wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1].split("-")[0] not in launches and p,
-                    timeout=60, what=f"a segment from the new {slug} FFmpeg")
+                    what=f"a segment from the new {slug} FFmpeg")
 
 
-def fresh_segment_after(host, slug: str, known: set[str], timeout: float = 60):
+def fresh_segment_after(host, slug: str, known: set[str], timeout: float = 90):
     return wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1] not in known and p,
                     timeout=timeout, what=f"a fresh {slug} segment")
 
@@ -128,7 +128,7 @@ def test_a_silent_upstream_ends_ffmpeg_and_the_station_restarts(host, backend):
     with station_on_a_fake_upstream(host, backend, server, 8003, "silent-upstream", station_id=10):
         first = wait_for(lambda: main_pid(host, "silent-upstream"), what="the silent station to start")
         # molecule's read timeout is the default 15 s; FFmpeg must give up and be replaced.
-        wait_for(lambda: main_pid(host, "silent-upstream") not in (0, first), timeout=60,
+        wait_for(lambda: main_pid(host, "silent-upstream") not in (0, first),
                  what="FFmpeg to give up on the silent upstream")
         assert "timed out" in host.file("/var/log/hls/silent-upstream.log").content_string
 
@@ -143,12 +143,12 @@ def test_an_upstream_that_switches_from_mp3_to_aac_is_copied_after_the_switch(ho
         host.check_output(f"printf %s {shlex.quote(switched)} > {FEED_ENV}")
         host.check_output("systemctl restart hls-demo-feed@demo-mp3")
         # The source restart ends the listener connection: FFmpeg exits, the launcher probes again.
-        wait_for(lambda: "-c:a\0copy" in ffmpeg_argv(host, slug), timeout=60, what="demo-mp3 to run in copy mode")
+        wait_for(lambda: "-c:a\0copy" in ffmpeg_argv(host, slug), what="demo-mp3 to run in copy mode")
         assert "codec aac, mode copy" in host.file(f"/var/log/hls/{slug}.log").content_string
     finally:
         host.check_output(f"printf %s {shlex.quote(original)} > {FEED_ENV}")
         host.check_output("systemctl restart hls-demo-feed@demo-mp3")
-    wait_for(lambda: "-c:a\0aac" in ffmpeg_argv(host, slug), timeout=60, what="demo-mp3 back in transcode mode")
+    wait_for(lambda: "-c:a\0aac" in ffmpeg_argv(host, slug), what="demo-mp3 back in transcode mode")
 
 
 def test_a_full_output_filesystem_stops_nothing_for_good(host):

@@ -115,14 +115,14 @@ def test_status_and_nowplaying_run_unprivileged(host):
 
 def test_health_is_200_then_503_when_a_station_stops(host):
     all_ready(host)
-    status, report = wait_for(lambda: (r := health(host))[0] == 200 and r, timeout=30, what="/health to answer 200")
+    status, report = wait_for(lambda: (r := health(host))[0] == 200 and r, what="/health to answer 200")
     assert report["status"] == "ok" and report["unhealthy"] == []
     assert {s["slug"] for s in report["stations"] if s["healthy"] and s["should_run"]} == set(SLUGS)
     assert host.run(HEALTH).rc == 0
 
     host.check_output("systemctl stop hls@demo-mp3")
     try:
-        status, report = wait_for(lambda: (r := health(host))[0] == 503 and r, timeout=30,
+        status, report = wait_for(lambda: (r := health(host))[0] == 503 and r,
                                   what="/health to answer 503")
         assert report["unhealthy"] == ["demo-mp3"]
         cli = host.run(HEALTH)
@@ -135,7 +135,7 @@ def test_health_is_200_then_503_when_a_station_stops(host):
     finally:
         host.check_output("systemctl start hls@demo-mp3")
     station_ready(host, "demo-mp3", min_segments=1)
-    wait_for(lambda: health(host)[0] == 200, timeout=30, what="/health to answer 200 again")
+    wait_for(lambda: health(host)[0] == 200, what="/health to answer 200 again")
 
 
 def test_health_cli_flags_a_stale_playlist(host):
@@ -163,7 +163,7 @@ def test_metrics_parse_and_describe_every_station(host):
                    and value(m, "hls_station_segments", station=s) == len(getattr(playlist(host, s), "segments", ()))
                    and value(m, "hls_station_listeners", station=s) == listeners.get(s, 0) for s in SLUGS)
 
-    samples = wait_for(lambda: (m := metrics(host)) and agrees(m) and m, timeout=60,
+    samples = wait_for(lambda: (m := metrics(host)) and agrees(m) and m,
                        what="/metrics to agree with systemd, the playlists and the listeners file")
     for slug in SLUGS:
         assert value(samples, "hls_station_enabled", station=slug) == 1
@@ -189,7 +189,7 @@ def sync_run_in_metrics(host, ok: bool) -> tuple[int, dict[str, list]]:
     assert (run_sync(host).rc == 0) == ok
     ended = int(host.check_output("date +%s"))
     samples = wait_for(lambda: (m := metrics(host)) and value(m, "hls_status_generated_timestamp_seconds") > ended + 1
-                       and m, timeout=30, what="/metrics collected after the sync")
+                       and m, what="/metrics collected after the sync")
     assert value(samples, "hls_job_last_run_ok", job_name="sync") == int(ok)
     return started, samples
 
@@ -224,9 +224,9 @@ def test_metrics_count_restarts(host):
     before = value(metrics(host), "hls_station_restarts_total", station="demo-aac")
     old_pid = main_pid(host, "demo-aac")
     host.check_output(f"kill -9 {old_pid}")
-    wait_for(lambda: main_pid(host, "demo-aac") not in (0, old_pid), timeout=30, what="a new FFmpeg")
+    wait_for(lambda: main_pid(host, "demo-aac") not in (0, old_pid), what="a new FFmpeg")
     wait_for(lambda: value(metrics(host), "hls_station_restarts_total", station="demo-aac") == before + 1,
-             timeout=30, what="the restart counted")
+             what="the restart counted")
     station_ready(host, "demo-aac", min_segments=1)
 
 
@@ -235,7 +235,7 @@ def test_listeners_and_spool_come_from_the_analytics_file(host, listeners_file):
                     "stations": {"demo-aac": 3, "demo-mp3": 11}, "total": 14,
                     "spool": {"batches": 2, "bytes": 300}, "dropped_events_total": 4})
     samples = wait_for(lambda: (m := metrics(host)) and value(m, "hls_station_listeners", station="demo-mp3") == 11
-                       and m, timeout=30, what="the listener numbers in /metrics")
+                       and m, what="the listener numbers in /metrics")
     assert value(samples, "hls_analytics_spool_batches") == 2
     assert value(samples, "hls_analytics_spool_bytes") == 300
     assert value(samples, "hls_analytics_dropped_events_total") == 4
@@ -253,7 +253,7 @@ def test_a_title_change_reaches_now_playing_json(host, fixed_titles, slug):
     all_ready(host)
     title = f"Molecule Artist - Song {uuid.uuid4().hex[:8]}"
     set_title(host, slug, title)
-    document = wait_for(lambda: (d := now_playing(host, slug)) and d["title"] == title and d, timeout=30,
+    document = wait_for(lambda: (d := now_playing(host, slug)) and d["title"] == title and d,
                         what=f"{slug}'s now-playing.json to show the new title")
     assert (document["artist"], document["song"]) == ("Molecule Artist", title.split(" - ", 1)[1])
     assert document["updated_at"].endswith("+00:00")
@@ -269,7 +269,7 @@ def test_each_title_change_triggers_one_metadata_fetch(host, fixed_titles, backe
 
     def change(title: str) -> None:
         set_title(host, slug, title)
-        wait_for(lambda: (now_playing(host, slug) or {}).get("title") == title, timeout=30, what=repr(title))
+        wait_for(lambda: (now_playing(host, slug) or {}).get("title") == title, what=repr(title))
 
     # Settle: after this title and one rate-limit interval, no earlier change has a call pending.
     change(f"Trigger Test - Settle {uuid.uuid4().hex[:8]}")
@@ -277,12 +277,12 @@ def test_each_title_change_triggers_one_metadata_fetch(host, fixed_titles, backe
     base = fetches(host, station_id)
 
     change(f"Trigger Test - One {uuid.uuid4().hex[:8]}")
-    wait_for(lambda: fetches(host, station_id) == base + 1, timeout=TRIGGER_INTERVAL + 20, what="one fetch")
+    wait_for(lambda: fetches(host, station_id) == base + 1, what="one fetch")
     # The same title again is no change; two changes within the rate limit get one (deferred) call.
     set_title(host, slug, now_playing(host, slug)["title"])
     set_title(host, slug, f"Trigger Test - Two {uuid.uuid4().hex[:8]}")
     change(f"Trigger Test - Three {uuid.uuid4().hex[:8]}")
-    wait_for(lambda: fetches(host, station_id) == base + 2, timeout=TRIGGER_INTERVAL + 20,
+    wait_for(lambda: fetches(host, station_id) == base + 2,
              what="one fetch for the later changes")
     # Nothing more follows: still the same count over two more rate-limit intervals.
     for _ in range(2 * TRIGGER_INTERVAL):
@@ -297,8 +297,8 @@ def test_backend_failures_never_touch_the_stream(host, fixed_titles, backend):
     backend(fail="500")
     title = f"Backend Down - {uuid.uuid4().hex[:8]}"
     set_title(host, slug, title)
-    wait_for(lambda: (now_playing(host, slug) or {}).get("title") == title, timeout=30, what="the title")
-    wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1] != before.segments[-1], timeout=20,
+    wait_for(lambda: (now_playing(host, slug) or {}).get("title") == title, what="the title")
+    wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1] != before.segments[-1],
              what="the playlist to advance")
     assert main_pid(host, slug) == pid
     assert host.service("hls-nowplaying.service").is_running
@@ -310,15 +310,15 @@ def test_a_crash_of_nowplaying_leaves_the_streams_alone(host, fixed_titles):
     crashed = int(host.check_output("systemctl show -p MainPID --value hls-nowplaying.service"))
     host.check_output(f"kill -9 {crashed}")
     wait_for(lambda: int(host.check_output("systemctl show -p MainPID --value hls-nowplaying.service")) not in (0, crashed),
-             timeout=60, what="systemd to start hls-nowplaying again")
+             what="systemd to start hls-nowplaying again")
     for slug, (pid, newest) in before.items():
-        wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1] != newest, timeout=30,
+        wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1] != newest,
                  what=f"{slug}'s playlist to advance")
         assert main_pid(host, slug) == pid, f"hls@{slug} was restarted"
     # And the new watcher works: a title change still arrives.
     title = f"After The Crash - {uuid.uuid4().hex[:8]}"
     set_title(host, "demo-aac", title)
-    wait_for(lambda: (now_playing(host, "demo-aac") or {}).get("title") == title, timeout=30, what="the title")
+    wait_for(lambda: (now_playing(host, "demo-aac") or {}).get("title") == title, what="the title")
 
 
 def test_demo_titles_change_by_themselves(host):
@@ -329,7 +329,7 @@ def test_demo_titles_change_by_themselves(host):
     all_ready(host)
     mine = f"Not A Demo Title - {uuid.uuid4().hex[:8]}"
     set_title(host, "demo-aac", mine)
-    wait_for(lambda: (now_playing(host, "demo-aac") or {}).get("title") == mine, timeout=30, what="the test's title")
+    wait_for(lambda: (now_playing(host, "demo-aac") or {}).get("title") == mine, what="the test's title")
     # Nobody else changes titles now: only the timer (every 30 s in molecule.yml) can replace it with a demo title.
     wait_for(lambda: (now_playing(host, "demo-aac") or {}).get("title") in demo_titles, timeout=120, interval=2,
              what="the title timer to put a demo title back")
@@ -339,7 +339,7 @@ def test_demo_titles_change_by_themselves(host):
 
 def test_hlsctl_status_table(host):
     all_ready(host)
-    wait_for(lambda: host.run("hlsctl status").rc == 0, timeout=10, what="hlsctl")
+    wait_for(lambda: host.run("hlsctl status").rc == 0, what="hlsctl")
     out = host.check_output("hlsctl status")
     assert "\033[" not in out  # piped: no colours
     lines = out.splitlines()
@@ -363,7 +363,7 @@ def test_hlsctl_verbs_call_systemctl(host):
     all_ready(host)
     old_pid = main_pid(host, "demo-aac")
     host.check_output("hlsctl restart demo-aac")
-    wait_for(lambda: main_pid(host, "demo-aac") not in (0, old_pid), timeout=30, what="the restart")
+    wait_for(lambda: main_pid(host, "demo-aac") not in (0, old_pid), what="the restart")
     station_ready(host, "demo-aac", min_segments=1)
     refused = host.run("hlsctl stop ../demo-aac")
     assert refused.rc == 2 and "does not match" in refused.stderr

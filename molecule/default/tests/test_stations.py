@@ -25,7 +25,7 @@ def test_station_is_enabled_and_running_as_the_hls_user(host, slug):
 def test_playlist_advances_and_newest_segment_is_aac_audio(host, slug):
     first = station_ready(host, slug)
     later = wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1] != first.segments[-1] and p,
-                     timeout=20, what=f"{slug}'s playlist to advance")
+                     what=f"{slug}'s playlist to advance")
     assert later.sequence >= first.sequence
     newest = later.segments[-1]
     host.check_output(f"curl -fsS -o /tmp/{slug}-newest.ts http://127.0.0.1/hls/{slug}/{newest}")
@@ -73,10 +73,10 @@ def test_restart_continues_the_playlist(host, how):
         host.check_output(f"kill -9 {old_pid}")
     else:
         host.check_output(f"systemctl restart hls@{slug}")
-    wait_for(lambda: main_pid(host, slug) not in (0, old_pid), timeout=30, what="a new FFmpeg")
+    wait_for(lambda: main_pid(host, slug) not in (0, old_pid), what="a new FFmpeg")
     launches = {name.split("-")[0] for name in before.segments}
     after = wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1].split("-")[0] not in launches and p,
-                     timeout=30, what="a segment written by the new FFmpeg")
+                     what="a segment written by the new FFmpeg")
     assert_continues(before, after)
 
 
