@@ -70,8 +70,9 @@ def fetches(host, station_id: int) -> int:
 
 @pytest.fixture
 def fixed_titles(host):
-    """The demo's title timer paused, so only the test changes titles; resumed afterwards."""
-    host.check_output("systemctl stop hls-demo-titles.timer")
+    """The demo's title timer paused, so only the test changes titles; resumed afterwards. The service too: a run
+    the timer has just started would otherwise overwrite the test's first title."""
+    host.check_output("systemctl stop hls-demo-titles.timer hls-demo-titles.service")
     yield
     host.check_output("systemctl start hls-demo-titles.timer")
 
