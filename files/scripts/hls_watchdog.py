@@ -3,7 +3,7 @@
 A silent upstream already ends FFmpeg through its read timeout; this catches the rest: an FFmpeg that
 is stuck (stopped, deadlocked, fed a trickle that never makes a segment). Run by hls-watchdog.timer.
 A restart keeps the playlist (systemd's RuntimeDirectoryPreserve=restart), so listeners see a
-discontinuity, not an error.
+discontinuity, not an error. Only a station that still runs is restarted: one stopped meanwhile stays stopped.
 """
 
 from __future__ import annotations
@@ -66,6 +66,25 @@ def running_stations() -> list[RunningStation]:
     return parse_show(out)
 
 
+def restart_command(slug: str) -> list[str]:
+    """Restart one station only if it still runs.
+
+    The station may have been stopped (an operator, the sync's `disable --now`) since `systemctl show` said it
+    ran: try-restart leaves an inactive unit alone, where restart would start it again, and (measured on systemd
+    252) lets a stop under way finish, where restart replaces it. --job-mode=fail: should the unit have any other
+    job queued, the restart fails instead of replacing it.
+    """
+    return ["systemctl", "try-restart", "--no-block", "--job-mode=fail", unit_name(slug)]
+
+
+def restart_if_running(slug: str) -> bool:
+    result = subprocess.run(restart_command(slug), capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        # Not an error of the watchdog: the station is being stopped, and that wins.
+        log.warning("hls@%s not restarted: %s", slug, result.stderr.strip() or f"exit status {result.returncode}")
+    return result.returncode == 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stall-seconds", type=float, default=float(os.environ.get("HLS_STALL_SECONDS", "120")))
@@ -76,9 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     slugs = stalled(running_stations(), args.output_root, args.stall_seconds, time.time(), time.monotonic())
     for slug in slugs:
         log.warning("restarting hls@%s: no playlist update for more than %g s", slug, args.stall_seconds)
-    if slugs:
-        subprocess.run(["systemctl", "restart", "--no-block", *map(unit_name, slugs)],
-                       check=True)
+        restart_if_running(slug)
     return 0
 
 
