@@ -1,20 +1,111 @@
 """A minimal GraphQL-over-HTTP client for the radio-crestin backend.
 
 Every way the backend can fail (refused, timeout, 5xx, a body that is not JSON, GraphQL `errors`, no `data`)
-becomes one BackendError with a message an operator can act on.
+becomes one BackendError with a message an operator can act on, escaped so that it fits one journal line.
+
+Redirects are followed by hand, because requests would do two wrong things: it keeps every header but
+`Authorization` on a redirect to another host (the analytics key `X-Streaming-Api-Key` would go with it), and it
+turns a POST into a GET on a 302 (a mutation would be lost, or run twice). So a mutation never follows a
+redirect, and a query follows only redirects to its endpoint's own origin (the backend answers a POSTed query
+with a 302 to the same-origin GET URL that carries it). Anything else is a BackendError, sent nowhere.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from hls_station import one_line, shown
+
 USER_AGENT = "radio-hls/1.0"
+# A backend's redirect chain longer than this is a loop, not a move.
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+# 307 and 308 repeat the request as it was; 301, 302 and 303 make it a GET (what browsers and requests do).
+REPEAT_STATUSES = (307, 308)
+# GraphQL messages put into an error: how many, and how much of each.
+MAX_MESSAGES = 5
+MESSAGE_LIMIT = 200
+# A document is plainly a query when its first operation is `query` or the `{` shorthand, after comments and
+# ignored characters. Anything else, or a document that names a mutation or subscription anywhere, is treated as a
+# mutation: never sent twice, never redirected.
+PLAIN_QUERY = re.compile(r"(?:[\s,\ufeff]|#[^\n\r]*)*(?:\{|query\b)")
+OTHER_OPERATION = re.compile(r"\b(?:mutation|subscription)\b")
 
 
 class BackendError(RuntimeError):
-    """The backend did not give a usable answer."""
+    """The backend did not give a usable answer.
+
+    The message often carries the backend's own text (GraphQL messages, a Location): it is escaped here, once for
+    every caller (sync, watch, analytics, now playing), so that a newline in it cannot forge a journal line.
+    """
+
+    def __init__(self, message: object) -> None:
+        super().__init__(one_line(str(message), 1000))
+
+
+def is_query(document: str) -> bool:
+    """Whether a document is plainly a query, the only kind that may follow a (same-origin) redirect."""
+    return PLAIN_QUERY.match(document) is not None and OTHER_OPERATION.search(document) is None
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in: what a browser would call the origin."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or ""), port if port is not None else default
+
+
+def show_origin(url: str) -> str:
+    scheme, host, port = origin(url)
+    return shown(f"{scheme}://{host}:{port}")
+
+
+def next_location(endpoint: str, current: str, response: requests.Response, mutation: bool) -> str:
+    """Where a redirect answer points, when it may be followed; BackendError when it may not."""
+    location = urljoin(current, response.headers.get("Location", ""))
+    status = response.status_code
+    if mutation:
+        raise BackendError(f"{endpoint} answered a mutation with HTTP {status} (a redirect to {shown(location)}); "
+                           "mutations never follow redirects: set the endpoint to the URL that answers")
+    if origin(location) != origin(endpoint):
+        raise BackendError(f"{endpoint} redirected to another origin, {show_origin(location)} (HTTP {status}); only "
+                           f"redirects within {show_origin(endpoint)} are followed, so its credentials stay there")
+    return location
+
+
+def send(client: Any, endpoint: str, body: dict[str, Any], headers: Mapping[str, str], timeout: float,
+         mutation: bool) -> requests.Response:
+    """POST the body, following only the redirects next_location() allows, with the same headers."""
+    response = client.post(endpoint, json=body, headers=headers, timeout=(5.0, timeout), allow_redirects=False)
+    current = endpoint
+    for _hop in range(MAX_REDIRECTS):
+        if response.status_code not in REDIRECT_STATUSES or "Location" not in response.headers:
+            return response
+        current = next_location(endpoint, current, response, mutation)
+        if response.status_code in REPEAT_STATUSES:
+            response = client.post(current, json=body, headers=headers, timeout=(5.0, timeout),
+                                   allow_redirects=False)
+        else:
+            response = client.get(current, headers=headers, timeout=(5.0, timeout), allow_redirects=False)
+    if response.status_code in REDIRECT_STATUSES:
+        raise BackendError(f"{endpoint} redirected more than {MAX_REDIRECTS} times")
+    return response
+
+
+def graphql_messages(errors: Any) -> str:
+    """The messages of a GraphQL `errors` list, shortened: the list is the backend's, of any size."""
+    items = errors if isinstance(errors, list) else [errors]
+    messages = [str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in items[:MAX_MESSAGES]]
+    text = "; ".join(one_line(message, MESSAGE_LIMIT) for message in messages)
+    return text if len(items) <= MAX_MESSAGES else f"{text}; and {len(items) - MAX_MESSAGES} more"
 
 
 def execute(
@@ -25,18 +116,13 @@ def execute(
     timeout: float = 20.0,
     session: requests.Session | None = None,
 ) -> dict[str, Any]:
-    """POST a document and return its `data`.
-
-    The backend may answer a POSTed query with a 302 to a GET URL carrying the query; requests follows it
-    as a GET and keeps the Authorization header because the host is the same.
-    """
+    """POST a document and return its `data` (redirects: see the module's docstring)."""
     body: dict[str, Any] = {"query": document}
     if variables is not None:
         body["variables"] = dict(variables)
     all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
-    client = session or requests
     try:
-        response = client.post(endpoint, json=body, headers=all_headers, timeout=(5.0, timeout))
+        response = send(session or requests, endpoint, body, all_headers, timeout, mutation=not is_query(document))
     except requests.Timeout:
         raise BackendError(f"no answer from {endpoint} within {timeout:g} s") from None
     except requests.RequestException as error:
@@ -47,14 +133,12 @@ def execute(
     try:
         payload = response.json()
     except ValueError:
-        snippet = response.text[:80].replace("\n", " ")
-        raise BackendError(f"{endpoint} answered with malformed JSON: {snippet!r}") from None
+        raise BackendError(f"{endpoint} answered with malformed JSON: {shown(response.text[:80])}") from None
     if not isinstance(payload, dict):
         raise BackendError(f"{endpoint} answered with a JSON {type(payload).__name__}, not an object")
     errors = payload.get("errors")
     if errors:
-        messages = "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors)
-        raise BackendError(f"GraphQL errors from {endpoint}: {messages}")
+        raise BackendError(f"GraphQL errors from {endpoint}: {graphql_messages(errors)}")
     data = payload.get("data")
     if not isinstance(data, dict):
         raise BackendError(f"{endpoint} answered without data")

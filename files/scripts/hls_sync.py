@@ -26,8 +26,11 @@ from hls_graphql import BackendError, execute
 from hls_station import (
     UNIT_PREFIX,
     InvalidStation,
+    IPNetwork,
     Station,
+    parse_networks,
     set_owner_group,
+    shown,
     slug_of_unit,
     station_env,
     station_from_record,
@@ -60,6 +63,10 @@ class SyncRefused(RuntimeError):
     """The station list looks wrong enough that acting on it could take the network off the air."""
 
 
+class BadConfig(ValueError):
+    """sync.env holds a value the sync cannot use."""
+
+
 @dataclass
 class Plan:
     start: list[str] = field(default_factory=list)
@@ -82,6 +89,8 @@ class Config:
     max_stations: int
     timeout: float
     settings: dict[str, str]
+    # hls_upstream_allowed_networks: internal addresses a station URL may name (the demo's local Icecast).
+    allowed_networks: tuple[IPNetwork, ...] = ()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Config:
@@ -95,7 +104,15 @@ class Config:
             max_stations=int(environ.get("HLS_SYNC_MAX_STATIONS", "1000")),
             timeout=float(environ.get("GRAPHQL_TIMEOUT_SECONDS", "20")),
             settings={key: environ[key] for key in STATION_SETTINGS if key in environ},
+            allowed_networks=allowed_networks(environ.get("HLS_UPSTREAM_ALLOWED_NETWORKS", "")),
         )
+
+
+def allowed_networks(text: str) -> tuple[IPNetwork, ...]:
+    try:
+        return parse_networks(text)
+    except ValueError as error:
+        raise BadConfig(f"HLS_UPSTREAM_ALLOWED_NETWORKS: {error}") from None
 
 
 def fetch_records(config: Config, session: requests.Session | None = None) -> list[Any]:
@@ -116,30 +133,74 @@ def fetch_records(config: Config, session: requests.Session | None = None) -> li
     return records
 
 
-def select_stations(records: Iterable[Any]) -> tuple[list[Station], set[str]]:
-    """Stations to run, plus the valid slugs of records that were refused (kept as they are, not removed)."""
-    stations: dict[str, Station] = {}
-    refused: set[str] = set()
+@dataclass
+class Selection:
+    """What the station list asks for: the stations to run, the valid slugs of refused records (a deployed one
+    keeps running on its last good settings) and one line per refused record, ready for the journal."""
+
+    stations: list[Station] = field(default_factory=list)
+    refused: set[str] = field(default_factory=set)
+    problems: list[str] = field(default_factory=list)
+
+    def refuse(self, record: Mapping[str, Any], problem: str) -> None:
+        self.problems.append(f"skipping station: {problem}")
+        try:
+            self.refused.add(validate_slug(record.get("slug")))
+        except InvalidStation:
+            pass
+
+
+def wants_stream(record: Mapping[str, Any]) -> bool:
+    """Whether a record asks for a stream. A flag that is not plainly true or false (null, missing, "true", 1) is
+    unreadable: the record is refused like any invalid one, so a running station is never stopped by it."""
+    generate, disabled = record.get("generate_hls_stream"), record.get("disabled")
+    for name, value in (("generate_hls_stream", generate), ("disabled", disabled)):
+        if not isinstance(value, bool):
+            raise InvalidStation(f"{record_label(record)}: {name} is "
+                                 f"{'missing' if name not in record else shown(value)}, not true or false")
+    return generate and not disabled
+
+
+def record_label(record: Mapping[str, Any]) -> str:
+    """The record's slug for a log line: as it is when valid, quoted and shortened when not."""
+    slug = record.get("slug")
+    try:
+        return validate_slug(slug)
+    except InvalidStation:
+        return f"slug {shown(slug)}"
+
+
+def precedence(station: Station) -> tuple[bool, int, str, str]:
+    """Of records sharing a slug, the smallest key wins: the lowest id (records without one last), then the URL
+    and title, so the backend's order never decides and reordering it never restarts a station."""
+    return (station.station_id is None, station.station_id or 0, station.stream_url, station.title)
+
+
+def select_stations(records: Iterable[Any], allowed_networks: Sequence[IPNetwork] = ()) -> Selection:
+    """The stations to run and the records refused, with why; logs nothing (the sync logs every run, the watch
+    only what changed)."""
+    selection = Selection()
+    chosen: dict[str, Station] = {}
     for record in records:
         if not isinstance(record, dict):
-            log.error("skipping station record that is not an object: %r", record)
-            continue
-        if record.get("generate_hls_stream") is not True or record.get("disabled") is not False:
+            selection.problems.append(f"skipping station record that is not an object: {shown(record)}")
             continue
         try:
-            station = station_from_record(record)
+            if not wants_stream(record):
+                continue
+            station = station_from_record(record, allowed_networks)
         except InvalidStation as error:
-            log.error("skipping station: %s", error)
-            try:
-                refused.add(validate_slug(record.get("slug")))
-            except InvalidStation:
-                pass
+            selection.refuse(record, str(error))
             continue
-        if station.slug in stations:
-            log.error("skipping station: slug %r appears more than once; the first one is kept", station.slug)
-            continue
-        stations[station.slug] = station
-    return list(stations.values()), refused
+        kept = chosen.setdefault(station.slug, station)
+        if kept is not station:
+            winner, loser = sorted((kept, station), key=precedence)
+            chosen[station.slug] = winner
+            selection.problems.append(
+                f"skipping station: slug {station.slug!r} is used by more than one record; the one with the lowest "
+                f"id is kept (id {winner.station_id}), not id {loser.station_id}")
+    selection.stations = list(chosen.values())
+    return selection
 
 
 def read_current(stations_dir: Path) -> dict[str, str]:
@@ -226,24 +287,37 @@ def apply_plan(plan: Plan, desired: Mapping[str, str], config: Config, systemctl
             (config.stations_dir / f"{slug}.env").unlink(missing_ok=True)
 
 
-def desired_state(config: Config, session: requests.Session | None = None) -> tuple[dict[str, str], set[str]]:
-    """The env file each listed station should have, and the slugs of the records that were refused."""
-    stations, refused = select_stations(fetch_records(config, session))
-    return {station.slug: station_env(station, config.settings) for station in stations}, refused
+@dataclass(frozen=True)
+class Desired:
+    env_files: dict[str, str]  # slug -> the env file its station should have
+    refused: set[str]  # valid slugs of refused records
+    problems: list[str]  # one journal line per refused record
+
+
+def desired_state(config: Config, session: requests.Session | None = None) -> Desired:
+    """What the station list asks for, as env files, plus what it asks for that is refused."""
+    selection = select_stations(fetch_records(config, session), config.allowed_networks)
+    env_files = {station.slug: station_env(station, config.settings) for station in selection.stations}
+    return Desired(env_files, selection.refused, selection.problems)
 
 
 def sync(config: Config, systemctl: Systemctl | None = None) -> Plan:
     systemctl = systemctl or run_systemctl
-    desired, refused = desired_state(config)
+    wanted = desired_state(config)
+    for problem in wanted.problems:
+        log.error("%s", problem)
+    desired, refused = wanted.env_files, wanted.refused
     current = read_current(config.stations_dir)
     if len(desired) > config.max_stations:
         raise SyncRefused(
             f"the station list wants {len(desired)} stations, more than HLS_SYNC_MAX_STATIONS={config.max_stations}; "
             "refusing to start them (raise the limit if the host can carry them)"
         )
-    if not desired and current and not config.allow_empty:
+    # Deployed stations whose records are refused keep running: only the others would be stopped.
+    would_stop = set(current) - refused
+    if not desired and would_stop and not config.allow_empty:
         raise SyncRefused(
-            f"the station list is empty while {len(current)} station(s) are deployed; refusing to stop them "
+            f"the station list is empty while {len(would_stop)} station(s) are deployed; refusing to stop them "
             "(set HLS_SYNC_ALLOW_EMPTY=true to allow it)"
         )
     enabled, loaded = systemd_state(systemctl, sorted(set(desired) | set(current)))
@@ -301,7 +375,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    success = run(Config.from_environ(os.environ))
+    try:
+        config = Config.from_environ(os.environ)
+    except BadConfig as error:
+        log.error("no change made: %s", error)
+        return 1
+    success = run(config)
     status_file = os.environ.get("HLS_SYNC_STATUS_FILE")
     if status_file:
         record_outcome(Path(status_file), success, time.time())

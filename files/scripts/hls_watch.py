@@ -7,7 +7,8 @@ answer with the env files on disk. When they differ it starts hls-sync.service, 
 (`systemctl start` waits for a run already in progress, so the two never act at once).
 
 Fail static like the sync: a backend that does not answer changes nothing; the problem is logged once, and
-again only when it changes. A change the sync did not carry out (it refused an empty list, say) is asked for
+again only when it changes. A refused record is logged once too, when it appears, not every few seconds (the sync
+says it on each of its runs). A change the sync did not carry out (it refused an empty list, say) is asked for
 once; the timer's full sync keeps retrying it.
 """
 
@@ -42,11 +43,12 @@ class Watcher:
         self.session = requests.Session()
         self.asked_for: dict[str, str] | None = None  # the list a sync was last started for, until in step
         self.problem: str | None = None
+        self.reported: frozenset[str] = frozenset()  # the refused records' lines already logged
 
     def poll(self) -> bool:
         """One check; True when it started a sync."""
         try:
-            desired, refused = desired_state(self.config, self.session)
+            wanted = desired_state(self.config, self.session)
         except BackendError as error:
             if str(error) != self.problem:
                 log.warning("cannot check the station list, nothing changed: %s", error)
@@ -55,7 +57,9 @@ class Watcher:
         if self.problem is not None:
             log.info("the station list answers again")
             self.problem = None
-        if not differs(desired, refused, read_current(self.config.stations_dir)):
+        self.report(wanted.problems)
+        desired = wanted.env_files
+        if not differs(desired, wanted.refused, read_current(self.config.stations_dir)):
             self.asked_for = None
             return False
         if desired == self.asked_for:
@@ -66,7 +70,18 @@ class Watcher:
             self.start_sync()
         except RuntimeError as error:
             log.warning("%s (see journalctl -u %s)", error, SYNC_UNIT)
+        else:
+            log.info("%s ran", SYNC_UNIT)
         return True
+
+    def report(self, problems: list[str]) -> None:
+        """Log each refused record's line once, when it appears; again only after it went away and came back."""
+        for problem in problems:
+            if problem not in self.reported:
+                log.error("%s", problem)
+        if self.reported and not problems:
+            log.info("no station record is refused any more")
+        self.reported = frozenset(problems)
 
 
 def start_sync_unit() -> None:

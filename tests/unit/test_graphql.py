@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import socket
+import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 from patience import SHORT_TIMEOUT
 
-from hls_graphql import USER_AGENT, BackendError, execute
+import fake_backend
+from hls_graphql import USER_AGENT, BackendError, execute, is_query
 
 STATIONS_QUERY = "query GetHLSStations { stations { id title slug stream_url generate_hls_stream disabled } }"
 STATION = {"id": 1, "title": "Radio Joy", "slug": "radio-joy", "stream_url": "http://joy.example/s.mp3",
@@ -150,10 +153,11 @@ def test_fail_count_only_fails_once(backend: FakeBackend) -> None:
 class FakeResponse:
     """For answers the fake backend cannot give: valid JSON of the wrong shape."""
 
-    def __init__(self, payload: object, status_code: int = 200) -> None:
+    def __init__(self, payload: object, status_code: int = 200, headers: dict[str, str] | None = None) -> None:
         self.payload = payload
         self.status_code = status_code
         self.text = repr(payload)
+        self.headers = headers or {}
 
     def json(self) -> object:
         return self.payload
@@ -162,8 +166,14 @@ class FakeResponse:
 class FakeSession:
     def __init__(self, response: FakeResponse) -> None:
         self.response = response
+        self.calls: list[str] = []
 
-    def post(self, *_args: object, **_kwargs: object) -> FakeResponse:
+    def post(self, url: str, **_kwargs: object) -> FakeResponse:
+        self.calls.append(f"POST {url}")
+        return self.response
+
+    def get(self, url: str, **_kwargs: object) -> FakeResponse:
+        self.calls.append(f"GET {url}")
         return self.response
 
 
@@ -187,3 +197,160 @@ def test_empty_errors_list_with_data_is_success() -> None:
     session = FakeSession(FakeResponse({"errors": [], "data": {"stations": []}}))
     data = execute("http://x/graphql", "{ stations { id } }", session=session)  # type: ignore[arg-type]
     assert data == {"stations": []}
+
+
+# --- redirects: credentials stay with their origin, mutations are never redirected --------------------------
+
+SUBMIT = """mutation SubmitListeningEvents($events: [ListeningEventInput!]!) {
+  submit_listening_events(events: $events) { ... on SubmitListeningEventsResponse { success processed_count } }
+}"""
+EVENT = {"anonymous_session_id": "5b0c3f9e-1111-4222-8333-944455556666", "station_slug": "radio-joy",
+         "ip_address": "203.0.113.7", "user_agent": "ExoPlayer", "timestamp": "2026-11-24T10:00:00+00:00",
+         "event_type": "segment_request", "bytes_transferred": 48000, "request_duration": 0.12,
+         "status_code": 200, "request_count": 1, "referer": "radio-crestin-android"}
+TRIGGER = "mutation T($station_id: Int!) { trigger_metadata_fetch(station_id: $station_id) { success } }"
+KEYS = {"Authorization": "Bearer s3cret", "X-Streaming-Api-Key": "k3y"}
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[Any]:
+    """A second fake backend, another origin, that records whatever reaches it."""
+    server = fake_backend.make_server("127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def origin_of(server: Any) -> str:
+    return f"http://127.0.0.1:{server.server_port}"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("document", [STATIONS_QUERY, SUBMIT], ids=["query", "mutation"])
+def test_redirect_to_another_origin_sends_nothing_there(backend: FakeBackend, elsewhere: Any, status: int,
+                                                        document: str) -> None:
+    backend.set_state(stations=[STATION], redirect_all={"status": status, "origin": origin_of(elsewhere)})
+    variables = {"events": [EVENT]} if document == SUBMIT else None
+    with pytest.raises(BackendError, match=rf"^{backend.graphql} (redirected to another origin|answered a mutation)"):
+        execute(backend.graphql, document, variables, headers=KEYS)
+    assert elsewhere.backend.recorded_requests() == []  # neither the key nor the token, nor anything else
+    assert elsewhere.backend.snapshot("events") == []
+    assert [entry["method"] for entry in backend.recorded_requests()] == ["POST"]
+
+
+def test_cross_origin_message_names_both_origins(backend: FakeBackend, elsewhere: Any) -> None:
+    backend.set_state(redirect_all={"status": 302, "origin": origin_of(elsewhere)})
+    with pytest.raises(BackendError) as caught:
+        execute(backend.graphql, STATIONS_QUERY, headers=AUTH)
+    assert str(caught.value) == (
+        f"{backend.graphql} redirected to another origin, '{origin_of(elsewhere)}' (HTTP 302); only redirects "
+        f"within '{backend.url}' are followed, so its credentials stay there")
+
+
+@pytest.mark.parametrize("origin", [
+    pytest.param("http://localhost:{port}", id="other-host-name"),
+    pytest.param("https://127.0.0.1:{port}", id="other-scheme"),
+    pytest.param("http://127.0.0.1:1", id="other-port"),
+])
+def test_same_server_under_another_origin_is_another_origin(backend: FakeBackend, origin: str) -> None:
+    port = backend.url.rsplit(":", 1)[1]
+    backend.set_state(stations=[STATION], redirect_all={"status": 302, "origin": origin.format(port=port)})
+    with pytest.raises(BackendError, match="redirected to another origin"):
+        execute(backend.graphql, STATIONS_QUERY, headers=AUTH)
+    assert len(backend.recorded_requests()) == 1
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize(("document", "variables"), [(SUBMIT, {"events": [EVENT]}), (TRIGGER, {"station_id": 1})],
+                         ids=["submit", "trigger"])
+def test_mutation_never_follows_a_redirect_even_to_its_own_origin(backend: FakeBackend, status: int, document: str,
+                                                                  variables: dict[str, Any]) -> None:
+    backend.set_state(api_key="k3y", redirect_all={"status": status, "origin": ""})
+    with pytest.raises(BackendError) as caught:
+        execute(backend.graphql, document, variables, headers=KEYS)
+    assert str(caught.value).startswith(f"{backend.graphql} answered a mutation with HTTP {status} (a redirect to "
+                                        f"'{backend.url}/graphql?query=")
+    assert str(caught.value).endswith("mutations never follow redirects: set the endpoint to the URL that answers")
+    assert [entry["method"] for entry in backend.recorded_requests()] == ["POST"]  # never re-sent as a GET
+    assert backend.server.backend.snapshot("events") == []
+    assert backend.server.backend.snapshot("metadata_fetches") == []
+
+
+@pytest.mark.parametrize(("status", "methods"), [(302, ["POST", "GET"]), (303, ["POST", "GET"]),
+                                                 (307, ["POST", "POST"]), (308, ["POST", "POST"])])
+def test_query_follows_a_same_origin_redirect_with_its_headers(backend: FakeBackend, status: int,
+                                                              methods: list[str]) -> None:
+    backend.set_state(stations=[STATION], token="s3cret", redirect_all={"status": status, "origin": backend.url})
+    assert execute(backend.graphql, STATIONS_QUERY, headers=AUTH) == {"stations": [STATION]}
+    logged = backend.recorded_requests()
+    assert [entry["method"] for entry in logged] == methods
+    assert logged[1]["headers"]["Authorization"] == "Bearer s3cret"
+
+
+def test_a_redirect_loop_ends() -> None:
+    session = FakeSession(FakeResponse(None, 302, {"Location": "/graphql?again"}))
+    with pytest.raises(BackendError, match=r"^http://x/graphql redirected more than 5 times$"):
+        execute("http://x/graphql", STATIONS_QUERY, session=session)  # type: ignore[arg-type]
+    assert session.calls == ["POST http://x/graphql"] + ["GET http://x/graphql?again"] * 5
+
+
+def test_a_redirect_without_location_is_an_error() -> None:
+    session = FakeSession(FakeResponse(None, 302))
+    with pytest.raises(BackendError, match=r"answered HTTP 302$"):
+        execute("http://x/graphql", STATIONS_QUERY, session=session)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("document", "query"), [
+    (STATIONS_QUERY, True),
+    ("{ stations { id } }", True),
+    ("  # a comment\n , query Q { stations { id } }", True),
+    ("\ufeffquery{stations{id}}", True),
+    (SUBMIT, False),
+    (TRIGGER, False),
+    ("  mutation { x }", False),
+    ("subscription S { x }", False),
+    ("queryX { x }", False),
+    ("fragment F on Station { id } query Q { stations { ...F } }", False),
+    ("query Q { stations { id } } mutation M { x }", False),  # two operations: treated as the riskier one
+    ("", False),
+])
+def test_is_query(document: str, query: bool) -> None:
+    assert is_query(document) is query
+
+
+# --- what reaches the journal ------------------------------------------------------------------------------
+
+def test_graphql_messages_cannot_forge_a_journal_line() -> None:
+    payload = {"errors": [{"message": "Unauthorized\nERROR no change made: forged\r\x1b[31m"}]}
+    with pytest.raises(BackendError) as caught:
+        execute("http://x/graphql", STATIONS_QUERY, session=FakeSession(FakeResponse(payload)))  # type: ignore[arg-type]
+    assert str(caught.value) == "GraphQL errors from http://x/graphql: Unauthorized\\nERROR no change made: forged\\r\\x1b[31m"
+
+
+def test_many_long_graphql_messages_are_shortened() -> None:
+    payload = {"errors": [{"message": "m" * 5000}] * 40}
+    with pytest.raises(BackendError) as caught:
+        execute("http://x/graphql", STATIONS_QUERY, session=FakeSession(FakeResponse(payload)))  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert len(message) <= 1100
+    assert "m" * 200 + "... (5000 characters)" in message
+
+
+def test_any_backend_error_is_one_line() -> None:
+    # Callers build BackendErrors from the backend's own text too (analytics: OperationInfo messages).
+    error = BackendError("the backend refused the batch: bad\nERROR forged\u2028line")
+    assert str(error) == "the backend refused the batch: bad\\nERROR forged\\u2028line"
+
+
+def test_malformed_body_is_shown_escaped() -> None:
+    response = FakeResponse(None)
+    response.text = "<html>\nERROR forged</html>"
+    response.json = lambda: (_ for _ in ()).throw(ValueError("no JSON"))  # type: ignore[method-assign]
+    with pytest.raises(BackendError) as caught:
+        execute("http://x/graphql", STATIONS_QUERY, session=FakeSession(response))  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)

@@ -14,10 +14,14 @@ import hls_station
 from hls_station import (
     InvalidStation,
     Station,
+    check_target,
     clean_title,
+    one_line,
+    parse_networks,
     quote_env_value,
     redact_url,
     render_env,
+    shown,
     station_env,
     station_from_record,
     validate_slug,
@@ -53,11 +57,13 @@ def test_invalid_station_is_a_value_error() -> None:
 @pytest.mark.parametrize("url", [
     "http://joy.example/stream.mp3",
     "https://joy.example:8443/live?x=1&y=2#f",
-    "HTTP://JOY.EXAMPLE/",
     "http://user:pa%40ss@joy.example/s",
     "http://203.0.113.7:8000/",
     "http://[2001:db8::1]:8000/s",
-    "https://" + "a" * (2048 - len("https://")),
+    "http://joy.example",
+    "http://a_b.joy-fm.example./s",
+    "https://joy.example/" + "a" * (2048 - len("https://joy.example/")),
+    "https://" + "a." * 126 + "b/",
 ])
 def test_url_accepted(url: str) -> None:
     assert validate_stream_url(url) == url
@@ -102,6 +108,150 @@ def test_url_refused(url: object, reason: str) -> None:
 def test_unparsable_url_is_an_invalid_station(url: str) -> None:
     with pytest.raises(InvalidStation):
         validate_stream_url(url)
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    # FFmpeg's protocol names are case-sensitive: it cannot open HTTP://, the station would restart forever.
+    pytest.param("HTTP://JOY.EXAMPLE/", "http://joy.example/", id="upper-case-scheme-and-host"),
+    pytest.param("Https://Joy.Example:8443/Live?Q=A#F", "https://joy.example:8443/Live?Q=A#F", id="path-kept"),
+    pytest.param("http://User:PaSS@JOY.example/s", "http://User:PaSS@joy.example/s", id="credentials-kept"),
+    # FFmpeg reads an empty port as port 0.
+    pytest.param("http://joy.example:/s", "http://joy.example/s", id="empty-port"),
+    pytest.param("http://joy.example:0080/s", "http://joy.example:80/s", id="leading-zeros"),
+    pytest.param("http://[2001:DB8:0:0::1]:8000/s", "http://[2001:db8::1]:8000/s", id="ipv6-short-form"),
+    pytest.param("http://[2001:db8::1]:/s", "http://[2001:db8::1]/s", id="ipv6-empty-port"),
+    # FFmpeg would send "GET ?x HTTP/1.1".
+    pytest.param("http://joy.example?x=1", "http://joy.example/?x=1", id="query-without-path"),
+    pytest.param("http://joy.example#f", "http://joy.example/#f", id="fragment-without-path"),
+    pytest.param("http://joy.example/?", "http://joy.example/?", id="empty-query-kept"),
+])
+def test_url_normalised_to_what_ffmpeg_opens(url: str, expected: str) -> None:
+    assert validate_stream_url(url) == expected
+    assert validate_stream_url(expected) == expected  # normal already: the env file never changes again
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    pytest.param("http://joy.example:0/s", "port 0", id="port-0"),
+    pytest.param("http://[v1.fe]/s", "is not an IPv6 address", id="ipvfuture"),
+    pytest.param("http://[fe80::1%25eth0]/s", "IPv6 zone", id="ipv6-zone"),
+    pytest.param("http://[2001:db8::1]x/s", "between the IPv6 address and the port", id="after-bracket"),
+    pytest.param("http://joy%2eexample/s", "not a host name FFmpeg can resolve", id="percent-escape"),
+    pytest.param("http://rădio.example/s", "not a host name FFmpeg can resolve", id="non-ascii"),
+    pytest.param("http://joy..example/s", "not a host name FFmpeg can resolve", id="empty-label"),
+    pytest.param("http://-joy.example/s", "not a host name FFmpeg can resolve", id="leading-hyphen"),
+    pytest.param("http://joy-.example/s", "not a host name FFmpeg can resolve", id="trailing-hyphen"),
+    pytest.param("http://joy!.example/s", "not a host name FFmpeg can resolve", id="punctuation"),
+    pytest.param("http://" + "a" * 64 + ".example/", "not a host name FFmpeg can resolve", id="label-64"),
+    pytest.param("http://" + "a." * 127 + "b/", "not a host name FFmpeg can resolve", id="host-255"),
+    # getaddrinfo() reads all of these as 127.0.0.1 (inet_aton), whatever they look like.
+    pytest.param("http://127.1/s", "not a dotted-quad IPv4", id="short-ipv4"),
+    pytest.param("http://2130706433/s", "not a dotted-quad IPv4", id="decimal-ipv4"),
+    pytest.param("http://0x7f.0.0.1/s", "not a dotted-quad IPv4", id="hex-ipv4"),
+    pytest.param("http://0177.0.0.1/s", "not a dotted-quad IPv4", id="octal-ipv4"),
+    pytest.param("http://1.2.3.4./s", "not a dotted-quad IPv4", id="ipv4-trailing-dot"),
+    pytest.param("http://256.1.1.1/s", "not a dotted-quad IPv4", id="ipv4-out-of-range"),
+])
+def test_url_ffmpeg_cannot_open_is_refused(url: str, reason: str) -> None:
+    with pytest.raises(InvalidStation, match=re.escape(reason)):
+        validate_stream_url(url)
+
+
+def test_refused_host_is_shown_short() -> None:
+    with pytest.raises(InvalidStation) as caught:
+        validate_stream_url("http://" + "a" * 300 + "!/")
+    assert len(str(caught.value)) < 250
+    assert "(301 characters)" in str(caught.value)
+
+
+# --- internal targets --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("url", "kind"), [
+    ("http://127.0.0.1:8000/s", "loopback"),
+    ("http://127.8.9.10/s", "loopback"),
+    ("http://0.0.0.0:8000/s", "unspecified"),
+    ("http://169.254.169.254/latest/meta-data/", "link-local"),
+    ("http://10.1.2.3/s", "private"),
+    ("http://172.16.0.1/s", "private"),
+    ("http://172.31.255.255/s", "private"),
+    ("http://192.168.1.1/s", "private"),
+    ("http://100.100.100.200/s", "shared (carrier NAT)"),
+    ("http://[::1]:8000/s", "loopback"),
+    ("http://[::]/s", "unspecified"),
+    ("http://[fe80::1]/s", "link-local"),
+    ("http://[fd00:ec2::254]/s", "private (unique local)"),
+    ("http://[::ffff:169.254.169.254]/s", "link-local"),
+    ("http://localhost:8000/s", "loopback"),
+    ("http://LOCALHOST./s", "loopback"),
+    ("http://radio.localhost/s", "loopback"),
+    ("http://ip6-localhost/s", "loopback"),
+    ("http://localhost.localdomain/s", "loopback"),
+])
+def test_internal_target_refused(url: str, kind: str) -> None:
+    with pytest.raises(InvalidStation, match=re.escape(f"an internal address ({kind}); list its network in "
+                                                       "hls_upstream_allowed_networks")):
+        check_target(validate_stream_url(url))
+
+
+@pytest.mark.parametrize("url", [
+    "http://172.32.0.1/s", "http://11.0.0.1/s", "http://8.8.8.8/s", "http://203.0.113.7:8000/",
+    "http://[2001:db8::1]/s", "http://joy.example/s", "http://localhost.example/s", "http://mylocalhost/s",
+])
+def test_public_target_accepted(url: str) -> None:
+    check_target(validate_stream_url(url))
+
+
+@pytest.mark.parametrize(("allowed", "url", "accepted"), [
+    ("127.0.0.1/32", "http://127.0.0.1:8000/s", True),
+    ("127.0.0.1/32", "http://localhost:8000/s", True),
+    ("127.0.0.1/32", "http://[::ffff:127.0.0.1]:8000/s", True),
+    ("127.0.0.1/32", "http://127.0.0.2:8000/s", False),
+    ("127.0.0.1/32", "http://[::1]:8000/s", False),
+    ("::1/128", "http://localhost:8000/s", True),
+    ("10.0.0.0/8, 192.168.7.0/24", "http://10.1.2.3/s", True),
+    ("10.0.0.0/8 192.168.7.0/24", "http://192.168.7.9/s", True),
+    ("10.0.0.0/8 192.168.7.0/24", "http://192.168.8.9/s", False),
+    ("10.0.0.0/8", "http://169.254.169.254/s", False),
+    ("fd00::/8", "http://[fd00:ec2::254]/s", True),
+    ("0.0.0.0/0", "http://[fd00:ec2::254]/s", False),  # an IPv4 network never holds an IPv6 address
+    ("", "http://127.0.0.1/s", False),
+])
+def test_allowed_networks(allowed: str, url: str, accepted: bool) -> None:
+    networks = parse_networks(allowed)
+    if accepted:
+        check_target(validate_stream_url(url), networks)
+    else:
+        with pytest.raises(InvalidStation, match="internal address"):
+            check_target(validate_stream_url(url), networks)
+
+
+def test_parse_networks() -> None:
+    assert [str(n) for n in parse_networks(" 127.0.0.1, 10.1.2.3/8\tfd00::/8 ")] == [
+        "127.0.0.1/32", "10.0.0.0/8", "fd00::/8"]
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.0/33' is not an IP network"):
+        parse_networks("127.0.0.1/32 10.0.0.0/33")
+
+
+# --- what outside values look like in a log line -----------------------------------------------------------
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("radio-joy", "'radio-joy'"),
+    ("a\nERROR forged line", "'a\\nERROR forged line'"),
+    ("\x1b[31mred", "'\\x1b[31mred'"),
+    ("line\u2028sep", "'line\\u2028sep'"),
+    ("s" * 78, "'" + "s" * 78 + "'"),
+    ("s" * 81, "'" + "s" * 79 + "... (81 characters)"),
+    ("\x1b" * 40, "'" + "\\x1b" * 19 + "\\x1... (40 characters)"),
+    (None, "None"),
+    (["x"] * 40, ("[" + "'x', " * 16)[:80] + "... (200 characters)"),
+])
+def test_shown(value: object, expected: str) -> None:
+    assert shown(value) == expected
+
+
+def test_one_line_escapes_and_truncates() -> None:
+    assert one_line("Unauthorized\nERROR forged\r\x1b[2J") == "Unauthorized\\nERROR forged\\r\\x1b[2J"
+    assert one_line("é ü ✓") == "é ü ✓"
+    assert one_line("x" * 600) == "x" * 500 + "... (600 characters)"
 
 
 @pytest.mark.parametrize(("url", "expected"), [

@@ -130,20 +130,41 @@ def test_select_keeps_only_generate_true_and_disabled_false() -> None:
         record("no-hls", generate_hls_stream=False),
         record("off", disabled=True),
         record("both-wrong", generate_hls_stream=False, disabled=True),
+        record("also-yes", id=2),
+    ]
+    selection = select_stations(records)
+    assert [station.slug for station in selection.stations] == ["yes", "also-yes"]
+    assert selection.refused == set() and selection.problems == []
+
+
+def test_select_refuses_records_whose_flags_are_unreadable() -> None:
+    # Not plainly true or false: refused like any invalid record (kept running if deployed), never "removed".
+    records = [
         record("truthy-string", generate_hls_stream="true"),
         record("truthy-int", generate_hls_stream=1),
         record("disabled-none", disabled=None),
         record("disabled-zero", disabled=0),
         {key: value for key, value in record("no-flags").items() if key not in ("generate_hls_stream", "disabled")},
-        record("also-yes", id=2),
+        {key: value for key, value in record("no-generate").items() if key != "generate_hls_stream"},
+        record("Bad Slug", disabled=None),
+        record("yes"),
     ]
-    stations, refused = select_stations(records)
-    assert [station.slug for station in stations] == ["yes", "also-yes"]
-    assert refused == set()
+    selection = select_stations(records)
+    assert [station.slug for station in selection.stations] == ["yes"]
+    assert selection.refused == {"truthy-string", "truthy-int", "disabled-none", "disabled-zero", "no-flags",
+                                 "no-generate"}
+    assert selection.problems == [
+        "skipping station: truthy-string: generate_hls_stream is 'true', not true or false",
+        "skipping station: truthy-int: generate_hls_stream is 1, not true or false",
+        "skipping station: disabled-none: disabled is None, not true or false",
+        "skipping station: disabled-zero: disabled is 0, not true or false",
+        "skipping station: no-flags: generate_hls_stream is missing, not true or false",
+        "skipping station: no-generate: generate_hls_stream is missing, not true or false",
+        "skipping station: slug 'Bad Slug': disabled is None, not true or false",
+    ]
 
 
-def test_select_skips_invalid_records_with_an_error_and_keeps_the_others(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="hls-sync")
+def test_select_skips_invalid_records_with_an_error_and_keeps_the_others() -> None:
     records = [
         record("first"),
         record("../etc", "http://x.example/"),
@@ -154,10 +175,11 @@ def test_select_skips_invalid_records_with_an_error_and_keeps_the_others(caplog:
         None,
         record("last", id=9, title="Last\nOne"),
     ]
-    stations, refused = select_stations(records)
-    assert [(s.slug, s.station_id, s.title) for s in stations] == [("first", 1, "First"), ("last", 9, "Last One")]
-    assert refused == {"bad-url", "bad-id"}
-    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    selection = select_stations(records)
+    assert [(s.slug, s.station_id, s.title) for s in selection.stations] == [("first", 1, "First"),
+                                                                             ("last", 9, "Last One")]
+    assert selection.refused == {"bad-url", "bad-id"}
+    errors = selection.problems
     assert len(errors) == 6
     assert "skipping station: slug '../etc' does not match" in errors[0]
     assert "skipping station: slug 'Upper' does not match" in errors[1]
@@ -167,20 +189,71 @@ def test_select_skips_invalid_records_with_an_error_and_keeps_the_others(caplog:
     assert errors[5] == "skipping station record that is not an object: None"
 
 
-def test_select_duplicates_keep_the_first(caplog: pytest.LogCaptureFixture) -> None:
-    records = [record("dup", "http://first.example/"), record("other"), record("dup", "http://second.example/")]
-    stations, refused = select_stations(records)
-    assert [(s.slug, s.stream_url) for s in stations] == [("dup", "http://first.example/"),
-                                                          ("other", "http://other.example/stream.mp3")]
-    assert refused == set()
-    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
-        "skipping station: slug 'dup' appears more than once; the first one is kept"]
+def test_select_long_and_hostile_values_make_short_single_lines() -> None:
+    records = [record("a" * 300), record("bad-id", id="x" * 5000), record("evil\nERROR forged"),
+               "s" * 100_000, record("ok", disabled="\x1b[2J" * 100)]
+    problems = select_stations(records).problems
+    assert len(problems) == 5
+    for problem in problems:
+        assert "\n" not in problem and "\x1b" not in problem
+        assert len(problem) < 200, problem
+    assert problems[0].startswith("skipping station: slug '" + "a" * 79 + "... (300 characters) does not match")
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]], ids=str)
+def test_select_duplicates_the_lowest_id_wins_whatever_the_order(order: list[int]) -> None:
+    records = [record("dup", "http://seven.example/", id=7), record("other"),
+               record("dup", "http://three.example/", id=3), record("dup", "http://five.example/", id=5)]
+    selection = select_stations([records[index] for index in order])
+    assert sorted((s.slug, s.stream_url) for s in selection.stations) == [
+        ("dup", "http://three.example/"), ("other", "http://other.example/stream.mp3")]
+    assert selection.refused == set()
+    assert len(selection.problems) == 2
+    assert all(problem.startswith("skipping station: slug 'dup' is used by more than one record; the one with the "
+                                  "lowest id is kept (id 3), not id ") for problem in selection.problems)
+
+
+def test_select_duplicates_without_id_come_last_and_are_still_ordered() -> None:
+    records = [record("dup", "http://b.example/", id=None), record("dup", "http://a.example/", id=None),
+               record("dup", "http://c.example/", id=9)]
+    for ordered in (records, records[::-1]):
+        assert [s.stream_url for s in select_stations(ordered).stations] == ["http://c.example/"]
+    assert [s.stream_url for s in select_stations(records[:2]).stations] == ["http://a.example/"]
+    assert [s.stream_url for s in select_stations(records[1::-1]).stations] == ["http://a.example/"]
+
+
+def test_select_a_refused_duplicate_does_not_stop_the_valid_one() -> None:
+    selection = select_stations([record("dup", "file:///etc/passwd", id=1), record("dup", id=2)])
+    assert [(s.slug, s.station_id) for s in selection.stations] == [("dup", 2)]
 
 
 def test_select_skips_url_that_urlsplit_cannot_parse() -> None:
-    stations, refused = select_stations([record("good"), record("bad", "http://[::1/s")])
-    assert [s.slug for s in stations] == ["good"]
-    assert refused == {"bad"}
+    selection = select_stations([record("good"), record("bad", "http://[::1/s")])
+    assert [s.slug for s in selection.stations] == ["good"]
+    assert selection.refused == {"bad"}
+
+
+def test_select_normalises_urls_ffmpeg_could_not_open() -> None:
+    selection = select_stations([record("upper", "HTTP://Upper.Example:/Live")])
+    assert [s.stream_url for s in selection.stations] == ["http://upper.example/Live"]
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8000/s",
+                                 "http://localhost/s", "http://[::1]/s", "http://10.0.0.5/s", "http://192.168.1.1/s"])
+def test_select_refuses_internal_targets(url: str) -> None:
+    selection = select_stations([record("inside", url)])
+    assert selection.stations == [] and selection.refused == {"inside"}
+    assert selection.problems == [selection.problems[0]]
+    assert selection.problems[0].startswith("skipping station: inside: stream_url host ")
+    assert selection.problems[0].endswith("list its network in hls_upstream_allowed_networks to allow it")
+
+
+def test_select_allowed_networks_admit_internal_targets() -> None:
+    networks = hls_sync.allowed_networks("127.0.0.1/32")
+    selection = select_stations([record("icecast", "http://127.0.0.1:8000/s"), record("meta", "http://169.254.169.254/"),
+                                 record("name", "http://localhost:8000/s")], networks)
+    assert [s.slug for s in selection.stations] == ["icecast", "name"]
+    assert selection.refused == {"meta"}
 
 
 # --- make_plan ---------------------------------------------------------------------------------------------
@@ -311,6 +384,96 @@ def test_generate_off_removes_the_station(deployed: FakeSystemctl, backend: Fake
     assert systemctl.mutations() == [["disable", "--now", "hls@two.service"], ["reset-failed", "hls@two.service"]]
     assert sorted(p.name for p in stations_dir.iterdir()) == ["one.env"]
     assert systemctl.enabled == {"one"} and systemctl.loaded == {"one"}
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8000/s",
+                                 "http://[fd00:ec2::254]/", "http://localhost/s"])
+def test_a_record_turned_internal_keeps_its_deployed_station(deployed: FakeSystemctl, backend: FakeBackend,
+                                                             environ: dict[str, str], stations_dir: Path, url: str,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    systemctl = deployed
+    before = snapshot(stations_dir)
+    backend.set_state(stations=[record("one"), record("two", url)])
+    plan = run(environ, systemctl)
+    assert plan.is_empty()
+    assert systemctl.mutations() == []
+    assert snapshot(stations_dir) == before  # two keeps running on its last good settings
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("skipping station: two: stream_url host ")
+
+
+@pytest.mark.parametrize("changed", [
+    pytest.param({"disabled": None}, id="disabled-null"),
+    pytest.param({"generate_hls_stream": None}, id="generate-null"),
+    pytest.param({"generate_hls_stream": "false"}, id="generate-string"),
+    pytest.param({"generate_hls_stream": "missing"}, id="generate-missing"),
+    pytest.param({"disabled": "missing"}, id="disabled-missing"),
+])
+def test_an_unreadable_flag_keeps_its_deployed_station(static_environ: dict[str, str], stations_dir: Path,
+                                                       changed: dict[str, Any],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    # The backend's schema makes both flags non-null; a list from elsewhere (the inventory's file, another
+    # backend version) may not, and such a record must not stop a running station.
+    write_static(static_environ, [record("one"), record("two")])
+    systemctl = FakeSystemctl()
+    run(static_environ, systemctl)
+    before = snapshot(stations_dir)
+    two = {key: value for key, value in {**record("two"), **changed}.items() if value != "missing"}
+    write_static(static_environ, [record("one"), two])
+    systemctl.reset_calls()
+    assert run(static_environ, systemctl).is_empty()
+    assert systemctl.mutations() == []
+    assert snapshot(stations_dir) == before
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("skipping station: two: ")
+    assert errors[0].endswith(", not true or false")
+
+
+def test_a_list_of_only_refused_deployed_records_stops_nothing_and_is_not_an_empty_list(
+        deployed: FakeSystemctl, backend: FakeBackend, environ: dict[str, str], stations_dir: Path) -> None:
+    before = snapshot(stations_dir)
+    backend.set_state(stations=[record("one", "http://10.0.0.1/"), record("two", "http://10.0.0.2/")])
+    assert run(environ, deployed).is_empty()  # nothing would stop: not the empty-list refusal
+    assert snapshot(stations_dir) == before
+
+
+def test_allowed_networks_let_the_local_icecast_in(backend: FakeBackend, environ: dict[str, str],
+                                                   stations_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    backend.set_state(token="s3cret", stations=[record("local", "http://127.0.0.1:8000/demo", id=1),
+                                                record("meta", "http://169.254.169.254/", id=2)])
+    systemctl = FakeSystemctl()
+    plan = run({**environ, "HLS_UPSTREAM_ALLOWED_NETWORKS": "127.0.0.1/32"}, systemctl)
+    assert plan == Plan(start=["local"])
+    assert env_values(stations_dir / "local.env")["HLS_STREAM_URL"] == "http://127.0.0.1:8000/demo"
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "skipping station: meta: stream_url host 169.254.169.254 is an internal address (link-local); "
+        "list its network in hls_upstream_allowed_networks to allow it"]
+    # Without the allow-list the same station is refused, and being deployed, it keeps running.
+    assert run(environ, systemctl).is_empty()
+
+
+def test_swapping_duplicates_restarts_nothing(backend: FakeBackend, environ: dict[str, str]) -> None:
+    first, second = record("dup", "http://a.example/", id=4), record("dup", "http://b.example/", id=8)
+    backend.set_state(token="s3cret", stations=[second, first])
+    systemctl = FakeSystemctl()
+    run(environ, systemctl)
+    backend.set_state(stations=[first, second])
+    systemctl.reset_calls()
+    assert run(environ, systemctl).is_empty()
+    assert systemctl.mutations() == []
+
+
+def test_an_upper_case_url_deployed_before_is_rewritten_once(backend: FakeBackend, environ: dict[str, str],
+                                                             stations_dir: Path) -> None:
+    stations_dir.mkdir()
+    old = hls_sync.station_env(hls_sync.Station("loud", "HTTP://LOUD.example/s", "Loud", 1),
+                               {"HLS_SEGMENT_SECONDS": "6", "HLS_CODEC": "auto"})
+    (stations_dir / "loud.env").write_text(old)
+    backend.set_state(token="s3cret", stations=[record("loud", "HTTP://LOUD.example/s")])
+    systemctl = FakeSystemctl(enabled=["loud"], loaded=["loud"])
+    assert run(environ, systemctl) == Plan(restart=["loud"])
+    assert env_values(stations_dir / "loud.env")["HLS_STREAM_URL"] == "http://loud.example/s"
+    assert run(environ, systemctl).is_empty()
 
 
 def test_unchanged_but_disabled_unit_is_enabled_again(deployed: FakeSystemctl, backend: FakeBackend,
@@ -671,3 +834,25 @@ def test_record_outcome_starts_over_from_a_broken_file(tmp_path: Path) -> None:
     hls_sync.record_outcome(status_file, False, 1_700_000_000)
     assert json.loads(status_file.read_text()) == {"last_run_at": "2023-11-14T22:13:20+00:00", "last_run_ok": False,
                                                    "last_success_at": None, "failures_total": 1}
+
+
+def test_main_refuses_a_bad_allow_list(backend: FakeBackend, main_env: FakeSystemctl, monkeypatch: pytest.MonkeyPatch,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("HLS_UPSTREAM_ALLOWED_NETWORKS", "127.0.0.1/32 not-a-network")
+    backend.set_state(token="s3cret", stations=[record("one")])
+    assert hls_sync.main([]) == 1
+    assert main_env.calls == []
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "no change made: HLS_UPSTREAM_ALLOWED_NETWORKS: 'not-a-network' is not an IP network "
+        "(like 127.0.0.1/32 or fd00::/8)"]
+
+
+def test_main_logs_each_refused_record_on_one_line(backend: FakeBackend, main_env: FakeSystemctl,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hls-sync")
+    backend.set_state(token="s3cret", stations=[record("one"), record("x" * 300), record("two", "HTTP://[v1.x]/")])
+    assert hls_sync.main([]) == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2
+    assert all("\n" not in error and len(error) < 200 for error in errors)
+    assert "in sync: 1 station(s) wanted, 1 refused, 1 changed" in caplog.text

@@ -177,3 +177,44 @@ def test_start_sync_unit_runs_systemctl_start(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(hls_watch, "run_systemctl", lambda args: seen.append(list(args)) or "")
     hls_watch.start_sync_unit()
     assert seen == [["start", "hls-sync.service"]]
+
+
+def watch_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "hls-sync-watch" and r.levelno == level]
+
+
+def test_a_refused_record_is_logged_once_per_change(backend: FakeBackend, watcher: Watcher,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hls-sync-watch")
+    backend.set_state(token="s3cret", stations=[record("one"), record("x" * 300)])
+    for _ in range(5):
+        watcher.poll()
+    errors = watch_lines(caplog, logging.ERROR)
+    assert len(errors) == 1
+    assert errors[0].startswith("skipping station: slug 'xxx") and "(300 characters)" in errors[0]
+    assert len(errors[0]) < 200
+
+    backend.set_state(stations=[record("one"), record("x" * 300), record("evil\nERROR forged")])
+    for _ in range(3):
+        watcher.poll()
+    errors = watch_lines(caplog, logging.ERROR)
+    assert len(errors) == 2  # only the new one
+    assert errors[1] == "skipping station: slug 'evil\\nERROR forged' does not match ^[a-z0-9][a-z0-9-]{0,62}$"
+
+    backend.set_state(stations=[record("one")])
+    watcher.poll()
+    watcher.poll()
+    assert watch_lines(caplog, logging.INFO).count("no station record is refused any more") == 1
+
+    backend.set_state(stations=[record("one"), record("x" * 300)])
+    watcher.poll()
+    assert len(watch_lines(caplog, logging.ERROR)) == 3  # it came back: said again
+
+
+def test_a_started_sync_that_ran_is_logged(backend: FakeBackend, watcher: Watcher,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hls-sync-watch")
+    backend.set_state(token="s3cret", stations=[record("one")])
+    watcher.poll()
+    assert watch_lines(caplog, logging.INFO)[-2:] == ["the station list changed: starting hls-sync.service",
+                                                      "hls-sync.service ran"]

@@ -26,6 +26,10 @@ Behaviour, driven by the state (see DEFAULT_STATE)
                     reports it rather than with HTTP 401.
   redirect_queries  a POSTed *query* is answered with 302 to the equivalent GET URL (the real backend does this);
                     mutations always run directly.
+  redirect_all      None | {"status": 301|302|303|307|308, "origin": "http://host:port" or "" for this server}:
+                    every POST /graphql (query or mutation) without a query string is answered with that status
+                    and a Location at that origin (the equivalent GET URL, which a repeated POST may also use),
+                    as a moved backend or an https-redirecting proxy would.
   submit_result     "ok" | "operation_info" | "unsuccessful"; only "ok" records the events.
   fail              None | "500" | "hang" | "malformed" | "errors" | "close"; applies to /graphql only.
                     "hang" sleeps hang_seconds and then answers normally.
@@ -72,6 +76,7 @@ DEFAULT_STATE: dict[str, Any] = {
     "token": None,
     "api_key": None,
     "redirect_queries": False,
+    "redirect_all": None,
     "fail": None,
     "fail_count": None,
     "hang_seconds": 30,
@@ -94,6 +99,7 @@ STATION_DEFAULTS: dict[str, Any] = {
 FAIL_MODES = (None, "500", "hang", "malformed", "errors", "close")
 SUBMIT_RESULTS = ("ok", "operation_info", "unsuccessful")
 RECORDED_HEADERS = ("Authorization", "X-Streaming-Api-Key", "Content-Type")
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 # Django's plain error page: clients must cope with a non-JSON body.
 ERROR_500_BODY = b"<!doctype html>\n<html><head><title>Server Error (500)</title></head>" \
@@ -129,6 +135,10 @@ def validate_patch(patch: Any) -> dict[str, Any]:
         raise BadRequest(f"fail must be one of {FAIL_MODES}")
     if patch.get("submit_result", "ok") not in SUBMIT_RESULTS:
         raise BadRequest(f"submit_result must be one of {SUBMIT_RESULTS}")
+    redirect = patch.get("redirect_all")
+    if redirect is not None and not (isinstance(redirect, dict) and redirect.get("status") in REDIRECT_STATUSES
+                                     and isinstance(redirect.get("origin"), str)):
+        raise BadRequest(f"redirect_all must be null or {{'status': one of {REDIRECT_STATUSES}, 'origin': str}}")
     return patch
 
 
@@ -208,6 +218,10 @@ class Backend:
     def redirects_queries(self) -> bool:
         with self.lock:
             return bool(self.state.get("redirect_queries"))
+
+    def redirect_all(self) -> dict[str, Any] | None:
+        with self.lock:
+            return copy.deepcopy(self.state.get("redirect_all"))
 
     # --- GraphQL -------------------------------------------------------------------------------------------
 
@@ -377,8 +391,14 @@ class Handler(BaseHTTPRequestHandler):
         elif mode is not None:
             self.inject_failure(mode)
             return
+        # Only the first hop: the Location carries a query string, so a repeated POST (307, 308) is answered.
+        first_hop = self.command == "POST" and not urlsplit(self.path).query
+        redirect = self.backend.redirect_all() if first_hop else None
         if params is None:
             self.send_json(400, {"errors": [{"message": str(problem)}]})
+        elif redirect is not None:
+            location = redirect["origin"] + redirect_location(params)
+            self.send_body(redirect["status"], b"", "text/plain", {"Location": location})
         elif self.command == "POST" and self.backend.redirects_queries() and is_query(params):
             self.send_body(302, b"", "text/plain", {"Location": redirect_location(params)})
         else:
