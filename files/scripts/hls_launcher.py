@@ -53,6 +53,14 @@ ASCII_DIGITS = re.compile(r"[0-9]+")
 BITRATE = re.compile(r"[0-9]+k")
 # A run shorter than this counts as a failed start and lengthens the wait before the next one.
 HEALTHY_RUN_SECONDS = 30
+# (default, lowest, highest) of each whole-number setting; roles/hls/tasks/assert.yml checks the same bounds
+# on hls_<name in lower case> before a deployment writes them.
+NUMBER_SETTINGS = {
+    "HLS_SEGMENT_SECONDS": (6, 1, 60),
+    "HLS_PLAYLIST_SIZE": (10, 3, 100),
+    "HLS_READ_TIMEOUT_SECONDS": (15, 1, 600),
+    "HLS_RESTART_MAX_SECONDS": (60, 1, 3600),
+}
 BACKOFF_FILE = ".backoff.json"
 # Codecs that HLS players take as they are inside MPEG-TS.
 COPYABLE_CODECS = ("aac",)
@@ -76,7 +84,8 @@ class StationSettings:
 
     @classmethod
     def from_env(cls, values: Mapping[str, str | None]) -> StationSettings:
-        def number(key: str, default: int, low: int, high: int) -> int:
+        def number(key: str) -> int:
+            default, low, high = NUMBER_SETTINGS[key]
             raw = values.get(key) or str(default)
             if not ASCII_DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
                 raise LaunchError(f"{key}={raw!r} is not a whole number from {low} to {high}")
@@ -99,12 +108,12 @@ class StationSettings:
         return cls(
             slug=slug,
             stream_url=url,
-            segment_seconds=number("HLS_SEGMENT_SECONDS", 6, 1, 60),
-            playlist_size=number("HLS_PLAYLIST_SIZE", 10, 3, 100),
+            segment_seconds=number("HLS_SEGMENT_SECONDS"),
+            playlist_size=number("HLS_PLAYLIST_SIZE"),
             aac_bitrate=bitrate,
             codec=codec,
-            read_timeout_seconds=number("HLS_READ_TIMEOUT_SECONDS", 15, 1, 600),
-            restart_max_seconds=number("HLS_RESTART_MAX_SECONDS", 60, 1, 3600),
+            read_timeout_seconds=number("HLS_READ_TIMEOUT_SECONDS"),
+            restart_max_seconds=number("HLS_RESTART_MAX_SECONDS"),
             aac_coder=coder,
         )
 
@@ -177,6 +186,30 @@ def backoff_seconds(output_dir: Path, now: float, maximum: int) -> int:
     return delay
 
 
+def read_env_file(env_file: Path) -> Mapping[str, str | None]:
+    if not env_file.is_file():
+        raise LaunchError("the file does not exist")
+    try:
+        return dotenv_values(env_file, interpolate=False)
+    except OSError as error:
+        raise LaunchError(f"cannot read it: {error.strerror}") from None
+
+
+def longest_wait(values: Mapping[str, str | None]) -> int:
+    """HLS_RESTART_MAX_SECONDS when it is valid, else its default: settings that are refused still get a ceiling."""
+    default, low, high = NUMBER_SETTINGS["HLS_RESTART_MAX_SECONDS"]
+    raw = values.get("HLS_RESTART_MAX_SECONDS") or ""
+    return int(raw) if ASCII_DIGITS.fullmatch(raw) and low <= int(raw) <= high else default
+
+
+def wait_before_start(output_dir: Path, values: Mapping[str, str | None], name: str) -> None:
+    """Sleep for this start's backoff (see backoff_seconds)."""
+    delay = backoff_seconds(output_dir, time.time(), longest_wait(values))
+    if delay:
+        say(f"{name}: the last start failed; waiting {delay} s")
+        time.sleep(delay)
+
+
 def remove_partial_segments(output_dir: Path) -> None:
     """A killed FFmpeg leaves its unfinished temp_file segment behind; nothing will ever finish it."""
     for leftover in output_dir.glob("*.tmp"):
@@ -240,18 +273,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.output_dir is None:
             raise LaunchError("no output directory: pass --output-dir or run under systemd")
-        if not args.env_file.is_file():
-            raise LaunchError("the file does not exist")
+        values: Mapping[str, str | None] = {}
         try:
-            values = dotenv_values(args.env_file, interpolate=False)
-        except OSError as error:
-            raise LaunchError(f"cannot read it: {error.strerror}") from None
-        settings = StationSettings.from_env(values)
-        if not args.dry_run:
-            delay = backoff_seconds(args.output_dir, time.time(), settings.restart_max_seconds)
-            if delay:
-                say(f"{settings.slug}: the last start failed; waiting {delay} s")
-                time.sleep(delay)
+            values = read_env_file(args.env_file)
+            settings = StationSettings.from_env(values)
+        finally:
+            # Every start waits out its backoff first, also one whose env file is refused: a setting out of range
+            # must not become one Python start per RestartSec, forever.
+            if not args.dry_run:
+                wait_before_start(args.output_dir, values, args.env_file.stem)
         upstream_codec = probe_codec(settings) if settings.codec == "auto" else None
         mode = choose_mode(settings, upstream_codec)
         started = time.time()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import stat
 from pathlib import Path
@@ -429,3 +430,86 @@ def test_a_full_output_filesystem_does_not_stop_the_start(tmp_path: Path, monkey
     hls_launcher.main([str(write_env(tmp_path / "radio-joy.env", HLS_CODEC="copy")), "--output-dir", str(tmp_path)])
     assert execs == ["ffmpeg"]
     assert "cannot record the launch" in capsys.readouterr().err
+
+
+# --- refused settings back off too -------------------------------------------------------------------------
+
+class FakeClock:
+    """time.time and time.sleep of the launcher: sleeping moves the clock on, and records how long."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.now, self.sleeps = now, []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.parametrize(("bad_setting", "ceiling"), [
+    ({"HLS_PLAYLIST_SIZE": "101"}, {"HLS_RESTART_MAX_SECONDS": "4"}),
+    ({"HLS_CODEC": "bogus"}, {"HLS_RESTART_MAX_SECONDS": "4"}),
+    ({"HLS_RESTART_MAX_SECONDS": "0"}, {}),  # refused itself: the default ceiling (60 s) holds
+])
+def test_a_refused_setting_waits_out_the_backoff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str], no_ffprobe: None,
+                                                 bad_setting: dict[str, str], ceiling: dict[str, str]) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(hls_launcher.time, "time", clock.time)
+    monkeypatch.setattr(hls_launcher.time, "sleep", clock.sleep)
+    monkeypatch.setattr(hls_launcher.os, "execvp", lambda file, args: pytest.fail("FFmpeg started"))
+    env_file = write_env(tmp_path / "radio-joy.env", **bad_setting, **ceiling)
+    output = tmp_path / "out"
+    output.mkdir()
+    for _ in range(9):  # systemd starts it again RestartSec (1 s) after each exit
+        assert hls_launcher.main([str(env_file), "--output-dir", str(output)]) == 1
+        clock.now += 1
+    limit = int(ceiling.get("HLS_RESTART_MAX_SECONDS", "60"))
+    assert clock.sleeps == [min(limit, 2 ** n) for n in range(8)]
+    err = capsys.readouterr().err
+    assert "radio-joy: the last start failed; waiting 1 s" in err
+    assert f"{next(iter(bad_setting))}=" in err
+
+
+def test_an_unreadable_env_file_waits_out_the_backoff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      no_ffprobe: None) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(hls_launcher.time, "time", clock.time)
+    monkeypatch.setattr(hls_launcher.time, "sleep", clock.sleep)
+    for _ in range(3):
+        assert hls_launcher.main([str(tmp_path / "gone.env"), "--output-dir", str(tmp_path)]) == 1
+    assert clock.sleeps == [1, 2]
+
+
+def role_assert_bounds() -> dict[str, tuple[int, int]]:
+    """(lowest, highest) that roles/hls/tasks/assert.yml accepts for each `hls_<name> | int` it bounds."""
+    text = (Path(__file__).resolve().parents[2] / "roles/hls/tasks/assert.yml").read_text(encoding="utf-8")
+    found: dict[str, dict[str, int]] = {}
+    for name, operator, value in re.findall(r"- (hls_[a-z_]+) \| int (>=|<=) ([0-9]+)$", text, re.MULTILINE):
+        found.setdefault(name, {})[operator] = int(value)
+    return {name: (bounds.get(">=", -1), bounds.get("<=", -1)) for name, bounds in found.items()}
+
+
+def test_the_role_checks_the_launchers_bounds() -> None:
+    # A deployment must refuse what every station's launcher would refuse, instead of writing it to every env file.
+    bounds = role_assert_bounds()
+    for key, (_default, low, high) in hls_launcher.NUMBER_SETTINGS.items():
+        assert bounds.get(key.lower()) == (low, high), key
+
+
+@pytest.mark.parametrize(("variables", "accepted"), [
+    ({"hls_playlist_size": 100, "hls_segment_seconds": 60, "hls_stall_seconds": 3600,
+      "hls_health_max_playlist_age": 3600}, True),
+    ({"hls_playlist_size": 101}, False),
+    ({"hls_read_timeout_seconds": "7.5"}, False),
+])
+def test_the_role_refuses_what_the_launcher_refuses(tmp_path: Path, variables: dict[str, object],
+                                                    accepted: bool) -> None:
+    from test_role_input import check_input
+
+    result = check_input(tmp_path, "hls", variables)
+    assert (result.returncode == 0) == accepted, result.stdout
+    if not accepted:
+        assert "the stream settings are out of range" in result.stdout, result.stdout
