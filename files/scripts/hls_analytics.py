@@ -1,4 +1,4 @@
-"""hls-analytics: the nginx session log's new lines -> submit_listening_events, exactly once.
+"""hls-analytics: the nginx session log's new lines -> submit_listening_events, at least once.
 
 Run by hls-analytics.timer every BATCH_INTERVAL_SECONDS. Each run:
 1. reads the log's new complete lines from the saved positions, across rotation (hls_logreader);
@@ -8,9 +8,13 @@ Run by hls-analytics.timer every BATCH_INTERVAL_SECONDS. Each run:
    read positions after the slice, and only then saves the positions in its state file. A run that dies in
    between is finished by the next one: batches with positions are kept and their positions adopted,
    batches without are removed (their lines are read again);
-4. sends the spooled batches oldest first, deleting each once the backend acknowledged it; the first failure
-   stops the sending until the next run (exit status 1);
-5. writes the live listeners file (sessions seen in the last 60 s per station) and one summary line.
+4. sends the spooled batches oldest first, deleting each once the backend acknowledged it. A batch the backend
+   refuses for good (it answers, says no, and accepts an empty batch right after) goes to the dead letters and
+   the next one is sent; any other failure stops the sending until the next run (exit status 1). A batch whose
+   answer was lost (a timeout or a dropped connection after it was sent) may have been processed: sending it
+   again is counted as a re-send (the contract has no idempotency key);
+5. writes the live listeners file (sessions seen in the last 60 s per station, spool, dead letters, counters)
+   and one summary line.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import requests
+import urllib3
 
 from hls_graphql import BackendError, execute
-from hls_logparse import Aggregator, TrustedProxies
+from hls_logparse import CONTROL_CHARACTERS, Aggregator, Networks
 from hls_logreader import LogReader, Position
 from hls_sessions import LIVE_WINDOW_MS, Sessions
-from hls_spool import Spool
+from hls_spool import Batch, Spool
 from hls_station import write_atomically
 
 MUTATION = """mutation SubmitListeningEvents($events: [ListeningEventInput!]!) {
@@ -45,6 +50,11 @@ MUTATION = """mutation SubmitListeningEvents($events: [ListeningEventInput!]!) {
 SLICE_BYTES = 16 << 20
 SEND_BUDGET_SECONDS = 120.0
 STATE_FILE = "state.json"
+DEAD_LETTER_DIR = "dead-letter"
+# Answers that say "not now" rather than "never": timeouts, rate limits, server errors.
+TRANSIENT_STATUS = (408, 429)
+# A gateway that gave up waiting: the backend may still process what it was sent.
+GATEWAY_TIMEOUT = 504
 
 log = logging.getLogger("hls-analytics")
 
@@ -66,13 +76,15 @@ class Config:
     batch_size: int
     session_timeout_minutes: float
     spool_max_bytes: int
-    trusted_proxies: str
+    dead_letter_max_bytes: int
+    cloudflare_networks: str
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Config:
         state_dir = Path(environ.get("HLS_ANALYTICS_STATE_DIR") or environ.get("STATE_DIRECTORY")
                          or "/var/lib/hls-analytics")
         runtime_dir = Path(environ.get("RUNTIME_DIRECTORY") or "/run/hls-analytics")
+        spool_max_bytes = int(float(environ.get("SPOOL_MAX_MB") or 256) * (1 << 20))
         config = cls(
             endpoint=environ.get("GRAPHQL_ENDPOINT", "").strip(),
             api_key=environ.get("STREAMING_API_KEY", "").strip(),
@@ -84,8 +96,11 @@ class Config:
             interval_seconds=int(environ.get("BATCH_INTERVAL_SECONDS") or 10),
             batch_size=int(environ.get("BATCH_SIZE") or 500),
             session_timeout_minutes=float(environ.get("SESSION_TIMEOUT_MINUTES") or 5),
-            spool_max_bytes=int(float(environ.get("SPOOL_MAX_MB") or 256) * (1 << 20)),
-            trusted_proxies=environ.get("TRUSTED_PROXIES", ""),
+            spool_max_bytes=spool_max_bytes,
+            # Dead letters are kept for an operator to look at, not to be sent: an eighth of the spool's bound.
+            dead_letter_max_bytes=int(float(environ.get("DEAD_LETTER_MAX_MB") or 0) * (1 << 20))
+            or spool_max_bytes // 8,
+            cloudflare_networks=environ.get("CLOUDFLARE_NETWORKS", ""),
         )
         if config.interval_seconds < 1 or config.batch_size < 1 or config.session_timeout_minutes <= 0:
             raise ValueError("BATCH_INTERVAL_SECONDS, BATCH_SIZE and SESSION_TIMEOUT_MINUTES must be positive")
@@ -105,7 +120,10 @@ class State:
     files: list[Position] | None = None
     spool_seq: int = 0
     sessions: dict[str, Any] = field(default_factory=dict)
-    dropped_events: int = 0
+    dropped_events: int = 0  # dropped because the spool was full, ever
+    dead_letter_events: int = 0  # refused for good by the backend, ever
+    resent_batches: int = 0  # sent again after an attempt whose answer was lost, ever
+    answer_lost: list[int] = field(default_factory=list)  # spool seqs whose last attempt's answer was lost
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -116,15 +134,78 @@ class State:
         files = raw.get("files")
         return cls(files=None if files is None else [Position.from_json(item) for item in files],
                    spool_seq=int(raw.get("spool_seq", 0)), sessions=raw.get("sessions") or {},
-                   dropped_events=int(raw.get("dropped_events", 0)))
+                   dropped_events=int(raw.get("dropped_events", 0)),
+                   dead_letter_events=int(raw.get("dead_letter_events", 0)),
+                   resent_batches=int(raw.get("resent_batches", 0)),
+                   answer_lost=[int(seq) for seq in raw.get("answer_lost") or []])
 
     def save(self, path: Path) -> None:
         body = {"files": None if self.files is None else [position.to_json() for position in self.files],
-                "spool_seq": self.spool_seq, "sessions": self.sessions, "dropped_events": self.dropped_events}
+                "spool_seq": self.spool_seq, "sessions": self.sessions, "dropped_events": self.dropped_events,
+                "dead_letter_events": self.dead_letter_events, "resent_batches": self.resent_batches,
+                "answer_lost": self.answer_lost}
         write_atomically(path, json.dumps(body, separators=(",", ":")), mode=0o600)
 
     def cursor(self) -> dict[str, Any]:
         return {"files": [position.to_json() for position in self.files or []], "spool_seq": self.spool_seq}
+
+
+class Refused(BackendError):
+    """The backend answered and said no to the batch: an HTTP 4xx other than 408/429, GraphQL errors (a
+    validation error, a resolver that raised), an OperationInfo, success=false. Whether it says no to this
+    batch only or to every batch (a wrong key) is for Analytics.send() to find out."""
+
+
+class Unavailable(BackendError):
+    """No usable answer: unreachable, a timeout, 408, 429, 5xx, a redirect, a body that is not GraphQL.
+
+    `answer_lost`: the batch had been sent when the answer failed to come (a timeout or a connection dropped
+    after sending, a gateway timeout), so the backend may have processed it."""
+
+    def __init__(self, message: str, answer_lost: bool) -> None:
+        super().__init__(message)
+        self.answer_lost = answer_lost
+
+
+# Control characters as \xNN in journal lines: a backend's message cannot forge a line or colour a terminal.
+PRINTABLE = {code: f"\\x{code:02x}" for code in CONTROL_CHARACTERS}
+
+
+def printable(text: str) -> str:
+    return text.translate(PRINTABLE)
+
+
+def never_sent(error: BaseException | None) -> bool:
+    """Whether a call that got no answer failed before its request left: the connection was never made.
+    Anything else (a read timeout, a connection closed while waiting, an unknown cause) may have reached the
+    backend."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    if isinstance(error, requests.ConnectionError) and error.args:
+        reason = getattr(error.args[0], "reason", None)
+        return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+    return False
+
+
+def has_graphql_errors(response: requests.Response) -> bool:
+    try:
+        payload = response.json()
+    except ValueError:
+        return False
+    return isinstance(payload, dict) and bool(payload.get("errors"))
+
+
+def classify(error: BackendError, response: requests.Response | None) -> Refused | Unavailable:
+    """What a failed call came to, from its last HTTP answer (None: there was none) and execute()'s error."""
+    message = str(error)
+    if response is None:
+        return Unavailable(message, answer_lost=not never_sent(error.__cause__ or error.__context__))
+    status = response.status_code
+    if 400 <= status < 500 and status not in TRANSIENT_STATUS:
+        return Refused(message)
+    if 200 <= status < 300 and has_graphql_errors(response):
+        return Refused(message)
+    return Unavailable(message, answer_lost=status == GATEWAY_TIMEOUT)
 
 
 def recover(state: State, spool: Spool) -> None:
@@ -153,14 +234,19 @@ class Analytics:
         self.now = now
         self.monotonic = monotonic  # the clock of the send budget
         self.http = http or requests.Session()
+        # execute() turns every failure into one BackendError; the last answer tells a refusal from an outage.
+        self.answer: requests.Response | None = None
+        self.http.hooks["response"].append(self._record_answer)
         self.state_path = config.state_dir / STATE_FILE
         self.spool = Spool(config.state_dir / "spool", config.spool_max_bytes)
-        self.proxies = TrustedProxies.parse(config.trusted_proxies)
+        self.dead_letters = Spool(config.state_dir / DEAD_LETTER_DIR, config.dead_letter_max_bytes)
+        self.cloudflare = Networks.parse(config.cloudflare_networks)
         self.state = State.load(self.state_path)
         self.sessions = Sessions(self.state.sessions, config.session_timeout_minutes)
         self.stopping = False
         self.summary: dict[str, int] = {"spooled_events": 0, "spooled_batches": 0, "sent_events": 0,
-                                        "sent_batches": 0, "unsent_events": 0}
+                                        "sent_batches": 0, "unsent_events": 0, "dead_letter_batches": 0,
+                                        "dead_letter_events": 0, "resent_batches": 0}
         self.counts: dict[str, int] = {}
         self.lines_read = 0
         self.live: dict[str, Any] = {}  # what the last finish() wrote to the listeners file
@@ -187,7 +273,7 @@ class Analytics:
         self.lines_read = aggregator.lines()
 
     def commit(self, aggregator: Aggregator, positions: list[Position]) -> None:
-        events = self.sessions.assign(aggregator, self.proxies)
+        events = self.sessions.assign(aggregator, self.cloudflare)
         self.state.files = positions
         if events and not self.config.endpoint:
             self.summary["unsent_events"] += len(events)
@@ -205,22 +291,67 @@ class Analytics:
 
     # --- send ---------------------------------------------------------------------------------------------
 
+    def _record_answer(self, response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+        self.answer = response
+
     def submit(self, events: list[dict[str, Any]]) -> None:
-        """Send one batch; return only when the backend acknowledged it."""
-        data = execute(self.config.endpoint, MUTATION, {"events": events}, headers=self.config.headers(),
-                       timeout=self.config.timeout, session=self.http)
+        """Send one batch; return only when the backend acknowledged it, else raise Refused or Unavailable."""
+        self.answer = None
+        try:
+            data = execute(self.config.endpoint, MUTATION, {"events": events}, headers=self.config.headers(),
+                           timeout=self.config.timeout, session=self.http)
+        except BackendError as error:
+            raise classify(error, self.answer) from error
         result = data.get("submit_listening_events")
         if not isinstance(result, dict):
-            raise BackendError("the answer has no submit_listening_events result")
+            raise Refused("the answer has no submit_listening_events result")
         if "messages" in result:
             messages = "; ".join(str(message.get("message")) for message in result.get("messages") or []
                                  if isinstance(message, dict))
-            raise BackendError(f"the backend refused the batch: {messages or 'OperationInfo'}")
+            raise Refused(f"the backend refused the batch: {messages or 'OperationInfo'}")
         if result.get("success") is not True:
-            raise BackendError(f"the backend answered success=false: {result.get('message')}")
+            raise Refused(f"the backend answered success=false: {result.get('message')}")
         if result.get("processed_count") != len(events):
             log.warning("the backend processed %s of %d events (it skips stations it does not know)",
                         result.get("processed_count"), len(events))
+
+    def submit_batch(self, batch: Batch) -> None:
+        """submit() a spooled batch, keeping count of lost answers: sending a batch again after one is a re-send,
+        which the backend may receive as a second copy."""
+        if batch.seq in self.state.answer_lost:
+            self.state.answer_lost.remove(batch.seq)
+            self.state.resent_batches += 1
+            self.summary["resent_batches"] += 1
+            log.warning("sending spool batch %s again after a lost answer: the backend may now have it twice",
+                        batch.path.name)
+        try:
+            self.submit(batch.events)
+        except Unavailable as error:
+            if error.answer_lost:
+                self.state.answer_lost.append(batch.seq)
+                self.state.save(self.state_path)
+            raise
+
+    def refusal_is_the_batchs(self) -> bool:
+        """Whether the backend accepts an empty batch right after refusing one: then the refusal was about that
+        batch's content. Otherwise it refuses everything (a wrong key, missing rights, a broken backend), which
+        waits for a fix like an outage."""
+        try:
+            self.submit([])
+        except BackendError:
+            return False
+        return True
+
+    def dead_letter(self, batch: Batch, error: BackendError) -> None:
+        kept = self.spool.move_to_dead_letters(batch, self.dead_letters, reason=str(error))
+        self.state.dead_letter_events += len(batch.events)
+        self.state.answer_lost = [seq for seq in self.state.answer_lost if seq != batch.seq]
+        self.state.save(self.state_path)
+        self.summary["dead_letter_batches"] += 1
+        self.summary["dead_letter_events"] += len(batch.events)
+        log.error("the backend refused spool batch %s for good, its %d events are moved to %s (the backend accepts "
+                  "other batches; sending goes on): %s", batch.path.name, len(batch.events), kept,
+                  printable(str(error)))
 
     def send(self) -> bool:
         """Send the spool oldest first; False when the backend failed (what is left waits for the next run)."""
@@ -236,15 +367,24 @@ class Analytics:
                 self.spool.quarantine(path, error)
                 continue
             try:
-                self.submit(batch.events)
-            except BackendError as error:
-                log.error("backend unavailable, %d batch(es) kept in the spool for the next run: %s",
-                          len(self.spool.paths()), error)
+                self.submit_batch(batch)
+            except Refused as error:
+                if self.refusal_is_the_batchs():
+                    self.dead_letter(batch, error)
+                    continue
+                self.log_unavailable(f"{error} (an empty batch is refused as well)")
+                return False
+            except Unavailable as error:
+                self.log_unavailable(str(error))
                 return False
             self.spool.delete(path)
             self.summary["sent_batches"] += 1
             self.summary["sent_events"] += len(batch.events)
         return True
+
+    def log_unavailable(self, reason: str) -> None:
+        log.error("backend unavailable, %d batch(es) kept in the spool for the next run: %s",
+                  len(self.spool.paths()), printable(reason))
 
     # --- after --------------------------------------------------------------------------------------------
 
@@ -254,16 +394,22 @@ class Analytics:
         now_ms = int(self.now() * 1000)
         self.sessions.prune(now_ms)
         self.state.sessions = self.sessions.state()
-        self.state.save(self.state_path)
         stations = self.sessions.listeners(now_ms)
-        paths = self.spool.paths()
+        spooled = set(map(self.spool.seq_of, self.spool.paths()))
+        self.state.answer_lost = [seq for seq in self.state.answer_lost if seq in spooled]
+        self.state.save(self.state_path)
+        batches, size = self.spool.size()
+        dead_batches, dead_size = self.dead_letters.size()
         self.live = {
             "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_ms / 1000)),
             "window_seconds": LIVE_WINDOW_MS // 1000,
             "stations": stations,
             "total": sum(stations.values()),
-            "spool": {"batches": len(paths), "bytes": sum(path.stat().st_size for path in paths)},
+            "spool": {"batches": batches, "bytes": size},
             "dropped_events_total": self.state.dropped_events,
+            "dead_letter": {"batches": dead_batches, "bytes": dead_size},
+            "dead_letter_events_total": self.state.dead_letter_events,
+            "resent_batches_total": self.state.resent_batches,
         }
         write_atomically(self.config.listeners_file, json.dumps(self.live, indent=2) + "\n", mode=0o644)
 
@@ -273,12 +419,21 @@ class Analytics:
             ("not_hls", "not /hls/"), ("not_media", "not playlist or segment"), ("method", "not GET"),
             ("status", "error status"), ("malformed", "malformed")))
         s = self.summary
+        extra = ""
+        if s["unsent_events"]:
+            extra += f", not sent (no GRAPHQL_ENDPOINT) {s['unsent_events']} events"
+        if s["resent_batches"]:
+            extra += f", {s['resent_batches']} of those batches again after a lost answer"
+        if s["dead_letter_batches"]:
+            extra += f", refused for good {s['dead_letter_events']} events in {s['dead_letter_batches']} batches"
+        if self.sessions.ambiguous:
+            extra += f"; {self.sessions.ambiguous} requests without s= from an address and agent several " \
+                     "sessions share kept apart"
         log.info("read %d lines: %d listening requests (%d with an invalid s=), ignored %s; spooled %d events "
                  "in %d batches, sent %d events in %d batches%s; spool: %d batches; listeners: %s",
                  self.lines_read,
                  counts.get("events", 0), counts.get("invalid_session_id", 0), ignored, s["spooled_events"],
-                 s["spooled_batches"], s["sent_events"], s["sent_batches"],
-                 f", not sent (no GRAPHQL_ENDPOINT) {s['unsent_events']} events" if s["unsent_events"] else "",
+                 s["spooled_batches"], s["sent_events"], s["sent_batches"], extra,
                  self.live["spool"]["batches"], self.live["stations"] or "none")
 
     def run(self) -> bool:

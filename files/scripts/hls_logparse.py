@@ -34,6 +34,10 @@ SESSION_ID = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
 # A raw (percent-encoded) value longer than this cannot decode to a valid session id.
 MAX_RAW_SESSION_ID = 3 * 128
 MAX_TEXT = 512  # user agents and referers are cut to this many characters
+# C0 controls, DEL and C1 controls: removed from user agents and referers. NUL makes PostgreSQL refuse the
+# whole batch, the others forge lines and colours wherever the values are shown. nginx's escape=json writes
+# C0 as \u00NN (undone by unescape), DEL and C1 raw; a percent-encoded `ref` brings any of them.
+CONTROL_CHARACTERS = dict.fromkeys((*range(0x20), *range(0x7F, 0xA0)))
 MAX_INT = 2**31 - 1  # GraphQL Int is 32-bit
 SESSION_CACHE_LIMIT = 200_000
 OK_STATUS = ("2", "3")
@@ -81,15 +85,22 @@ def clean_session_id(raw: str) -> str | None:
     return value if SESSION_ID.fullmatch(value) else None
 
 
-def clean_text(raw: str, url_encoded: bool = False) -> str | None:
-    """A user agent, `ref` or Referer value for the backend: unescaped, cut, None when empty.
+def strip_controls(value: str) -> str:
+    """`value` without C0, DEL and C1 control characters."""
+    return value.translate(CONTROL_CHARACTERS)
 
-    `ref` comes from the query string as the client sent it, so it is also percent-decoded.
+
+def clean_text(raw: str, url_encoded: bool = False) -> str | None:
+    """A user agent, `ref` or Referer value for the backend: unescaped, without control characters, cut, None
+    when nothing is left.
+
+    `ref` comes from the query string as the client sent it, so it is also percent-decoded (before the control
+    characters go: `%00` is one).
     """
     value = unescape(raw)
     if url_encoded and "%" in value:
         value = unquote(value, errors="replace")
-    return value[:MAX_TEXT] or None
+    return strip_controls(value)[:MAX_TEXT] or None
 
 
 @lru_cache(maxsize=65536)
@@ -101,15 +112,15 @@ def valid_ip(value: str) -> str | None:
         return None
 
 
-class TrustedProxies:
-    """The proxies (CDN ranges, load balancers) whose CF-Connecting-IP and X-Forwarded-For are believed."""
+class Networks:
+    """Address ranges, e.g. Cloudflare's: `address in networks` (cached per address, the log repeats them)."""
 
     def __init__(self, networks: Iterable[str] = ()) -> None:
         self.networks = [ipaddress.ip_network(network.strip(), strict=False) for network in networks if network.strip()]
         self._cache: dict[str, bool] = {}
 
     @classmethod
-    def parse(cls, text: str) -> TrustedProxies:
+    def parse(cls, text: str) -> Networks:
         return cls(text.replace(",", " ").split())
 
     def __contains__(self, address: str) -> bool:
@@ -122,18 +133,20 @@ class TrustedProxies:
         return known
 
 
-def client_ip(remote: str, peer: str, forwarded_for: str, cf_ip: str, proxies: TrustedProxies) -> str | None:
-    """CF-Connecting-IP, else the first X-Forwarded-For address, when the peer is a trusted proxy; else the
-    remote address (which nginx's realip module may already have taken from a trusted proxy's header)."""
-    if peer in proxies:
-        if cf_ip:
-            found = valid_ip(unescape(cf_ip))
-            if found:
-                return found
-        if forwarded_for:
-            found = valid_ip(unescape(forwarded_for).split(",", 1)[0])
-            if found:
-                return found
+def client_ip(remote: str, peer: str, cf_ip: str, cloudflare: Networks) -> str | None:
+    """The listener's address: CF-Connecting-IP when the connection came from Cloudflare, else nginx's
+    remote_addr.
+
+    nginx's realip module has already taken remote_addr from X-Forwarded-For when, and only as far as, the
+    connection came through hls_nginx_trusted_proxies (the right-most address no trusted proxy added), so
+    X-Forwarded-For is not read here: its first address is whatever the client wrote. CF-Connecting-IP is
+    believed only from a peer (realip_remote_addr, the address that really connected) in Cloudflare's ranges:
+    from anyone else it is a header the client chose.
+    """
+    if cf_ip and peer in cloudflare:
+        found = valid_ip(unescape(cf_ip))
+        if found:
+            return found
     return valid_ip(remote)
 
 
@@ -147,14 +160,14 @@ def iso_time(msec: int) -> str:
     return f"{_iso_second(msec // 1000)}.{msec % 1000:03d}+00:00"
 
 
-def build_event(session_id: str, slug: str, kind: str, aggregate: Aggregate, proxies: TrustedProxies) -> dict[str, Any]:
+def build_event(session_id: str, slug: str, kind: str, aggregate: Aggregate, cloudflare: Networks) -> dict[str, Any]:
     """One ListeningEventInput: counts and sizes summed, everything else from the aggregate's last request."""
     count, size, seconds, msec, line = aggregate
     fields = line.split("\t")
     return {
         "anonymous_session_id": session_id,
         "station_slug": slug,
-        "ip_address": client_ip(fields[REMOTE_ADDR], fields[PEER_ADDR], fields[FORWARDED_FOR], fields[CF_IP], proxies),
+        "ip_address": client_ip(fields[REMOTE_ADDR], fields[PEER_ADDR], fields[CF_IP], cloudflare),
         "user_agent": clean_text(fields[USER_AGENT]),
         "timestamp": iso_time(msec),
         "event_type": kind,
@@ -171,8 +184,8 @@ class Aggregator:
     """Collects the listening requests of some log text.
 
     by_session: (session id, slug, type, window) -> aggregate, for requests with a valid `s`.
-    anonymous:  (remote, peer, X-Forwarded-For, CF-Connecting-IP, user agent, slug, type, window) -> aggregate,
-                for the others; hls_sessions gives them a session (joined to an `s` or a keyed hash).
+    anonymous:  (remote, peer, CF-Connecting-IP, user agent, slug, type, window) -> aggregate, for the others;
+                hls_sessions gives them a session (joined to an `s` or a keyed hash).
     counts:     the run summary (COUNTERS), plus `invalid_session_id` for `s` values that were refused.
     """
 
@@ -238,8 +251,8 @@ class Aggregator:
                 key = (session_id, slug, kind, msec // window_ms)
                 table = by_session
             else:
-                key = (fields[REMOTE_ADDR], fields[PEER_ADDR], fields[FORWARDED_FOR], fields[CF_IP],
-                       fields[USER_AGENT], slug, kind, msec // window_ms)
+                key = (fields[REMOTE_ADDR], fields[PEER_ADDR], fields[CF_IP], fields[USER_AGENT], slug, kind,
+                       msec // window_ms)
                 table = anonymous
             aggregate = table.get(key)
             if aggregate is None:

@@ -92,11 +92,23 @@ def families(snapshot: Snapshot, health: Sequence[StationHealth]) -> list[Family
     dropped = Family("hls_analytics_dropped_events_total", "counter",
                      "Events dropped because the spool was full.")
     dropped.add(analytics.dropped_events_total)
+    dead_batches = Family("hls_analytics_dead_letter_batches", "gauge",
+                          "Event batches the backend refused for good, kept in the dead-letter directory (bounded).")
+    dead_batches.add(analytics.dead_letter_batches)
+    dead_bytes = Family("hls_analytics_dead_letter_bytes", "gauge", "Size of the dead-letter directory.")
+    dead_bytes.add(analytics.dead_letter_bytes)
+    dead_events = Family("hls_analytics_dead_letter_events_total", "counter",
+                         "Events in batches the backend refused for good (it accepted other batches).")
+    dead_events.add(analytics.dead_letter_events_total)
+    resent = Family("hls_analytics_resent_batches_total", "counter",
+                    "Batches sent again after an attempt whose answer was lost (timeout, connection dropped after "
+                    "sending, gateway timeout): the backend may have received each of them twice.")
+    resent.add(analytics.resent_batches_total)
     generated = Family("hls_status_generated_timestamp_seconds", "gauge",
                        "Unix time these metrics were collected (alert when it falls behind).")
     generated.add(round(snapshot.generated_at, 3))
     return [up, enabled, ok, age, segments, newest, restarts, uptime, info, listeners, last_ok, last_success, failures,
-            updated, batches, spool_bytes, dropped, generated]
+            updated, batches, spool_bytes, dropped, dead_batches, dead_bytes, dead_events, resent, generated]
 
 
 def render(snapshot: Snapshot, health: Sequence[StationHealth]) -> str:

@@ -1,11 +1,14 @@
 """Sessions: who made a request, and who is listening right now.
 
-- A request with a valid `s` belongs to that session.
-- A request without one (players drop the query string when they resolve segment URLs) is keyed by a hash of
-  its client IP and user agent, keyed with a random key of the day (UTC) that is thrown away the day after:
-  no raw address is kept, and yesterday's hashes cannot be recomputed. Such a request joins the `s` session
-  last seen with the same key within the session timeout; otherwise it gets a session of its own, a new one
-  after every gap longer than the timeout (the backend's rule).
+- A request with a valid `s` belongs to that session, whoever else shares its address and user agent: nginx
+  appends the listener's `s` to every segment URI of the playlist it serves, so players that drop the query
+  string when they resolve segment URIs still send it.
+- A request without one is keyed by a hash of its client IP and user agent, keyed with a random key of the
+  day (UTC) that is thrown away the day after: no raw address is kept, and yesterday's hashes cannot be
+  recomputed. It joins the `s` session seen with the same key within the session timeout when there is exactly
+  one such session (on its station, else at all); when several share the key (carrier NAT, one app) nothing
+  tells them apart, so it is not guessed: like a request whose key never had an `s`, it gets a session of its
+  own, a new one after every gap longer than the timeout (the backend's rule).
 - Live listeners: sessions seen in the last 60 s, per station (the backend's definition of active).
 
 Everything that must outlive a run is in `state`, a JSON-ready dict saved by the caller.
@@ -21,13 +24,12 @@ from typing import Any
 
 from hls_logparse import (
     CF_IP,
-    FORWARDED_FOR,
     PEER_ADDR,
     REMOTE_ADDR,
     USER_AGENT,
     Aggregate,
     Aggregator,
-    TrustedProxies,
+    Networks,
     build_event,
     client_ip,
     no_gc,
@@ -42,10 +44,14 @@ class Sessions:
         state = state or {}
         self.timeout_ms = int(timeout_minutes * 60_000)
         self.keys: dict[str, str] = dict(state.get("keys") or {})  # UTC day number -> hex key
-        self.joins: dict[str, list] = dict(state.get("joins") or {})  # client key -> [session id, last msec]
+        # client key -> {session id: [slug, last msec]}: the `s` sessions seen with that key. (A list value is
+        # the single join of older versions: dropped, it only ever mattered for one session timeout.)
+        self.joins: dict[str, dict[str, list]] = {client: dict(seen) for client, seen in
+                                                   (state.get("joins") or {}).items() if isinstance(seen, dict)}
         self.anonymous: dict[str, list] = dict(state.get("anonymous") or {})  # client key -> [start, last msec]
         self.live: dict[str, dict[str, int]] = {slug: dict(seen) for slug, seen in (state.get("live") or {}).items()}
         self._client_keys: dict[tuple[str, str, int], str] = {}
+        self.ambiguous = 0  # requests without `s` whose key several `s` sessions shared (this instance's count)
 
     def state(self) -> dict[str, Any]:
         return {"keys": self.keys, "joins": self.joins, "anonymous": self.anonymous, "live": self.live}
@@ -67,17 +73,31 @@ class Sessions:
             self._client_keys[cache_key] = found
         return found
 
-    def join(self, client: str, session_id: str, msec: int) -> None:
-        """Remember that this client is `session_id`, for its requests that carry no `s`."""
-        known = self.joins.get(client)
+    def join(self, client: str, session_id: str, slug: str, msec: int) -> None:
+        """Remember that this client key made `session_id`'s requests, for its requests that carry no `s`."""
+        seen = self.joins.setdefault(client, {})
+        known = seen.get(session_id)
         if known is None or msec >= known[1]:
-            self.joins[client] = [session_id, msec]
+            seen[session_id] = [slug, msec]
 
-    def session_of(self, client: str, msec: int) -> str:
-        """The session of a request without `s`: the joined `s` session, else a hashed one."""
-        joined = self.joins.get(client)
-        if joined is not None and abs(msec - joined[1]) <= self.timeout_ms:
-            return joined[0]
+    def owner(self, client: str, slug: str, msec: int) -> str | None:
+        """The one `s` session a request without `s` belongs to, if exactly one is possible: the sessions of its
+        client key within the timeout, those on its station first. None when there is none, or several."""
+        near = [(session_id, seen_slug) for session_id, (seen_slug, last) in self.joins.get(client, {}).items()
+                if abs(msec - last) <= self.timeout_ms]
+        owners = [session_id for session_id, seen_slug in near if seen_slug == slug] or \
+            [session_id for session_id, _ in near]
+        if len(owners) == 1:
+            return owners[0]
+        if owners:
+            self.ambiguous += 1
+        return None
+
+    def session_of(self, client: str, slug: str, msec: int) -> str:
+        """The session of a request without `s`: its client's one `s` session, else a hashed one."""
+        owner = self.owner(client, slug, msec)
+        if owner is not None:
+            return owner
         span = self.anonymous.get(client)
         if span is None or msec - span[1] > self.timeout_ms:
             span = self.anonymous[client] = [msec, msec]
@@ -94,7 +114,8 @@ class Sessions:
     def prune(self, now_ms: int) -> None:
         """Forget what can no longer matter: joins and spans past the timeout, keys older than yesterday."""
         horizon = now_ms - self.timeout_ms
-        self.joins = {client: value for client, value in self.joins.items() if value[1] >= horizon}
+        self.joins = {client: kept for client, seen in self.joins.items()
+                      if (kept := {sid: value for sid, value in seen.items() if value[1] >= horizon})}
         self.anonymous = {client: value for client, value in self.anonymous.items() if value[1] >= horizon}
         live_horizon = now_ms - LIVE_WINDOW_MS
         self.live = {slug: kept for slug, seen in self.live.items()
@@ -109,26 +130,27 @@ class Sessions:
         counts = {slug: sum(1 for last in seen.values() if last >= horizon) for slug, seen in self.live.items()}
         return {slug: count for slug, count in sorted(counts.items()) if count}
 
-    def assign(self, aggregator: Aggregator, proxies: TrustedProxies) -> list[dict[str, Any]]:
+    def assign(self, aggregator: Aggregator, cloudflare: Networks) -> list[dict[str, Any]]:
         """The events of everything the aggregator collected, oldest first; clears the aggregator."""
         with no_gc():
-            return self._assign(aggregator, proxies)
+            return self._assign(aggregator, cloudflare)
 
-    def _assign(self, aggregator: Aggregator, proxies: TrustedProxies) -> list[dict[str, Any]]:
+    def _assign(self, aggregator: Aggregator, cloudflare: Networks) -> list[dict[str, Any]]:
         merged: dict[tuple, Aggregate] = dict(aggregator.by_session)
-        latest: dict[str, Aggregate] = {}
-        for (session_id, _slug, _kind, _window), aggregate in merged.items():
-            known = latest.get(session_id)
+        # Each `s` session's latest request per client key and station: what requests without `s` join.
+        latest: dict[tuple[str, str], Aggregate] = {}
+        for (session_id, slug, _kind, _window), aggregate in merged.items():
+            known = latest.get((session_id, slug))
             if known is None or aggregate[3] > known[3]:
-                latest[session_id] = aggregate
-        for session_id, aggregate in latest.items():
+                latest[(session_id, slug)] = aggregate
+        for (session_id, slug), aggregate in latest.items():
             fields = aggregate[4].split("\t")
-            ip = client_ip(fields[REMOTE_ADDR], fields[PEER_ADDR], fields[FORWARDED_FOR], fields[CF_IP], proxies)
-            self.join(self.client_key(ip, fields[USER_AGENT], aggregate[3]), session_id, aggregate[3])
+            ip = client_ip(fields[REMOTE_ADDR], fields[PEER_ADDR], fields[CF_IP], cloudflare)
+            self.join(self.client_key(ip, fields[USER_AGENT], aggregate[3]), session_id, slug, aggregate[3])
         for key, aggregate in sorted(aggregator.anonymous.items(), key=lambda item: item[1][3]):
-            remote, peer, forwarded_for, cf_ip, user_agent, slug, kind, window = key
-            ip = client_ip(remote, peer, forwarded_for, cf_ip, proxies)
-            session_id = self.session_of(self.client_key(ip, user_agent, aggregate[3]), aggregate[3])
+            remote, peer, cf_ip, user_agent, slug, kind, window = key
+            ip = client_ip(remote, peer, cf_ip, cloudflare)
+            session_id = self.session_of(self.client_key(ip, user_agent, aggregate[3]), slug, aggregate[3])
             target = merged.get((session_id, slug, kind, window))
             if target is None:
                 merged[(session_id, slug, kind, window)] = aggregate
@@ -140,5 +162,5 @@ class Sessions:
         events = []
         for (session_id, slug, kind, _window), aggregate in sorted(merged.items(), key=lambda item: item[1][3]):
             self.seen(slug, session_id, aggregate[3])
-            events.append(build_event(session_id, slug, kind, aggregate, proxies))
+            events.append(build_event(session_id, slug, kind, aggregate, cloudflare))
         return events

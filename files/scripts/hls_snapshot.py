@@ -2,7 +2,7 @@
 
 Read-only: systemd (one `systemctl show` for the stations, hls-sync and hls-analytics), the station list
 (/etc/hls/stations/*.env), the output directories (/run/hls/<slug>: playlist, segments, the launcher's
-.launch.json, now-playing.json), the analytics' listeners file (listener numbers, spool, dropped events) and
+.launch.json, now-playing.json), the analytics' listeners file (listener numbers, spool, dead letters, counters) and
 the sync's status file. Stream URLs are never read into a snapshot: they may carry credentials, and snapshots
 end up on web pages.
 """
@@ -105,6 +105,10 @@ class Analytics:
     spool_batches: int | None = None
     spool_bytes: int | None = None
     dropped_events_total: int | None = None
+    dead_letter_batches: int | None = None  # refused for good, kept (bounded) in the dead-letter directory
+    dead_letter_bytes: int | None = None
+    dead_letter_events_total: int | None = None  # refused for good, ever
+    resent_batches_total: int | None = None  # sent again after an attempt whose answer was lost, ever
 
 
 @dataclass
@@ -222,7 +226,8 @@ def read_identity(station: Station, env_file: Path) -> None:
 
 
 def read_listeners(path: Path) -> tuple[dict[str, int], Analytics]:
-    """Listener numbers per slug, and the spool, from the analytics' file; nothing while it does not exist."""
+    """Listener numbers per slug, and the spool, dead letters and counters, from the analytics' file; nothing
+    while it does not exist (or a number is missing: written by an older version)."""
     document = read_json(path)
     if not isinstance(document, dict):
         return {}, Analytics()
@@ -230,9 +235,14 @@ def read_listeners(path: Path) -> tuple[dict[str, int], Analytics]:
     numbers = {slug: n for slug, value in stations.items() if (n := count(value)) is not None} \
         if isinstance(stations, dict) else {}
     spool = document.get("spool") if isinstance(document.get("spool"), dict) else {}
+    dead = document.get("dead_letter") if isinstance(document.get("dead_letter"), dict) else {}
     return numbers, Analytics(updated_at=timestamp(document.get("updated_at")),
                               spool_batches=count(spool.get("batches")), spool_bytes=count(spool.get("bytes")),
-                              dropped_events_total=count(document.get("dropped_events_total")))
+                              dropped_events_total=count(document.get("dropped_events_total")),
+                              dead_letter_batches=count(dead.get("batches")),
+                              dead_letter_bytes=count(dead.get("bytes")),
+                              dead_letter_events_total=count(document.get("dead_letter_events_total")),
+                              resent_batches_total=count(document.get("resent_batches_total")))
 
 
 def read_job(name: str, unit: Mapping[str, str], status_file: Path | None = None) -> Job:

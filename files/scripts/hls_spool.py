@@ -6,6 +6,10 @@ directory fsynced: after a crash it is either whole or absent. Deleting an ackno
 the directory, so a batch the backend has is never sent again after a power cut.
 
 The spool is bounded: past `max_bytes` the oldest batches are dropped, each with an ERROR line.
+
+Dead letters: a batch the backend refused for good (it accepts others) leaves the spool for a directory of its
+own, in the same format plus the backend's reason, so the batches behind it flow. It is bounded as well: past
+its `max_bytes` the oldest are removed (their events were already counted as refused).
 """
 
 from __future__ import annotations
@@ -62,9 +66,11 @@ class Spool:
         paths = self.paths()
         return self.seq_of(paths[-1]) if paths else 0
 
-    def write(self, seq: int, events: list[dict[str, Any]], cursor: dict[str, Any] | None = None) -> Path:
+    def write(self, seq: int, events: list[dict[str, Any]], cursor: dict[str, Any] | None = None,
+              **extra: Any) -> Path:
+        """Write one batch atomically; `extra`: more top-level fields (a dead letter's reason)."""
         path = self._name(seq)
-        body = json.dumps({"seq": seq, "events": events, "cursor": cursor}, separators=(",", ":")).encode()
+        body = json.dumps({"seq": seq, "events": events, "cursor": cursor, **extra}, separators=(",", ":")).encode()
         write_atomically(path, gzip.compress(body, compresslevel=5, mtime=0), mode=0o600, make_parents=False)
         fsync_directory(self.directory)
         return path
@@ -86,26 +92,51 @@ class Spool:
         os.replace(path, path.with_name(path.name + ".bad"))
         fsync_directory(self.directory)
 
-    def drop_oldest_over_limit(self) -> int:
-        """Drop the oldest batches while the spool is over its bound; the number of events dropped."""
+    def size(self) -> tuple[int, int]:
+        """(batches, bytes) on disk."""
         paths = self.paths()
-        sizes = {path: path.stat().st_size for path in paths}
-        total = sum(sizes.values())
-        dropped = 0
+        return len(paths), sum(path.stat().st_size for path in paths)
+
+    def _over_limit(self) -> list[Path]:
+        """The oldest batches to remove to bring the directory back within its bound."""
+        paths = self.paths()
+        total = sum(path.stat().st_size for path in paths)
+        excess = []
         for path in paths:
             if total <= self.max_bytes:
                 break
-            try:
-                count = len(self.read(path).events)
-            except (OSError, ValueError, EOFError) as error:
-                count = 0
-                log.error("spool batch %s is unreadable: %s", path.name, error)
+            excess.append(path)
+            total -= path.stat().st_size
+        return excess
+
+    def _events_in(self, path: Path) -> int:
+        try:
+            return len(self.read(path).events)
+        except (OSError, ValueError, EOFError) as error:
+            log.error("batch %s is unreadable: %s", path, error)
+            return 0
+
+    def drop_oldest_over_limit(self) -> int:
+        """Drop the oldest batches while the spool is over its bound; the number of events dropped."""
+        dropped = 0
+        for path in self._over_limit():
+            count = self._events_in(path)
             log.error("spool over %d MB: DROPPED batch %s with %d events that the backend never received",
                       self.max_bytes >> 20, path.name, count)
             self.delete(path)
-            total -= sizes[path]
             dropped += count
         return dropped
+
+    def move_to_dead_letters(self, batch: Batch, dead_letters: Spool, reason: str) -> Path:
+        """Move a batch the backend refused for good out of the sending order, with the reason, then keep the
+        dead letters within their bound (the oldest go first)."""
+        kept = dead_letters.write(batch.seq, batch.events, reason=reason)
+        self.delete(batch.path)
+        for path in dead_letters._over_limit():
+            log.warning("dead letters over %d MB: removed the oldest, %s (%d events, already counted as refused)",
+                        dead_letters.max_bytes >> 20, path.name, dead_letters._events_in(path))
+            dead_letters.delete(path)
+        return kept
 
     def discard_after(self, seq: int) -> list[Path]:
         """Remove batches newer than `seq`: written by a run that died before it committed them."""

@@ -11,14 +11,14 @@ from hls_logparse import (
     PLAYLIST,
     SEGMENT,
     Aggregator,
-    TrustedProxies,
+    Networks,
     build_event,
     clean_session_id,
     client_ip,
     unescape,
 )
 
-NO_PROXIES = TrustedProxies()
+NO_CLOUDFLARE = Networks()
 
 
 def feed(*lines: str, window: int = 10) -> Aggregator:
@@ -27,10 +27,10 @@ def feed(*lines: str, window: int = 10) -> Aggregator:
     return aggregator
 
 
-def only_event(aggregator: Aggregator) -> dict:
+def only_event(aggregator: Aggregator, cloudflare: Networks = NO_CLOUDFLARE) -> dict:
     [(key, aggregate)] = aggregator.by_session.items()
     session_id, slug, kind, _window = key
-    return build_event(session_id, slug, kind, aggregate, NO_PROXIES)
+    return build_event(session_id, slug, kind, aggregate, cloudflare)
 
 
 # --- unescaping and session ids ---------------------------------------------------------------------------
@@ -76,33 +76,44 @@ def test_clean_session_id(raw: str, expected: str | None) -> None:
 
 # --- client address ---------------------------------------------------------------------------------------
 
-CDN = TrustedProxies(["173.245.48.0/20", "2400:cb00::/32"])
+CLOUDFLARE = Networks(["173.245.48.0/20", "2400:cb00::/32"])
+NOBODY = Networks()
 
 
-@pytest.mark.parametrize(("remote", "peer", "forwarded", "cf", "proxies", "expected"), [
-    ("198.51.100.1", "198.51.100.1", "", "", CDN, "198.51.100.1"),
-    # Not through a trusted proxy: the headers are whatever the client made up.
-    ("198.51.100.1", "198.51.100.1", "203.0.113.9", "203.0.113.8", CDN, "198.51.100.1"),
-    ("198.51.100.1", "198.51.100.1", "203.0.113.9", "203.0.113.8", NO_PROXIES, "198.51.100.1"),
-    # Through the CDN: CF-Connecting-IP first, then the first X-Forwarded-For address.
-    ("173.245.48.5", "173.245.48.5", "203.0.113.9, 173.245.48.5", "203.0.113.8", CDN, "203.0.113.8"),
-    ("173.245.48.5", "173.245.48.5", "203.0.113.9, 10.0.0.1", "", CDN, "203.0.113.9"),
-    ("173.245.48.5", "173.245.48.5", "not-an-ip, 10.0.0.1", "also bad", CDN, "173.245.48.5"),
-    ("2001:db8::1", "2400:cb00::7", "", "2001:DB8:0:0::5", CDN, "2001:db8::5"),
-    # nginx's realip module already replaced remote_addr; the peer is the proxy.
-    ("203.0.113.9", "173.245.48.5", "203.0.113.9", "", CDN, "203.0.113.9"),
-    ("unix:", "unix:", "", "", CDN, None),
+@pytest.mark.parametrize(("remote", "peer", "cf", "cloudflare", "expected"), [
+    ("198.51.100.1", "198.51.100.1", "", CLOUDFLARE, "198.51.100.1"),
+    # A client that connects itself: CF-Connecting-IP is whatever it made up.
+    ("198.51.100.1", "198.51.100.1", "203.0.113.8", CLOUDFLARE, "198.51.100.1"),
+    ("198.51.100.1", "198.51.100.1", "203.0.113.8", NOBODY, "198.51.100.1"),
+    # Behind a trusted proxy that is not Cloudflare: nginx's realip resolved remote_addr (the proxy appended the
+    # real address after what the client wrote); a CF-Connecting-IP the client sent through it is not believed.
+    ("198.51.100.7", "10.0.0.1", "203.0.113.8", CLOUDFLARE, "198.51.100.7"),
+    # Through Cloudflare: its CF-Connecting-IP, whether or not its ranges are also realip's trusted proxies.
+    ("173.245.48.5", "173.245.48.5", "203.0.113.8", CLOUDFLARE, "203.0.113.8"),
+    ("203.0.113.8", "173.245.48.5", "203.0.113.8", CLOUDFLARE, "203.0.113.8"),
+    ("173.245.48.5", "173.245.48.5", "also bad", CLOUDFLARE, "173.245.48.5"),
+    ("2001:db8::1", "2400:cb00::7", "2001:DB8:0:0::5", CLOUDFLARE, "2001:db8::5"),
+    # Cloudflare's ranges not configured: nobody's CF-Connecting-IP is believed.
+    ("173.245.48.5", "173.245.48.5", "203.0.113.8", NOBODY, "173.245.48.5"),
+    ("unix:", "unix:", "", CLOUDFLARE, None),
 ])
-def test_client_ip(remote: str, peer: str, forwarded: str, cf: str, proxies: TrustedProxies,
-                   expected: str | None) -> None:
-    assert client_ip(remote, peer, forwarded, cf, proxies) == expected
+def test_client_ip(remote: str, peer: str, cf: str, cloudflare: Networks, expected: str | None) -> None:
+    assert client_ip(remote, peer, cf, cloudflare) == expected
 
 
-def test_trusted_proxies_parse_comma_or_space_lists() -> None:
-    proxies = TrustedProxies.parse("10.0.0.0/8, 192.0.2.1 2400:cb00::/32")
-    assert "10.1.2.3" in proxies and "192.0.2.1" in proxies and "2400:cb00::1" in proxies
-    assert "192.0.2.2" not in proxies and "garbage" not in proxies
-    assert "10.1.2.3" not in TrustedProxies.parse("")
+def test_a_client_behind_a_trusted_proxy_forges_neither_header() -> None:
+    """nginx (set_real_ip_from 10.0.0.0/8, real_ip_recursive) logged remote_addr 198.51.100.7 for a client that
+    wrote its own X-Forwarded-For and CF-Connecting-IP; the proxy 10.0.0.1 appended the address it saw."""
+    text = line(remote="198.51.100.7", peer="10.0.0.1", forwarded_for="6.6.6.6, 198.51.100.7", cf_ip="6.6.6.7")
+    for cloudflare in (NOBODY, CLOUDFLARE):
+        assert only_event(feed(text), cloudflare)["ip_address"] == "198.51.100.7"
+
+
+def test_networks_parse_comma_or_space_lists() -> None:
+    networks = Networks.parse("10.0.0.0/8, 192.0.2.1 2400:cb00::/32")
+    assert "10.1.2.3" in networks and "192.0.2.1" in networks and "2400:cb00::1" in networks
+    assert "192.0.2.2" not in networks and "garbage" not in networks
+    assert "10.1.2.3" not in Networks.parse("")
 
 
 # --- classification and counting --------------------------------------------------------------------------
@@ -165,8 +176,45 @@ def test_hostile_values_stay_in_their_field() -> None:
     text = line(kind="segment", ua=hostile_ua, referer="https://x.example/\"\n", ref="")
     assert text.count("\n") == 1 and text.count("\t") == 15
     event = only_event(feed(text))
-    assert event["user_agent"] == hostile_ua
-    assert event["referer"] == 'https://x.example/"\n'
+    assert event["user_agent"] == 'Evil"UA{"x":1}\\'
+    assert event["referer"] == 'https://x.example/"'
+
+
+# What nginx 1.22 (escape=json) wrote on the molecule host for
+#   curl -H $'User-Agent: a\x01b\x7fc\xc2\x85d\xe9' -H $'Referer: http://x/\x02\x1b[31m' '...?s=abc&ref=%00%01x%7f%C2%85%0A'
+# C0 as \u00NN, DEL and the C1 character (UTF-8 C2 85) raw, the byte E9 that is no UTF-8 raw as well.
+NGINX_LINE = (b"2026-11-30T03:58:54+00:00\t1796011134.115\tdemo-aac\tabc\t%00%01x%7f%C2%85%0A\t127.0.0.1\t"
+              b"127.0.0.1\t\t\tGET\t/hls/demo-aac/index.m3u8\t200\t146\t0.000\t"
+              b"a\\u0001b\x7fc\xc2\x85d\xe9\thttp://x/\\u0002\\u001B[31m\n")
+
+
+def test_control_characters_are_removed_from_ref_user_agent_and_referer() -> None:
+    """NUL, which PostgreSQL refuses (and with it the whole batch), and every other C0, DEL or C1 character,
+    whether nginx escaped it, wrote it raw or the client percent-encoded it in ref=."""
+    event = only_event(feed(NGINX_LINE.decode("utf-8", "replace")))  # as hls_logreader decodes
+    assert event["user_agent"] == "abcd\ufffd"
+    assert event["referer"] == "x"
+    [(_, aggregate)] = feed(NGINX_LINE.decode("utf-8", "replace").replace("%00%01x%7f%C2%85%0A", "")).by_session.items()
+    assert build_event("abc", "demo-aac", PLAYLIST, aggregate, NO_CLOUDFLARE)["referer"] == "http://x/[31m"
+
+
+@pytest.mark.parametrize("control", [chr(code) for code in (*range(0x20), *range(0x7F, 0xA0))])
+def test_every_control_character_goes(control: str) -> None:
+    from urllib.parse import quote
+
+    event = only_event(feed(line(ua=f"A{control}B", referer=f"R{control}S", ref=quote(f"x{control}y"))))
+    assert (event["user_agent"], event["referer"]) == ("AB", "xy")
+    assert only_event(feed(line(ref="", referer=f"R{control}S")))["referer"] == "RS"
+
+
+def test_a_value_of_control_characters_only_is_none() -> None:
+    event = only_event(feed(line(ua="\x00\x1b", ref="%00%7F", referer="\x85")))
+    assert event["user_agent"] is None and event["referer"] is None
+
+
+def test_printable_text_is_kept() -> None:
+    kept = "Mozilla/5.0 (Linux; Android 14) ünï€😀 \u00a0\u2028 ~!@#$%^&*()"
+    assert only_event(feed(line(ua=kept)))["user_agent"] == kept
 
 
 def test_a_huge_s_is_refused_without_being_kept() -> None:

@@ -1,9 +1,11 @@
 """Whole runs of files/scripts/hls_analytics.py against the fake backend over loopback: real log files, real
 spool, real HTTP. Each scenario checks that the backend received every logged request exactly once, but for the
-one case that cannot be (an answer lost after the backend processed the batch), where it checks what arrived twice."""
+one case that cannot be (an answer lost after the backend processed the batch), where it checks what arrived twice
+and that the re-send was counted, and for batches the backend refuses for good, which go to the dead letters."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -15,12 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
+import urllib3
 from loglines import T0, line, listening
 from patience import GENEROUS_TIMEOUT, PATIENCE, SHORT_TIMEOUT, wait_for
 
 import hls_analytics
+import hls_logparse
 import hls_logreader
-from hls_analytics import MUTATION, SEND_BUDGET_SECONDS, Analytics, Config, State
+from hls_analytics import MUTATION, SEND_BUDGET_SECONDS, Analytics, Config, Refused, State, Unavailable, classify
+from hls_graphql import BackendError
 from hls_spool import Spool
 
 if TYPE_CHECKING:
@@ -86,6 +91,14 @@ def logged(*lines: str) -> Counter:
 
 def spool_of(environ: dict[str, str]) -> Spool:
     return Spool(Path(environ["HLS_ANALYTICS_STATE_DIR"]) / "spool", 1 << 30)
+
+
+def dead_letters_of(environ: dict[str, str]) -> Spool:
+    return Spool(Path(environ["HLS_ANALYTICS_STATE_DIR"]) / "dead-letter", 1 << 30)
+
+
+def live(environ: dict[str, str]) -> dict[str, Any]:
+    return json.loads(Path(environ["HLS_LISTENERS_FILE"]).read_text())
 
 
 # --- the normal path --------------------------------------------------------------------------------------
@@ -168,6 +181,10 @@ def test_a_failed_batch_stays_spooled_then_arrives_once(environ: dict[str, str],
     assert not run(environ)
     assert "backend unavailable, 1 batch(es) kept in the spool" in caplog.text
     assert len(spool_of(environ).paths()) == 1
+    # A backend that refuses even an empty batch refuses everything (a wrong key, no rights): not this batch's
+    # fault, so nothing goes to the dead letters.
+    assert dead_letters_of(environ).paths() == []
+    assert live(environ)["dead_letter_events_total"] == 0
     backend.set_state(fail=None, submit_result="ok", api_key=KEY)
     assert run(environ)
     assert totals(received(backend)) == logged(*lines)
@@ -203,7 +220,9 @@ def test_a_batch_whose_answer_is_lost_arrives_twice_alike(environ: dict[str, str
     wait_for(lambda: received(backend), "the held batch to be processed")
     assert run(environ)  # and the spool sends it again
     assert spool_of(environ).paths() == []
+    assert live(environ)["resent_batches_total"] == 1  # counted, so /metrics says the backend may have it twice
     assert run(environ)
+    assert live(environ)["resent_batches_total"] == 1
 
     first, second = copies(received(backend))
     assert first == second
@@ -495,3 +514,233 @@ def test_two_forced_rotations_while_a_player_listens(environ: dict[str, str], ba
         kind = "playlist_request" if ".m3u8" in text else "segment_request"
         expected[("sess-1", "radio-joy", kind)] += 1
     assert totals(received(backend)) == expected
+
+
+# --- batches the backend refuses for good -----------------------------------------------------------------
+
+def spool_a_batch_with_nul(environ: dict[str, str], backend: FakeBackend, monkeypatch: pytest.MonkeyPatch,
+                           lines: list[str]) -> None:
+    """What the version before control characters were removed spooled while the backend was down: the NUL of a
+    `?ref=%00` in a batch, which PostgreSQL (and the fake backend) refuses whenever it is sent."""
+    backend.set_state(fail="500")
+    with monkeypatch.context() as patch:
+        patch.setattr(hls_logparse, "strip_controls", lambda value: value, raising=False)
+        write(environ, *lines)
+        assert not run(environ)
+    backend.set_state(fail=None)
+    [path] = spool_of(environ).paths()
+    assert any("\x00" in (event["referer"] or "") for event in spool_of(environ).read(path).events)
+
+
+def test_a_batch_refused_for_good_goes_to_the_dead_letters_and_the_rest_flows(
+        environ: dict[str, str], backend: FakeBackend, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    poisoned = listening("sess-nul", seconds=4, ref="%00")
+    spool_a_batch_with_nul(environ, backend, monkeypatch, poisoned)
+    [refused] = spool_of(environ).paths()
+    later = listening("sess-2", start=T0 + 10_000, seconds=20)
+    write(environ, *later)
+    caplog.clear()
+    assert run(environ)  # before the fix: False on every run, and nothing behind the batch ever arrived
+    assert totals(received(backend)) == logged(*later)
+    assert spool_of(environ).paths() == []
+    [dead] = dead_letters_of(environ).paths()
+    assert dead.name == refused.name
+    kept = json.loads(gzip.decompress(dead.read_bytes()))
+    assert totals(kept["events"]) == logged(*poisoned)
+    assert "NUL" in kept["reason"]
+    lines = [record.getMessage() for record in caplog.records if refused.name in record.getMessage()]
+    assert len(lines) == 1 and "refused spool batch" in lines[0] and "for good" in lines[0], lines
+    assert "NUL (0x00)" in lines[0] and "\n" not in lines[0]
+    numbers = live(environ)
+    assert numbers["dead_letter"]["batches"] == 1 and numbers["dead_letter"]["bytes"] == dead.stat().st_size
+    assert numbers["dead_letter_events_total"] == len(kept["events"])
+    sent = len(backend.recorded_requests())
+    assert run(environ)  # the refused batch is not tried again
+    assert len(backend.recorded_requests()) == sent
+    assert live(environ)["dead_letter_events_total"] == len(kept["events"])
+
+
+def test_a_ref_of_nul_reaches_the_backend_without_it(environ: dict[str, str], backend: FakeBackend) -> None:
+    lines = [line(s="sess-1", kind="playlist", ref="%00"), line(s="sess-1", kind="segment", ref="radio%00%01x%7F",
+                                                                 msec=T0 + 50, ua="Player\x01\x7f\x85/1")]
+    write(environ, *lines)
+    assert run(environ)  # before the fix: refused, and the run failed again on every later run
+    events = {event["event_type"]: event for event in received(backend)}
+    assert events["playlist_request"]["referer"] is None
+    assert events["segment_request"]["referer"] == "radiox"
+    assert events["segment_request"]["user_agent"] == "Player/1"
+    assert dead_letters_of(environ).paths() == []
+
+
+class Refusing(requests.adapters.HTTPAdapter):
+    """A gateway in front of the backend that answers `status` to every batch holding `marker`, and passes
+    everything else on."""
+
+    def __init__(self, status: int, marker: str) -> None:
+        super().__init__()
+        self.status, self.marker = status, marker
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        if self.marker.encode() in (request.body or b""):
+            response = requests.Response()
+            response.status_code, response.url, response.request = self.status, request.url, request
+            response._content = b"<html>refused</html>"
+            return response
+        return super().send(request, *args, **kwargs)
+
+
+@pytest.mark.parametrize("status", [400, 403, 413, 422])
+def test_an_http_4xx_for_one_batch_sends_it_to_the_dead_letters(environ: dict[str, str], backend: FakeBackend,
+                                                                status: int) -> None:
+    environ = {**environ, "BATCH_SIZE": "2"}
+    bad = listening("sess-bad", seconds=2)
+    good = listening("sess-good", start=T0 + 10_000, seconds=2)
+    write(environ, *bad, *good)
+    http = requests.Session()
+    http.mount("http://", Refusing(status, "sess-bad"))
+    assert run(environ, http=http)
+    assert totals(received(backend)) == logged(*good)
+    [dead] = dead_letters_of(environ).paths()
+    assert f"HTTP {status}" in json.loads(gzip.decompress(dead.read_bytes()))["reason"]
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_an_http_status_that_means_not_now_keeps_the_batch(environ: dict[str, str], backend: FakeBackend,
+                                                           status: int) -> None:
+    bad = listening("sess-bad", seconds=2)
+    write(environ, *bad)
+    http = requests.Session()
+    http.mount("http://", Refusing(status, "sess-bad"))
+    assert not run(environ, http=http)
+    assert len(spool_of(environ).paths()) == 1 and dead_letters_of(environ).paths() == []
+    assert run(environ)
+    assert totals(received(backend)) == logged(*bad)
+    # A gateway timeout leaves the backend with the batch perhaps processed: its re-send is counted.
+    assert live(environ)["resent_batches_total"] == (1 if status == 504 else 0)
+
+
+def test_the_dead_letters_are_bounded_the_oldest_go_first(environ: dict[str, str], backend: FakeBackend,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    backend.set_state(fail="500")
+    with monkeypatch.context() as patch:
+        patch.setattr(hls_logparse, "strip_controls", lambda value: value, raising=False)
+        for number in range(4):
+            write(environ, *listening(f"sess-{number}", start=T0 + number * 60_000, seconds=10, ref="%00"))
+            assert not run(environ, now_ms=T0 + (number + 1) * 60_000)
+    names = [path.name for path in spool_of(environ).paths()]
+    assert len(names) == 4
+    backend.set_state(fail=None)
+    # Room for about two and a half batches.
+    bound = 2.5 * spool_of(environ).paths()[0].stat().st_size
+    assert run({**environ, "DEAD_LETTER_MAX_MB": str(bound / (1 << 20))}, now_ms=T0 + 5 * 60_000)
+    kept = [path.name for path in dead_letters_of(environ).paths()]
+    assert sum(path.stat().st_size for path in dead_letters_of(environ).paths()) <= bound
+    assert kept and kept == names[len(names) - len(kept):]  # the newest
+    removed = [record.getMessage() for record in caplog.records if "dead letters over" in record.getMessage()]
+    assert len(removed) == len(names) - len(kept) > 0
+    assert all(name in text for name, text in zip(names, removed))  # the oldest, oldest first
+    assert live(environ)["dead_letter_events_total"] == 4 * 2  # all refused: a playlist and a segment event each
+    assert received(backend) == []
+
+
+# --- re-sent batches: sent again after an attempt whose answer was lost -----------------------------------
+
+def test_a_connection_dropped_after_sending_counts_the_re_send(environ: dict[str, str], backend: FakeBackend,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    write(environ, *listening("sess-1", seconds=4))
+    backend.set_state(fail="close")
+    assert not run(environ)
+    assert live(environ)["resent_batches_total"] == 0
+    backend.set_state(fail=None)
+    assert run(environ)
+    assert live(environ)["resent_batches_total"] == 1
+    assert "sending spool batch 0000000000000001.json.gz again after a lost answer" in caplog.text
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_backend_that_cannot_be_reached_counts_no_re_send(environ: dict[str, str], backend: FakeBackend) -> None:
+    write(environ, *listening("sess-1", seconds=4))
+    assert not run({**environ, "GRAPHQL_ENDPOINT": f"http://127.0.0.1:{closed_port()}/graphql"})
+    backend.set_state(fail="500")  # the backend said it failed: it did not process the batch
+    assert not run(environ)
+    backend.set_state(fail=None)
+    assert run(environ)
+    assert live(environ)["resent_batches_total"] == 0
+    assert totals(received(backend)) == logged(*listening("sess-1", seconds=4))
+
+
+def test_a_re_send_is_counted_once_per_lost_answer(environ: dict[str, str], backend: FakeBackend) -> None:
+    """Lost, then a known failure, then lost again, then acknowledged: the backend may hold three copies, two of
+    them extra: two re-sends."""
+    write(environ, *listening("sess-1", seconds=4))
+    for failure in ("close", "500", "close"):
+        backend.set_state(fail=failure)
+        assert not run(environ)
+    backend.set_state(fail=None)
+    assert run(environ)
+    assert live(environ)["resent_batches_total"] == 2
+
+
+def test_the_lost_answers_survive_a_restart_of_the_state(environ: dict[str, str], backend: FakeBackend) -> None:
+    write(environ, *listening("sess-1", seconds=4))
+    backend.set_state(fail="close")
+    assert not run(environ)
+    state = State.load(Path(environ["HLS_ANALYTICS_STATE_DIR"]) / hls_analytics.STATE_FILE)
+    assert state.answer_lost == [1]
+
+
+def failed_call(cause: BaseException | None) -> BackendError:
+    """A BackendError the way execute() raises it: `from None`, the cause kept as the context."""
+    try:
+        try:
+            if cause is not None:
+                raise cause
+            raise BackendError("no cause")
+        except BaseException:
+            raise BackendError("failed") from None
+    except BackendError as error:
+        return error
+
+
+def answer(status: int, body: bytes = b"") -> requests.Response:
+    response = requests.Response()
+    response.status_code, response._content = status, body
+    return response
+
+
+@pytest.mark.parametrize(("error", "response", "expected"), [
+    (failed_call(requests.ConnectTimeout()), None, (Unavailable, False)),
+    (failed_call(requests.ConnectionError(urllib3.exceptions.MaxRetryError(
+        None, "/graphql", urllib3.exceptions.NewConnectionError(None, "refused")))), None, (Unavailable, False)),
+    (failed_call(requests.ReadTimeout()), None, (Unavailable, True)),
+    (failed_call(requests.ConnectionError(urllib3.exceptions.ProtocolError("Connection aborted."))), None,
+     (Unavailable, True)),
+    (failed_call(None), None, (Unavailable, True)),  # unknown: it may have arrived
+    (failed_call(None), answer(500), (Unavailable, False)),
+    (failed_call(None), answer(504), (Unavailable, True)),
+    (failed_call(None), answer(429), (Unavailable, False)),
+    (failed_call(None), answer(408), (Unavailable, False)),
+    (failed_call(None), answer(302), (Unavailable, False)),
+    (failed_call(None), answer(200, b"<html>a proxy's page</html>"), (Unavailable, False)),
+    (failed_call(None), answer(200, b'{"data": null}'), (Unavailable, False)),
+    (failed_call(None), answer(200, b'{"data": null, "errors": [{"message": "x"}]}'), (Refused, None)),
+    (failed_call(None), answer(400, b'{"errors": [{"message": "Variable $events got invalid value"}]}'),
+     (Refused, None)),
+    (failed_call(None), answer(404), (Refused, None)),
+    (failed_call(None), answer(413), (Refused, None)),
+])
+def test_classify(error: BackendError, response: requests.Response | None, expected: tuple) -> None:
+    kind, lost = expected
+    outcome = classify(error, response)
+    assert type(outcome) is kind
+    if kind is Unavailable:
+        assert outcome.answer_lost is lost

@@ -7,16 +7,16 @@ from typing import Any
 
 from loglines import T0, line, listening
 
-from hls_logparse import PLAYLIST, SEGMENT, Aggregator, TrustedProxies
+from hls_logparse import PLAYLIST, SEGMENT, Aggregator, Networks
 from hls_sessions import DAY_MS, Sessions
 
 MINUTE = 60_000
 
 
-def events_of(sessions: Sessions, *lines: str, proxies: TrustedProxies | None = None) -> list[dict[str, Any]]:
+def events_of(sessions: Sessions, *lines: str, cloudflare: Networks | None = None) -> list[dict[str, Any]]:
     aggregator = Aggregator(window_seconds=10)
     aggregator.feed("".join(lines))
-    return sessions.assign(aggregator, proxies or TrustedProxies())
+    return sessions.assign(aggregator, cloudflare or Networks())
 
 
 def counts(events: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
@@ -112,10 +112,81 @@ def test_live_listeners_are_sessions_seen_in_the_last_60_seconds() -> None:
     assert resumed.listeners(T0 + 95_000) == {}
 
 
-def test_trusted_proxy_addresses_are_used_for_the_join() -> None:
-    proxies = TrustedProxies(["10.0.0.0/8"])
+def test_cloudflare_addresses_are_used_for_the_join() -> None:
+    cloudflare = Networks(["173.245.48.0/20"])
     sessions = Sessions()
-    events_of(sessions, line(s="sess-1", kind="playlist", remote="10.0.0.1", cf_ip="203.0.113.50"), proxies=proxies)
-    [joined] = events_of(sessions, line(s="", remote="10.0.0.2", cf_ip="203.0.113.50", msec=T0 + 1), proxies=proxies)
+    events_of(sessions, line(s="sess-1", kind="playlist", remote="173.245.48.1", cf_ip="203.0.113.50"),
+              cloudflare=cloudflare)
+    [joined] = events_of(sessions, line(s="", remote="173.245.48.2", cf_ip="203.0.113.50", msec=T0 + 1),
+                         cloudflare=cloudflare)
     assert joined["anonymous_session_id"] == "sess-1"
     assert joined["ip_address"] == "203.0.113.50"
+
+
+# --- listeners that share an address and a user agent (carrier NAT, one app) -------------------------------
+
+NAT = "198.51.100.77"
+FIVE = [f"listener-{number}" for number in range(1, 6)]
+
+
+def five_behind_one_address(segments_carry_s: bool) -> list[str]:
+    """Five players of one app on one station behind one address, interleaved, 42 s each: 21 playlist and 21
+    segment requests apiece, 105 segment requests in all. nginx appends each listener's s= to the segment URIs
+    of the playlist it serves it; a player of an older origin's playlist sends its segments without s=."""
+    lines = []
+    for step in range(21):
+        for number, session in enumerate(FIVE):
+            msec = T0 + step * 2000 + number * 37
+            lines.append(line(s=session, kind="playlist", msec=msec, remote=NAT))
+            lines.append(line(s=session if segments_carry_s else "", kind="segment", msec=msec + 20, remote=NAT))
+    return lines
+
+
+def test_five_listeners_behind_one_address_each_get_exactly_their_own_requests() -> None:
+    sessions = Sessions()
+    totals = counts(events_of(sessions, *five_behind_one_address(segments_carry_s=True)))
+    assert totals == {(session, kind): 21 for session in FIVE for kind in (PLAYLIST, SEGMENT)}
+    assert sessions.listeners(T0 + 45_000) == {"radio-joy": 5}
+
+
+def test_five_listeners_across_runs_each_get_exactly_their_own_requests() -> None:
+    """The same, read by several runs (the state carries the sessions from one run to the next)."""
+    lines = five_behind_one_address(segments_carry_s=True)
+    totals: dict[tuple[str, str], int] = {}
+    state: dict[str, Any] = {}
+    for start in range(0, len(lines), 37):
+        sessions = Sessions(json.loads(json.dumps(state)))
+        for key, value in counts(events_of(sessions, *lines[start:start + 37])).items():
+            totals[key] = totals.get(key, 0) + value
+        state = sessions.state()
+    assert totals == {(session, kind): 21 for session in FIVE for kind in (PLAYLIST, SEGMENT)}
+
+
+def test_requests_without_s_are_not_given_to_one_of_several_sessions_of_their_address() -> None:
+    """Before nginx put s= on segment URIs, these 105 segment requests went to whichever session had been seen
+    last: 2 sessions got them all, 3 got none. Nothing tells five listeners of one app behind one address
+    apart, so no s= session gets a request it did not make; they share one session of their own."""
+    sessions = Sessions()
+    totals = counts(events_of(sessions, *five_behind_one_address(segments_carry_s=False)))
+    assert {key: value for key, value in totals.items() if key[0] in FIVE} == {
+        (session, PLAYLIST): 21 for session in FIVE}
+    [others] = [key for key in totals if key[0] not in FIVE]
+    assert others[1] == SEGMENT and totals[others] == 105
+    assert sessions.ambiguous > 0
+
+
+def test_a_request_without_s_joins_the_one_session_of_its_address_on_its_station() -> None:
+    sessions = Sessions()
+    events_of(sessions, line(s="on-joy", kind="playlist", remote=NAT),
+              line(s="on-other", kind="playlist", slug="other", remote=NAT))
+    events = events_of(sessions, line(s="", remote=NAT, msec=T0 + 1000),
+                       line(s="", slug="other", remote=NAT, msec=T0 + 1000))
+    assert {(e["station_slug"], e["anonymous_session_id"]) for e in events} == {("radio-joy", "on-joy"),
+                                                                                 ("other", "on-other")}
+
+
+def test_joins_saved_by_an_older_version_are_dropped() -> None:
+    sessions = Sessions({"joins": {"somekey": ["sess-1", T0]}})
+    assert sessions.joins == {}
+    [event] = events_of(sessions, line(s="", msec=T0 + 1000))
+    assert event["anonymous_session_id"] != "sess-1"

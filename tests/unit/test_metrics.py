@@ -40,7 +40,9 @@ def metrics_text(tree: StatusTree) -> str:
     tree.station("down", active=False, restarts=5)
     tree.station("forced", launch={"upstream_codec": None, "mode": "copy", "started_at": 0})
     tree.write_json(tree.config.listeners_file, {"updated_at": "2023-11-14T22:13:10Z", "stations": {"joy": 42},
-                                                 "spool": {"batches": 2, "bytes": 250}, "dropped_events_total": 9})
+                                                 "spool": {"batches": 2, "bytes": 250}, "dropped_events_total": 9,
+                                                 "dead_letter": {"batches": 1, "bytes": 120},
+                                                 "dead_letter_events_total": 37, "resent_batches_total": 4})
     tree.write_json(tree.config.sync_status_file, {"last_success_at": "2023-11-14T22:13:00+00:00",
                                                    "failures_total": 3})
     tree.units["hls-sync.service"] = {"Id": "hls-sync.service", "LoadState": "loaded", "Result": "success"}
@@ -56,7 +58,9 @@ def test_the_text_parses_with_prometheus_client(metrics_text: str) -> None:
         "hls_station_segments", "hls_station_newest_segment_bytes", "hls_station_restarts", "hls_station_uptime_seconds",
         "hls_station_info", "hls_station_listeners", "hls_job_last_run_ok", "hls_job_last_success_timestamp_seconds",
         "hls_job_failures", "hls_analytics_updated_timestamp_seconds", "hls_analytics_spool_batches",
-        "hls_analytics_spool_bytes", "hls_analytics_dropped_events", "hls_status_generated_timestamp_seconds"}
+        "hls_analytics_spool_bytes", "hls_analytics_dropped_events", "hls_analytics_dead_letter_batches",
+        "hls_analytics_dead_letter_bytes", "hls_analytics_dead_letter_events", "hls_analytics_resent_batches",
+        "hls_status_generated_timestamp_seconds"}
     for family in families.values():
         assert NAME.match(family.name), family.name
         assert family.type in ("gauge", "counter")
@@ -64,6 +68,9 @@ def test_the_text_parses_with_prometheus_client(metrics_text: str) -> None:
     assert families["hls_station_restarts"].type == "counter"
     assert families["hls_job_failures"].type == "counter"
     assert families["hls_analytics_dropped_events"].type == "counter"
+    assert families["hls_analytics_dead_letter_events"].type == "counter"
+    assert families["hls_analytics_resent_batches"].type == "counter"
+    assert families["hls_analytics_dead_letter_batches"].type == "gauge"
 
 
 def test_station_values(metrics_text: str) -> None:
@@ -98,7 +105,40 @@ def test_job_values(metrics_text: str) -> None:
     assert samples(families, "hls_analytics_spool_batches") == {(): 2}
     assert samples(families, "hls_analytics_spool_bytes") == {(): 250}
     assert samples(families, "hls_analytics_dropped_events_total") == {(): 9}
+    assert samples(families, "hls_analytics_dead_letter_batches") == {(): 1}
+    assert samples(families, "hls_analytics_dead_letter_bytes") == {(): 120}
+    assert samples(families, "hls_analytics_dead_letter_events_total") == {(): 37}
+    assert samples(families, "hls_analytics_resent_batches_total") == {(): 4}
     assert samples(families, "hls_status_generated_timestamp_seconds") == {(): 1_700_000_000}
+
+
+def test_a_listeners_file_of_an_older_version_gives_no_dead_letter_samples(tree: StatusTree) -> None:
+    tree.station("joy")
+    tree.write_json(tree.config.listeners_file, {"updated_at": "2023-11-14T22:13:10Z", "stations": {"joy": 1},
+                                                 "spool": {"batches": 0, "bytes": 0}, "dropped_events_total": 0})
+    snapshot = tree.snapshot()
+    families = parse(render(snapshot, evaluate(snapshot, 60)))
+    assert samples(families, "hls_analytics_dead_letter_events_total") == {}
+    assert samples(families, "hls_analytics_resent_batches_total") == {}
+    assert samples(families, "hls_analytics_dropped_events_total") == {(): 0}
+
+
+def test_the_analytics_numbers_reach_the_metrics(tmp_path: Path, tree: StatusTree) -> None:
+    """What hls_analytics writes is what hls_metrics reads: the listeners file of a real run."""
+    from hls_analytics import Analytics, Config
+
+    environ = {"GRAPHQL_ENDPOINT": "", "HLS_ACCESS_LOG": str(tmp_path / "none.log"),
+               "HLS_ANALYTICS_STATE_DIR": str(tmp_path / "state"), "HLS_LISTENERS_FILE": str(tree.config.listeners_file)}
+    analytics = Analytics(Config.from_environ(environ), now=lambda: 1_700_000_000.0)
+    analytics.state.dead_letter_events, analytics.state.resent_batches = 5, 2
+    analytics.dead_letters.write(7, [{"anonymous_session_id": "x"}], reason="refused")
+    analytics.run()
+    tree.station("joy")
+    snapshot = tree.snapshot()
+    families = parse(render(snapshot, evaluate(snapshot, 60)))
+    assert samples(families, "hls_analytics_dead_letter_batches") == {(): 1}
+    assert samples(families, "hls_analytics_dead_letter_events_total") == {(): 5}
+    assert samples(families, "hls_analytics_resent_batches_total") == {(): 2}
 
 
 def test_no_secret_in_the_metrics(metrics_text: str) -> None:

@@ -35,7 +35,7 @@ EVERYONE = ["0.0.0.0/0", "::/0", "0.0.0.0", "::"]
 
 @pytest.mark.parametrize("everyone", EVERYONE)
 @pytest.mark.parametrize(("role", "variable"), [("hls_nginx", "hls_nginx_trusted_proxies"),
-                                                ("hls", "hls_analytics_trusted_proxies")])
+                                                ("hls", "hls_analytics_cloudflare_networks")])
 def test_trusting_every_address_as_a_proxy_is_refused(tmp_path: Path, role: str, variable: str,
                                                       everyone: str) -> None:
     result = check_input(tmp_path, role, {variable: ["10.0.0.0/8", everyone]})
@@ -44,11 +44,17 @@ def test_trusting_every_address_as_a_proxy_is_refused(tmp_path: Path, role: str,
 
 
 @pytest.mark.parametrize(("role", "variable"), [("hls_nginx", "hls_nginx_trusted_proxies"),
-                                                ("hls", "hls_analytics_trusted_proxies")])
+                                                ("hls", "hls_analytics_cloudflare_networks")])
 def test_real_proxy_ranges_pass(tmp_path: Path, role: str, variable: str) -> None:
     result = check_input(tmp_path, role, {variable: ["127.0.0.1", "10.0.0.0/8", "2001:db8::/32"]})
     assert result.returncode == 0, result.stdout
     assert "failed=0" in result.stdout
+
+
+def test_a_cloudflare_network_that_is_no_address_is_refused(tmp_path: Path) -> None:
+    result = check_input(tmp_path, "hls", {"hls_analytics_cloudflare_networks": ["173.245.48.0/20", "cloudflare"]})
+    assert result.returncode != 0, result.stdout
+    assert "assertion: hls_analytics_cloudflare_networks | reject('match'" in result.stdout, result.stdout
 
 
 def test_a_metrics_allow_list_entry_that_is_no_address_is_refused(tmp_path: Path) -> None:

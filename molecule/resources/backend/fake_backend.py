@@ -31,6 +31,9 @@ Behaviour, driven by the state (see DEFAULT_STATE)
                     and a Location at that origin (the equivalent GET URL, which a repeated POST may also use),
                     as a moved backend or an https-redirecting proxy would.
   submit_result     "ok" | "operation_info" | "unsuccessful"; only "ok" records the events.
+  refuse_nul        true (the default): a batch with a NUL character in any string is refused with a GraphQL
+                    error, nothing of it recorded, as PostgreSQL refuses NUL in text (the resolver raises, so
+                    data is null); false: NUL is recorded like anything else.
   fail              None | "500" | "hang" | "malformed" | "errors" | "close"; applies to /graphql only.
                     "hang" sleeps hang_seconds and then answers normally.
   fail_count        an integer N makes only the next N /graphql requests fail, then `fail` resets to None.
@@ -81,6 +84,7 @@ DEFAULT_STATE: dict[str, Any] = {
     "fail_count": None,
     "hang_seconds": 30,
     "submit_result": "ok",
+    "refuse_nul": True,
     "events": [],
     "metadata_fetches": [],
 }
@@ -120,6 +124,17 @@ def presented_key(headers: Any) -> str | None:
     """The key of an "Authorization: <any word> <key>" header; the backend ignores the prefix word."""
     parts = (headers.get("Authorization") or "").split()
     return parts[1] if len(parts) == 2 else None
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether any string in a JSON-like value contains NUL."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(holds_nul(item) for item in value.values())
+    if isinstance(value, list):
+        return any(holds_nul(item) for item in value)
+    return False
 
 
 def require_key(expected: str | None, *presented: str | None) -> None:
@@ -265,6 +280,9 @@ class Backend:
         headers = info.context["headers"]
         with self.lock:
             require_key(self.state.get("api_key"), headers.get("X-Streaming-Api-Key"), presented_key(headers))
+            if self.state.get("refuse_nul", True) and holds_nul(events):
+                # psycopg's own message; the resolver's exception becomes a GraphQL error.
+                raise GraphQLError("A string literal cannot contain NUL (0x00) characters.")
             outcome = self.state.get("submit_result", "ok")
             if outcome == "operation_info":
                 return {"__typename": "OperationInfo", "messages": [
