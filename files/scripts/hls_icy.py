@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import bisect
 import re
-import urllib.request
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-from hls_station import basic_authorization
+from hls_station import open_upstream
 
 USER_AGENT = "radio-hls/1.0"
 READ_CHUNK = 8192
@@ -126,13 +125,9 @@ def stream_titles(stream: BinaryIO, metaint: int) -> Iterator[str | None]:
 
 
 def open_stream(url: str, timeout: float) -> tuple[BinaryIO, int]:
-    """Connect asking for metadata; (the response, its icy-metaint). Follows redirects, http and https."""
-    bare_url, authorization = basic_authorization(url)
-    headers = {"Icy-MetaData": "1", "User-Agent": USER_AGENT}
-    if authorization is not None:
-        headers["Authorization"] = authorization
-    request = urllib.request.Request(bare_url, headers=headers)
-    response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (the URL was validated: http/https)
+    """Connect asking for metadata; (the response, its icy-metaint). Follows http and https redirects, with the
+    URL's credentials only on hops to their own origin (hls_station.open_upstream)."""
+    response = open_upstream(url, {"Icy-MetaData": "1", "User-Agent": USER_AGENT}, timeout)
     raw = response.headers.get("icy-metaint")
     if raw is None or not METAINT.fullmatch(raw.strip()) or int(raw) <= 0:
         response.close()

@@ -2,6 +2,12 @@
 
 Run by hls@<slug>.service. After exec, FFmpeg is the unit's main PID, so systemd sees its crashes directly.
 
+The station URL never reaches a command line, where any local user could read it (`systemctl status`, `ps`):
+ffprobe and FFmpeg read it, its options and its credentials from an ffconcat document on their standard input
+(input_document). Credentials reach only their origin: a station URL with user:password is followed through its
+redirects here (hls_station.open_upstream), FFmpeg gets the URL where they led, and the Authorization only when
+that URL is on the credentials' origin, with max_redirects 0 (FFmpeg re-sends its headers on every hop).
+
 Segment names never repeat: each start names its segments `<start time in ms>-<sequence>.ts`, so a name
 can only be reused if the clock runs backwards by the lifetime of a station. The media sequence continues
 from the playlist when it survived (systemd keeps the runtime directory across restarts); when it did not,
@@ -12,12 +18,15 @@ before (a sequence grows by one per segment, at most one per second).
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
 import shlex
+import subprocess
 import sys
 import time
+import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -26,16 +35,24 @@ import ffmpeg
 from dotenv import dotenv_values
 
 from hls_station import (
+    CONTROL_CHARS,
     InvalidStation,
     basic_authorization,
+    open_upstream,
+    origin,
     redact_url,
     validate_slug,
     validate_stream_url,
     write_atomically,
 )
 
-# Inputs may only come from the network: never file:, concat:, subfile:, pipe: and the like.
+# The upstream may only come from the network: never file:, concat:, subfile:, pipe: and the like.
 PROTOCOL_WHITELIST = "http,https,tcp,tls"
+# FFmpeg's and ffprobe's input: the ffconcat document on standard input, the only thing pipe: may open; the
+# document holds the one upstream URL, with PROTOCOL_WHITELIST for it.
+STDIN_INPUT = "pipe:0"
+INPUT_OPTIONS: dict[str, object] = {"f": "concat", "safe": 0, "protocol_whitelist": "pipe"}
+USER_AGENT = "radio-hls/1.0"
 PLAYLIST_NAME = "index.m3u8"
 # What this start decided, for hls-status and hlsctl; nginx serves only the playlist and the segments.
 LAUNCH_INFO_NAME = ".launch.json"
@@ -118,18 +135,58 @@ class StationSettings:
         )
 
 
-def upstream(settings: StationSettings) -> tuple[str, dict[str, object]]:
-    """The URL FFmpeg opens and the options of that input.
+@dataclass(frozen=True)
+class Upstream:
+    """What ffprobe and FFmpeg open: a URL without credentials, and the Authorization to send with it."""
 
-    Credentials move from the URL into an Authorization header, so FFmpeg's error lines (which print
-    the URL) never show a password.
+    url: str
+    authorization: str | None = None
+
+
+def resolve_upstream(settings: StationSettings) -> Upstream:
+    """The station URL as FFmpeg may open it.
+
+    Without credentials FFmpeg follows the URL's redirects itself: it has nothing to leak. With them, the redirects
+    are followed here, with the credentials on same-origin hops only (hls_station.CredentialsStayHome), and FFmpeg
+    gets the final URL, with the Authorization only when that URL is on the credentials' origin.
+    """
+    bare, authorization = basic_authorization(settings.stream_url)
+    if authorization is None:
+        return Upstream(bare)
+    shown = redact_url(settings.stream_url)
+    try:
+        # No certificate check, as FFmpeg 5.1 does not check one (tls_verify 0): a station FFmpeg can play is not
+        # refused here.
+        with open_upstream(settings.stream_url, {"User-Agent": USER_AGENT}, settings.read_timeout_seconds,
+                           verify_tls=False) as response:
+            final = response.geturl()
+    except urllib.error.HTTPError as error:
+        raise LaunchError(f"cannot probe {shown}: the upstream answered {error.code} {printable(str(error.reason))}"
+                          ) from None
+    except urllib.error.URLError as error:
+        raise LaunchError(f"cannot probe {shown}: {printable(str(error.reason))}") from None
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        raise LaunchError(f"cannot probe {shown}: {printable(str(error)) or error.__class__.__name__}") from None
+    if final == bare:
+        return Upstream(bare, authorization)
+    try:
+        final = validate_stream_url(final)
+    except InvalidStation as error:
+        raise LaunchError(f"{shown} redirects to a URL FFmpeg must not open: {error}") from None
+    same_origin = origin(final) == origin(bare)
+    say(f"{settings.slug}: {shown} redirects to {redact_url(final)}"
+        f"{'' if same_origin else ', another origin: the credentials are not sent there'}")
+    return Upstream(final, authorization if same_origin else None)
+
+
+def upstream_options(settings: StationSettings, upstream: Upstream) -> dict[str, object]:
+    """The options ffprobe and FFmpeg open the upstream with.
 
     In-stream reconnection (`reconnect_streamed`) stays off on purpose: on a live stream it would loop
     forever against an upstream that accepts and then sends nothing, and would feed a changed codec into
     the old decoder. A dropped or silent upstream ends FFmpeg after `rw_timeout`; systemd starts it again,
     the launcher probes again, and the playlist marks the gap with a discontinuity.
     """
-    url, authorization = basic_authorization(settings.stream_url)
     options: dict[str, object] = {
         "protocol_whitelist": PROTOCOL_WHITELIST,
         "formatprobesize": FORMAT_PROBE_BYTES,
@@ -137,23 +194,58 @@ def upstream(settings: StationSettings) -> tuple[str, dict[str, object]]:
         "reconnect_on_network_error": 1,
         "reconnect_delay_max": 10,
         "rw_timeout": settings.read_timeout_seconds * 1_000_000,
-        "user_agent": "radio-hls/1.0",
+        "user_agent": USER_AGENT,
     }
-    if authorization is not None:
-        options["headers"] = f"Authorization: {authorization}\r\n"
-    return url, options
+    if upstream.authorization is not None:
+        # FFmpeg sends its custom headers again on every redirect, to any host: with credentials it follows none.
+        # (An ffconcat line cannot hold the header's CRLF; FFmpeg adds it, with a warning line.)
+        options["headers"] = f"Authorization: {upstream.authorization}"
+        options["max_redirects"] = 0
+    return options
 
 
-def probe_codec(settings: StationSettings) -> str:
+def concat_quote(value: str) -> str:
+    """A token of an ffconcat line: single-quoted, a quote written as '\\'' (as in a shell)."""
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise LaunchError("an upstream value holds a line break")  # validated URLs never do; a line is a directive
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def input_document(upstream: Upstream, options: Mapping[str, object]) -> str:
+    """The ffconcat document ffprobe and FFmpeg read on their standard input: the upstream, and its options."""
+    lines = ["ffconcat version 1.0", f"file {concat_quote(upstream.url)}"]
+    lines += [f"option {key} {concat_quote(str(value))}" for key, value in options.items()]
+    return "\n".join(lines) + "\n"
+
+
+def printable(text: str) -> str:
+    """Outside text (an upstream's reason phrase, ffprobe's error) fit for one log line."""
+    return CONTROL_CHARS.sub("?", text).strip()[:300]
+
+
+def probe_error(stderr: bytes, upstream: Upstream) -> str:
+    """ffprobe's last line, with its input named by the redacted URL (FFmpeg prints the URL it opens in full)."""
+    lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    reason = lines[-1] if lines else "no output"
+    for name in (upstream.url, STDIN_INPUT):
+        reason = reason.replace(name, redact_url(upstream.url))
+    return printable(reason)
+
+
+def probe_codec(settings: StationSettings, upstream: Upstream) -> str:
     """The codec of the upstream's first audio stream, e.g. 'aac' or 'mp3'."""
-    url, options = upstream(settings)
+    options = {**upstream_options(settings, upstream), "probesize": 65536, "analyzeduration": 1_000_000}
+    command = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_streams", "-of", "json",
+               *(argument for key, value in INPUT_OPTIONS.items() for argument in (f"-{key}", str(value))),
+               "-i", STDIN_INPUT]
+    result = subprocess.run(command, input=input_document(upstream, options).encode(), capture_output=True,
+                            check=False)
+    if result.returncode != 0:
+        raise LaunchError(f"cannot probe {redact_url(settings.stream_url)}: {probe_error(result.stderr, upstream)}")
     try:
-        info = ffmpeg.probe(url, v="error", select_streams="a:0", probesize=65536, analyzeduration=1_000_000,
-                            **options)
-    except ffmpeg.Error as error:
-        reason = error.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-        raise LaunchError(f"cannot probe {redact_url(settings.stream_url)}: {reason[0]}") from None
-    streams = info.get("streams") or []
+        streams = json.loads(result.stdout).get("streams") or []
+    except (ValueError, AttributeError):
+        streams = []
     if not streams:
         raise LaunchError(f"{redact_url(settings.stream_url)} has no audio stream")
     return str(streams[0].get("codec_name", "unknown"))
@@ -231,8 +323,8 @@ def write_launch_info(output_dir: Path, upstream_codec: str | None, mode: str, n
 
 
 def build_command(settings: StationSettings, output_dir: Path, mode: str, now: float) -> list[str]:
-    url, options = upstream(settings)
-    stream = ffmpeg.input(url, **options)
+    """FFmpeg's command line: no URL in it, FFmpeg reads its input document on standard input (hand_over)."""
+    stream = ffmpeg.input(STDIN_INPUT, **INPUT_OPTIONS)
     audio_options: dict[str, object] = {"c:a": "copy"}
     if mode == "transcode":
         # Debian's FFmpeg has no libfdk_aac: the native encoder makes AAC-LC.
@@ -253,6 +345,24 @@ def build_command(settings: StationSettings, output_dir: Path, mode: str, now: f
     command = stream.output(str(output_dir / PLAYLIST_NAME), **audio_options, **hls_options).compile()
     # Global options go first: FFmpeg may ignore options that trail the output file.
     return [command[0], *GLOBAL_OPTIONS, *command[1:]]
+
+
+def hand_over(document: str) -> None:
+    """Make `document` the standard input FFmpeg will read it from (pipe:0).
+
+    A memfd rather than a pipe: a pipe could hold as little as 4 KiB (when the user's pipe buffers run short), and
+    the write would block before FFmpeg ever starts. It is never on disk, goes with FFmpeg, and /proc/<pid>/fd of
+    FFmpeg is closed to other users.
+    """
+    fd = os.memfd_create("hls-input")
+    try:
+        data = document.encode()
+        while data:
+            data = data[os.write(fd, data):]
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.dup2(fd, 0)
+    finally:
+        os.close(fd)
 
 
 def say(message: str) -> None:
@@ -282,10 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             # must not become one Python start per RestartSec, forever.
             if not args.dry_run:
                 wait_before_start(args.output_dir, values, args.env_file.stem)
-        upstream_codec = probe_codec(settings) if settings.codec == "auto" else None
+        upstream = resolve_upstream(settings)
+        upstream_codec = probe_codec(settings, upstream) if settings.codec == "auto" else None
         mode = choose_mode(settings, upstream_codec)
         started = time.time()
         command = build_command(settings, args.output_dir, mode, started)
+        document = input_document(upstream, upstream_options(settings, upstream))
     except LaunchError as error:
         say(f"{args.env_file}: {error}")
         return 1
@@ -296,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     remove_partial_segments(args.output_dir)
     write_launch_info(args.output_dir, upstream_codec, mode, started)
+    hand_over(document)
     os.execvp(command[0], command)
     return 1  # not reached
 

@@ -11,7 +11,10 @@ import grp
 import ipaddress
 import os
 import re
+import ssl
 import tempfile
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -235,12 +238,67 @@ def basic_authorization(url: str) -> tuple[str, str | None]:
 
 
 def redact_url(url: str) -> str:
-    """The URL without user:password, for logs."""
-    bare, userinfo = split_credentials(url)
-    if userinfo is None:
-        return url
-    scheme, rest = bare.split("://", 1)
-    return f"{scheme}://***@{rest}"
+    """The URL for logs: user:password, the query string and the fragment (where stream tokens travel) become ***."""
+    try:
+        bare, userinfo = split_credentials(url)
+        parts = urlsplit(bare)
+    except ValueError:
+        return "(a URL that cannot be parsed)"
+    netloc = parts.netloc if userinfo is None else f"***@{parts.netloc}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", "***" if parts.fragment else ""))
+
+
+# Where a URL's credentials belong: its scheme, host and port (an origin, as browsers define it).
+Origin = tuple[str, str, int]
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Redirects a client follows at most: FFmpeg's own default.
+MAX_REDIRECTS = 8
+
+
+def origin(url: str) -> Origin:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").rstrip("."), parts.port or DEFAULT_PORTS.get(scheme, 0)
+
+
+class CredentialsStayHome(urllib.request.HTTPRedirectHandler):
+    """Follows http and https redirects, at most MAX_REDIRECTS, and sends the station's Authorization on a hop only
+    when that hop goes to the origin the credentials were given for (urllib's own handler sent it to any host a
+    redirect named). A user:password in a Location is ignored: credentials come from the station record only."""
+
+    max_redirections = MAX_REDIRECTS
+
+    def __init__(self, home: Origin, authorization: str | None) -> None:
+        super().__init__()
+        self.home, self.authorization = home, authorization
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> urllib.request.Request | None:
+        target, _ = split_credentials(newurl)
+        if urlsplit(target).scheme.lower() not in ALLOWED_SCHEMES:
+            raise urllib.error.HTTPError(req.full_url, code, "a redirect to a scheme other than http or https",
+                                         headers, fp)
+        request = super().redirect_request(req, fp, code, msg, headers, target)
+        if request is not None and self.authorization is not None and origin(target) == self.home:
+            request.add_unredirected_header("Authorization", self.authorization)
+        return request
+
+
+def open_upstream(url: str, headers: Mapping[str, str], timeout: float, verify_tls: bool = True) -> Any:
+    """GET a station URL with its credentials in an Authorization header that reaches only their origin, across
+    redirects (CredentialsStayHome); the response's geturl() is where it led. urllib's errors as it raises them
+    (HTTPError for an answer of 400 or more, URLError for the rest)."""
+    bare, authorization = basic_authorization(url)
+    request = urllib.request.Request(bare, headers={key: value for key, value in headers.items()
+                                                   if key.lower() != "authorization"})
+    if authorization is not None:
+        request.add_unredirected_header("Authorization", authorization)  # never copied to a redirect by urllib
+    handlers: list[urllib.request.BaseHandler] = [CredentialsStayHome(origin(bare), authorization)]
+    if not verify_tls:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(*handlers).open(request, timeout=timeout)
 
 
 def clean_title(title: Any) -> str:

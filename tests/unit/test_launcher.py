@@ -1,4 +1,5 @@
-"""Tests of files/scripts/hls_launcher.py: settings from the env file, the FFmpeg command, and main()."""
+"""Tests of files/scripts/hls_launcher.py: settings from the env file, the FFmpeg command and its input document,
+where a station URL with credentials leads (against local HTTP servers), and main()."""
 
 from __future__ import annotations
 
@@ -7,25 +8,37 @@ import os
 import re
 import shlex
 import stat
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import hls_launcher
+import hls_station
 from hls_launcher import (
     GLOBAL_OPTIONS,
     LaunchError,
     StationSettings,
+    Upstream,
     build_command,
     choose_mode,
+    input_document,
     remove_partial_segments,
     start_number,
+    upstream_options,
 )
 from hls_station import Station, station_env
 
 NOW = 1_700_000_000.123
 OUTPUT = Path("/run/hls/radio-joy")
 BASE = {"HLS_STATION_SLUG": "radio-joy", "HLS_STREAM_URL": "http://user:s3cret@joy.example:8000/live.mp3"}
+BARE_URL = "http://joy.example:8000/live.mp3"
+AUTHORIZATION = "Basic dXNlcjpzM2NyZXQ="  # user:s3cret
 
 
 def settings(**overrides: str) -> StationSettings:
@@ -38,13 +51,108 @@ def option(command: list[str], name: str) -> str:
     return command[command.index(name) + 1]
 
 
+def read_document(document: str) -> tuple[str, dict[str, str]]:
+    """(the file's URL, its options) of an ffconcat document; its quoting is a shell's, so shlex reads it."""
+    lines = [shlex.split(line) for line in document.splitlines()]
+    assert lines[0] == ["ffconcat", "version", "1.0"]
+    assert lines[1][0] == "file" and len(lines[1]) == 2
+    assert all(line[0] == "option" and len(line) == 3 for line in lines[2:]), lines
+    return lines[1][1], {key: value for _, key, value in lines[2:]}
+
+
+def document_of(settings_: StationSettings, upstream: Upstream | None = None) -> tuple[str, dict[str, str]]:
+    upstream = upstream or Upstream(BARE_URL, AUTHORIZATION)
+    return read_document(input_document(upstream, upstream_options(settings_, upstream)))
+
+
+@dataclass
+class FakeResponse:
+    url: str
+
+    def geturl(self) -> str:
+        return self.url
+
+    def __enter__(self) -> FakeResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """No test reaches a real upstream unless it says so: open_upstream answers without a redirect."""
+    urls: list[str] = []
+
+    def fake_open_upstream(url: str, headers: object, timeout: float, verify_tls: bool = True) -> FakeResponse:
+        urls.append(url)
+        return FakeResponse(hls_station.basic_authorization(url)[0])
+
+    monkeypatch.setattr(hls_launcher, "open_upstream", fake_open_upstream)
+    return urls
+
+
+@dataclass
+class FakeFfprobe:
+    """subprocess.run for ffprobe: records each command and the document on its standard input."""
+
+    stdout: bytes = b'{"streams": [{"codec_name": "aac"}]}'
+    stderr: bytes = b""
+    returncode: int = 0
+    calls: list[tuple[list[str], str]] = field(default_factory=list)
+
+    def __call__(self, command: list[str], input: bytes, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:  # noqa: A002
+        assert command[0] == "ffprobe"
+        self.calls.append((command, input.decode()))
+        return subprocess.CompletedProcess(command, self.returncode, self.stdout, self.stderr)
+
+
+@pytest.fixture
+def ffprobe(monkeypatch: pytest.MonkeyPatch) -> FakeFfprobe:
+    fake = FakeFfprobe()
+    monkeypatch.setattr(hls_launcher.subprocess, "run", fake)
+    return fake
+
+
 @pytest.fixture
 def no_ffprobe(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may probe a real upstream."""
     def forbidden(*args: object, **kwargs: object) -> None:
-        raise AssertionError("ffmpeg.probe called")
+        raise AssertionError("ffprobe called")
 
-    monkeypatch.setattr(hls_launcher.ffmpeg, "probe", forbidden)
+    monkeypatch.setattr(hls_launcher.subprocess, "run", forbidden)
+
+
+@dataclass
+class Exec:
+    file: str
+    args: list[str]
+    stdin: str  # what FFmpeg would read as pipe:0
+
+
+@pytest.fixture(autouse=True)
+def stdin_handed_over(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What hand_over puts on standard input, recorded instead (pytest's own standard input stays)."""
+    handed: list[str] = []
+    real_dup2 = os.dup2
+
+    def fake_dup2(fd: int, target: int, inheritable: bool = True) -> int:
+        if target != 0:  # os is everyone's module: pytest's own output capture dup2()s too
+            return real_dup2(fd, target, inheritable)
+        handed.append(os.pread(fd, 1 << 20, 0).decode())
+        return target
+
+    monkeypatch.setattr(hls_launcher.os, "dup2", fake_dup2)
+    return handed
+
+
+@pytest.fixture
+def execs(monkeypatch: pytest.MonkeyPatch, stdin_handed_over: list[str]) -> list[Exec]:
+    """os.execvp recorded instead of run, with the document that was handed over on standard input."""
+    done: list[Exec] = []
+    monkeypatch.setattr(hls_launcher.os, "execvp", lambda file, args: done.append(
+        Exec(file, list(args), stdin_handed_over[-1] if stdin_handed_over else "")))
+    return done
 
 
 # --- StationSettings.from_env ------------------------------------------------------------------------------
@@ -121,33 +229,52 @@ def test_start_number(tmp_path: Path) -> None:
     assert start_number(tmp_path, NOW) is None
 
 
-# --- build_command -----------------------------------------------------------------------------------------
+# --- build_command and the input document ---------------------------------------------------------------
 
-def test_global_and_input_options_come_before_the_input() -> None:
+def test_the_command_line_holds_no_url_and_reads_its_input_on_stdin() -> None:
     command = build_command(settings(), OUTPUT, "copy", NOW)
     first_input = command.index("-i")
     assert command[0] == "ffmpeg"
     assert command[1 : 1 + len(GLOBAL_OPTIONS)] == list(GLOBAL_OPTIONS)
     assert command.index("-nostdin") < first_input
     assert command.index("-loglevel") < first_input and option(command, "-loglevel") == "warning"
-    assert option(command, "-protocol_whitelist") == "http,https,tcp,tls"
-    assert command.index("-protocol_whitelist") < first_input
-    assert command.count("-i") == 1
-    # Credentials travel in a header, never in the URL that FFmpeg prints in its errors.
-    assert option(command, "-i") == "http://joy.example:8000/live.mp3"
-    assert option(command, "-headers") == "Authorization: Basic dXNlcjpzM2NyZXQ=\r\n"  # user:s3cret
-    assert command.index("-headers") < first_input
-    assert not any("s3cret" in argument for argument in command)
-    for name, value in [("-reconnect", "1"), ("-reconnect_on_network_error", "1"),
-                        ("-reconnect_delay_max", "10"), ("-rw_timeout", "15000000"),
-                        ("-user_agent", "radio-hls/1.0"), ("-formatprobesize", "32768")]:
-        assert option(command, name) == value
-        assert command.index(name) < first_input, name
+    assert command.count("-i") == 1 and option(command, "-i") == "pipe:0"
+    # The top level may open its standard input only; the document names the one upstream.
+    assert option(command, "-protocol_whitelist") == "pipe"
+    assert set(command[first_input - 6 : first_input]) == {"-f", "concat", "-protocol_whitelist", "pipe", "-safe", "0"}
+    # Any local user can read a command line: no URL, host, credential or token in it.
+    assert not any(secret in argument for argument in command for secret in ("s3cret", "joy.example", "http"))
+    assert "-headers" not in command
+
+
+def test_the_input_document_holds_the_upstream_and_its_options() -> None:
+    url, options = document_of(settings())
+    assert url == BARE_URL
+    assert options == {"protocol_whitelist": "http,https,tcp,tls", "formatprobesize": "32768", "reconnect": "1",
+                       "reconnect_on_network_error": "1", "reconnect_delay_max": "10", "rw_timeout": "15000000",
+                       "user_agent": "radio-hls/1.0", "headers": f"Authorization: {AUTHORIZATION}",
+                       "max_redirects": "0"}
+
+
+def test_without_credentials_ffmpeg_follows_redirects_itself() -> None:
+    url, options = document_of(settings(HLS_STREAM_URL="http://joy.example/live"), Upstream("http://joy.example/live"))
+    assert url == "http://joy.example/live"
+    assert "headers" not in options and "max_redirects" not in options
+
+
+@pytest.mark.parametrize("url", ["http://joy.example/it's?q='a'&b=1#x", "http://joy.example/'", "http://x/''''"])
+def test_quotes_in_the_url_stay_in_the_url(url: str) -> None:
+    assert document_of(settings(), Upstream(url))[0] == url
+
+
+@pytest.mark.parametrize("value", ["a\nfile 'http://evil/'", "a\roption x y", "a\0"])
+def test_a_line_break_can_never_add_a_directive(value: str) -> None:
+    with pytest.raises(LaunchError, match="line break"):
+        input_document(Upstream(f"http://joy.example/{value}"), {})
 
 
 def test_rw_timeout_is_in_microseconds() -> None:
-    command = build_command(settings(HLS_READ_TIMEOUT_SECONDS="7"), OUTPUT, "copy", NOW)
-    assert option(command, "-rw_timeout") == "7000000"
+    assert document_of(settings(HLS_READ_TIMEOUT_SECONDS="7"))[1]["rw_timeout"] == "7000000"
 
 
 def test_copy_mode() -> None:
@@ -168,18 +295,18 @@ def test_transcode_mode() -> None:
 
 def test_hls_output_options(tmp_path: Path) -> None:
     command = build_command(settings(HLS_SEGMENT_SECONDS="4", HLS_PLAYLIST_SIZE="8"), tmp_path, "copy", NOW)
-    assert set(option(command, "-hls_flags").split("+")) == {"delete_segments", "append_list", "omit_endlist",
-                                                             "temp_file"}
-    assert option(command, "-f") == "hls"
-    assert option(command, "-map") == "0:a:0"
-    assert option(command, "-hls_time") == "4"
-    assert option(command, "-hls_list_size") == "8"
-    assert option(command, "-hls_segment_type") == "mpegts"
-    assert option(command, "-hls_segment_filename") == f"{tmp_path}/1700000000123-%d.ts"
+    output = command[command.index("-i") + 2 :]  # every output option sits between the input and the playlist
+    assert set(option(output, "-hls_flags").split("+")) == {"delete_segments", "append_list", "omit_endlist",
+                                                            "temp_file"}
+    assert option(output, "-f") == "hls"
+    assert option(output, "-map") == "0:a:0"
+    assert option(output, "-hls_time") == "4"
+    assert option(output, "-hls_list_size") == "8"
+    assert option(output, "-hls_segment_type") == "mpegts"
+    assert option(output, "-hls_segment_filename") == f"{tmp_path}/1700000000123-%d.ts"
+    assert option(output, "-start_number") == "1700000000"
+    assert option(output, "-c:a") == "copy"
     assert command[-1] == f"{tmp_path}/index.m3u8"
-    # every output option sits between the input and the playlist
-    for name in ("-c:a", "-f", "-hls_flags", "-hls_segment_filename", "-map", "-start_number"):
-        assert command.index("-i") < command.index(name) < len(command) - 1, name
 
 
 def test_start_number_passed_only_without_a_playlist(tmp_path: Path) -> None:
@@ -194,34 +321,48 @@ def test_start_number_passed_only_without_a_playlist(tmp_path: Path) -> None:
 
 # --- probe_codec -------------------------------------------------------------------------------------------
 
-def test_probe_codec_reads_the_first_audio_stream(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, object] = {}
+def test_probe_codec_reads_the_first_audio_stream(ffprobe: FakeFfprobe) -> None:
+    ffprobe.stdout = b'{"streams": [{"codec_name": "aac"}, {"codec_name": "mp3"}]}'
+    assert hls_launcher.probe_codec(settings(), Upstream(BARE_URL, AUTHORIZATION)) == "aac"
+    [(command, document)] = ffprobe.calls
+    assert option(command, "-select_streams") == "a:0"
+    assert option(command, "-i") == "pipe:0" and option(command, "-protocol_whitelist") == "pipe"
+    assert not any("s3cret" in argument or "joy.example" in argument for argument in command)
+    url, options = read_document(document)
+    assert url == BARE_URL
+    assert options["headers"] == f"Authorization: {AUTHORIZATION}" and options["max_redirects"] == "0"
+    assert options["protocol_whitelist"] == "http,https,tcp,tls"
+    assert options["formatprobesize"] == "32768"  # an MP3 upstream is recognised in 32 KiB, not 128
+    assert (options["probesize"], options["analyzeduration"]) == ("65536", "1000000")
 
-    def fake_probe(url: str, **kwargs: object) -> dict:
-        seen.update(kwargs, url=url)
-        return {"streams": [{"codec_name": "aac"}, {"codec_name": "mp3"}]}
 
-    monkeypatch.setattr(hls_launcher.ffmpeg, "probe", fake_probe)
-    assert hls_launcher.probe_codec(settings()) == "aac"
-    assert seen["url"] == "http://joy.example:8000/live.mp3"
-    assert seen["headers"] == "Authorization: Basic dXNlcjpzM2NyZXQ=\r\n"
-    assert seen["protocol_whitelist"] == "http,https,tcp,tls"
-    assert seen["select_streams"] == "a:0"
-    assert seen["formatprobesize"] == 32768  # an MP3 upstream is recognised in 32 KiB, not 128
-
-
-def test_probe_codec_errors_are_launch_errors_without_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing_probe(url: str, **kwargs: object) -> dict:
-        raise hls_launcher.ffmpeg.Error("ffprobe", b"", b"first line\nConnection refused\n")
-
-    monkeypatch.setattr(hls_launcher.ffmpeg, "probe", failing_probe)
+def test_probe_codec_errors_are_launch_errors_without_secrets(ffprobe: FakeFfprobe) -> None:
+    upstream = Upstream("http://joy.example:8000/live.mp3?token=t0ken", AUTHORIZATION)
+    ffprobe.returncode, ffprobe.stdout = 1, b"{}"
+    ffprobe.stderr = (b"[concat @ 0x1] Impossible to open 'http://joy.example:8000/live.mp3?token=t0ken'\n"
+                      b"pipe:0: Connection refused\n")
     with pytest.raises(LaunchError) as caught:
-        hls_launcher.probe_codec(settings())
-    assert str(caught.value) == "cannot probe http://***@joy.example:8000/live.mp3: Connection refused"
+        hls_launcher.probe_codec(settings(), upstream)
+    assert str(caught.value) == ("cannot probe http://***@joy.example:8000/live.mp3: "
+                                 "http://joy.example:8000/live.mp3?***: Connection refused")
 
-    monkeypatch.setattr(hls_launcher.ffmpeg, "probe", lambda url, **kwargs: {"streams": []})
+    ffprobe.stderr = b"http://joy.example:8000/live.mp3?token=t0ken: Server returned 404 Not Found\x1b[2J\n"
+    with pytest.raises(LaunchError) as caught:
+        hls_launcher.probe_codec(settings(), upstream)
+    assert "t0ken" not in str(caught.value) and "\x1b" not in str(caught.value)
+
+    ffprobe.returncode, ffprobe.stdout = 0, b'{"streams": []}'
     with pytest.raises(LaunchError, match=r"^http://\*\*\*@joy\.example:8000/live\.mp3 has no audio stream$"):
-        hls_launcher.probe_codec(settings())
+        hls_launcher.probe_codec(settings(), upstream)
+
+
+# --- hand_over ---------------------------------------------------------------------------------------------
+
+def test_hand_over_puts_the_document_on_stdin(execs: list[Exec]) -> None:
+    document = "ffconcat version 1.0\nfile 'http://joy.example/" + "x" * 70000 + "'\n"  # more than a pipe holds
+    hls_launcher.hand_over(document)
+    hls_launcher.os.execvp("ffmpeg", ["ffmpeg"])
+    assert execs[0].stdin == document
 
 
 # --- remove_partial_segments -------------------------------------------------------------------------------
@@ -273,8 +414,8 @@ def test_main_dry_run_uses_runtime_directory(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_main_auto_probes_and_picks_the_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hls_launcher.ffmpeg, "probe", lambda url, **kwargs: {"streams": [{"codec_name": "mp3"}]})
+                                             ffprobe: FakeFfprobe) -> None:
+    ffprobe.stdout = b'{"streams": [{"codec_name": "mp3"}]}'
     env_file = write_env(tmp_path / "radio-joy.env")
     assert hls_launcher.main([str(env_file), "--output-dir", str(tmp_path), "--dry-run"]) == 0
     out, err = capsys.readouterr()
@@ -327,24 +468,18 @@ def test_main_without_output_dir(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "no output directory: pass --output-dir or run under systemd" in capsys.readouterr().err
 
 
-def test_main_execs_ffmpeg_after_removing_partial_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           no_ffprobe: None) -> None:
+def test_main_execs_ffmpeg_after_removing_partial_segments(tmp_path: Path, no_ffprobe: None,
+                                                           execs: list[Exec]) -> None:
     (tmp_path / "1-1.ts.tmp").write_text("half")
     (tmp_path / "1-0.ts").write_text("whole")
     env_file = write_env(tmp_path / "radio-joy.env", HLS_CODEC="copy")
-    execs: list[tuple[str, list[str]]] = []
-
-    def fake_execvp(file: str, args: list[str]) -> None:
-        execs.append((file, list(args)))
-        assert not (tmp_path / "1-1.ts.tmp").exists()
-
-    monkeypatch.setattr(hls_launcher.os, "execvp", fake_execvp)
     hls_launcher.main([str(env_file), "--output-dir", str(tmp_path)])
-    assert len(execs) == 1
-    file, args = execs[0]
-    assert file == "ffmpeg" and args[0] == "ffmpeg"
-    assert option(args, "-i") == "http://joy.example:8000/live.mp3"
-    assert (tmp_path / "1-0.ts").exists()
+    [done] = execs
+    assert done.file == "ffmpeg" and done.args[0] == "ffmpeg"
+    assert option(done.args, "-i") == "pipe:0"
+    assert read_document(done.stdin)[0] == "http://joy.example:8000/live.mp3"
+    assert read_document(done.stdin)[1]["headers"] == f"Authorization: {AUTHORIZATION}"
+    assert not (tmp_path / "1-1.ts.tmp").exists() and (tmp_path / "1-0.ts").exists()
 
 
 def test_backoff_grows_after_short_runs_and_resets_after_a_healthy_one(tmp_path: Path) -> None:
@@ -390,8 +525,9 @@ def test_backoff_without_a_writable_state_file(tmp_path: Path) -> None:
 
 # --- launch info -------------------------------------------------------------------------------------------
 
-def test_main_records_the_codec_and_mode_before_exec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hls_launcher.ffmpeg, "probe", lambda url, **kwargs: {"streams": [{"codec_name": "mp3"}]})
+def test_main_records_the_codec_and_mode_before_exec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     ffprobe: FakeFfprobe) -> None:
+    ffprobe.stdout = b'{"streams": [{"codec_name": "mp3"}]}'
     monkeypatch.setattr(hls_launcher.time, "time", lambda: NOW)
     seen: list[dict[str, object]] = []
     monkeypatch.setattr(hls_launcher.os, "execvp", lambda file, args: seen.append(
@@ -513,3 +649,167 @@ def test_the_role_refuses_what_the_launcher_refuses(tmp_path: Path, variables: d
     assert (result.returncode == 0) == accepted, result.stdout
     if not accepted:
         assert "the stream settings are out of range" in result.stdout, result.stdout
+
+
+# --- where a station URL with credentials leads: real redirects on loopback ---------------------------------
+
+class Hop(ThreadingHTTPServer):
+    """One origin (127.0.0.1:<port>) that answers by path and records every request's Authorization header."""
+
+    daemon_threads = True
+
+    def __init__(self, log: list[tuple[str, str, str | None]]) -> None:
+        super().__init__(("127.0.0.1", 0), HopHandler)
+        self.log = log
+        self.redirects: dict[str, str] = {}
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}"
+
+
+class HopHandler(BaseHTTPRequestHandler):
+    server: Hop
+
+    def do_GET(self) -> None:
+        self.server.log.append((f"{self.server.origin}{self.path}", self.headers.get("Authorization"),
+                                self.headers.get("User-Agent")))
+        if self.path in self.server.redirects:
+            self.send_response(302)
+            self.send_header("Location", self.server.redirects[self.path])
+            self.end_headers()
+        elif self.path.startswith("/live"):
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/mpeg")
+            self.end_headers()
+            self.wfile.write(b"\xff\xfb" * 512)  # the client closes after the headers
+        else:
+            self.send_error(404)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@dataclass
+class Hops:
+    """Two origins: `home`, which the station's credentials are for, and `elsewhere` (another port)."""
+
+    home: Hop
+    elsewhere: Hop
+    log: list[tuple[str, str | None, str | None]]
+
+    def station_url(self, path: str) -> str:
+        return self.home.origin.replace("http://", "http://user:s3cret@") + path
+
+    def authorizations(self) -> list[tuple[str, str | None]]:
+        return [(url, authorization) for url, authorization, _ in self.log]
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hops]:
+    monkeypatch.setattr(hls_launcher, "open_upstream", hls_station.open_upstream)  # the real one, for these tests
+    log: list[tuple[str, str | None, str | None]] = []
+    servers = Hops(Hop(log), Hop(log), log)
+    threads = [threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+               for server in (servers.home, servers.elsewhere)]
+    for thread in threads:
+        thread.start()
+    yield servers
+    for server in (servers.home, servers.elsewhere):
+        server.shutdown()
+        server.server_close()
+
+
+def resolve(url: str) -> Upstream:
+    return hls_launcher.resolve_upstream(settings(HLS_STREAM_URL=url, HLS_READ_TIMEOUT_SECONDS="30"))
+
+
+def test_credentials_follow_a_redirect_on_their_origin(hops: Hops) -> None:
+    hops.home.redirects["/old"] = "/live?moved=1"
+    upstream = resolve(hops.station_url("/old"))
+    assert upstream == Upstream(f"{hops.home.origin}/live?moved=1", AUTHORIZATION)
+    assert hops.authorizations() == [(f"{hops.home.origin}/old", AUTHORIZATION),
+                                     (f"{hops.home.origin}/live?moved=1", AUTHORIZATION)]
+    assert {user_agent for _, _, user_agent in hops.log} == {"radio-hls/1.0"}
+
+
+def test_credentials_never_reach_another_origin(hops: Hops, capsys: pytest.CaptureFixture[str]) -> None:
+    hops.home.redirects["/moved"] = f"{hops.elsewhere.origin}/live?token=t0ken"
+    upstream = resolve(hops.station_url("/moved"))
+    # FFmpeg opens the final URL without credentials (and, having none, may follow redirects itself).
+    assert upstream == Upstream(f"{hops.elsewhere.origin}/live?token=t0ken", None)
+    assert hops.authorizations() == [(f"{hops.home.origin}/moved", AUTHORIZATION),
+                                     (f"{hops.elsewhere.origin}/live?token=t0ken", None)]
+    err = capsys.readouterr().err
+    assert f"redirects to {hops.elsewhere.origin}/live?***, another origin: the credentials are not sent there" in err
+    assert "s3cret" not in err and "t0ken" not in err
+
+
+def test_another_host_name_for_the_same_address_is_another_origin(hops: Hops) -> None:
+    port = hops.home.server_port
+    hops.home.redirects["/by-name"] = f"http://localhost:{port}/live"
+    assert resolve(hops.station_url("/by-name")) == Upstream(f"http://localhost:{port}/live", None)
+    assert hops.authorizations()[-1] == (f"{hops.home.origin}/live", None)  # the same server, asked by another name
+
+
+def test_credentials_come_back_when_a_redirect_returns_to_their_origin(hops: Hops) -> None:
+    hops.home.redirects["/away"] = f"{hops.elsewhere.origin}/back"
+    hops.elsewhere.redirects["/back"] = f"{hops.home.origin}/live"
+    assert resolve(hops.station_url("/away")) == Upstream(f"{hops.home.origin}/live", AUTHORIZATION)
+    assert hops.authorizations() == [(f"{hops.home.origin}/away", AUTHORIZATION),
+                                     (f"{hops.elsewhere.origin}/back", None),
+                                     (f"{hops.home.origin}/live", AUTHORIZATION)]
+
+
+def test_credentials_in_a_location_are_not_used(hops: Hops) -> None:
+    hops.home.redirects["/creds"] = hops.elsewhere.origin.replace("http://", "http://other:pw@") + "/live"
+    assert resolve(hops.station_url("/creds")) == Upstream(f"{hops.elsewhere.origin}/live", None)
+    assert hops.authorizations()[-1] == (f"{hops.elsewhere.origin}/live", None)
+
+
+@pytest.mark.parametrize("target", ["ftp://127.0.0.1/x", "file:///etc/passwd", "data:,x"])
+def test_a_redirect_off_http_is_refused(hops: Hops, target: str) -> None:
+    hops.home.redirects["/off"] = target
+    with pytest.raises(LaunchError, match=r"cannot probe http://\*\*\*@127\.0\.0\.1:\d+/off: the upstream answered"
+                                          r" 302 .*(scheme other than http or https|is not allowed)"):
+        resolve(hops.station_url("/off"))
+    assert len(hops.log) == 1
+
+
+def test_a_redirect_loop_ends(hops: Hops) -> None:
+    hops.home.redirects["/loop"] = "/loop"
+    with pytest.raises(LaunchError, match="cannot probe .*: the upstream answered 302"):
+        resolve(hops.station_url("/loop"))
+    assert len(hops.log) <= hls_station.MAX_REDIRECTS + 1
+
+
+def test_an_upstream_error_is_a_launch_error_without_secrets(hops: Hops) -> None:
+    with pytest.raises(LaunchError) as caught:
+        resolve(hops.station_url("/missing?token=t0ken"))
+    assert str(caught.value) == (f"cannot probe http://***@127.0.0.1:{hops.home.server_port}/missing?***: "
+                                 "the upstream answered 404 Not Found")
+
+
+def test_an_upstream_that_refuses_connections_is_a_launch_error(hops: Hops) -> None:
+    port = hops.elsewhere.server_port
+    hops.elsewhere.shutdown()
+    hops.elsewhere.server_close()
+    with pytest.raises(LaunchError, match=rf"^cannot probe http://\*\*\*@127\.0\.0\.1:{port}/live: .*refused"):
+        resolve(f"http://user:s3cret@127.0.0.1:{port}/live")
+
+
+def test_no_request_is_made_for_a_url_without_credentials(hops: Hops) -> None:
+    hops.home.redirects["/moved"] = f"{hops.elsewhere.origin}/live"
+    assert resolve(f"{hops.home.origin}/moved?token=t") == Upstream(f"{hops.home.origin}/moved?token=t")
+    assert hops.log == []  # FFmpeg follows it alone: it has no credentials to carry
+
+
+def test_main_gives_ffmpeg_the_final_url_and_no_credentials_for_another_origin(
+        tmp_path: Path, hops: Hops, execs: list[Exec], no_ffprobe: None) -> None:
+    hops.home.redirects["/moved"] = f"{hops.elsewhere.origin}/live"
+    env_file = write_env(tmp_path / "radio-joy.env", url=hops.station_url("/moved"), HLS_CODEC="copy")
+    hls_launcher.main([str(env_file), "--output-dir", str(tmp_path)])
+    [done] = execs
+    url, options = read_document(done.stdin)
+    assert url == f"{hops.elsewhere.origin}/live"
+    assert "headers" not in options and "s3cret" not in done.stdin and AUTHORIZATION not in done.stdin

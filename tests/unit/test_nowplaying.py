@@ -103,6 +103,7 @@ class IcyServer(ThreadingHTTPServer):
         self.send_metaint = True
         self.connections = 0
         self.authorization: str | None = None
+        self.redirects: dict[str, str] = {}  # path: Location
         # Streams end only when the test does: a stream of a fixed length would end mid-test on a slow machine.
         self.closing = threading.Event()
 
@@ -117,6 +118,11 @@ class IcyHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.connections += 1
         self.server.authorization = self.headers.get("Authorization")
+        if self.path in self.server.redirects:
+            self.send_response(302)
+            self.send_header("Location", self.server.redirects[self.path])
+            self.end_headers()
+            return
         wants_metadata = self.headers.get("Icy-MetaData") == "1"
         self.send_response(200)
         self.send_header("Content-Type", "audio/mpeg")
@@ -168,6 +174,67 @@ def test_open_stream_sends_credentials_in_a_header_never_in_the_url(icy: IcyServ
                               timeout=GENEROUS_TIMEOUT)
     response.close()
     assert icy.authorization == "Basic " + base64.b64encode(b"dj@radio:pa ss").decode()
+
+
+@pytest.fixture
+def other_origin() -> Iterator[IcyServer]:
+    """A second ICY server: another port, so another origin."""
+    server = IcyServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.closing.set()
+    server.shutdown()
+    server.server_close()
+
+
+def with_credentials(url: str) -> str:
+    return url.replace("http://", "http://dj:s3cret@")
+
+
+DJ_AUTHORIZATION = "Basic " + base64.b64encode(b"dj:s3cret").decode()
+
+
+def test_credentials_follow_a_redirect_on_their_origin(icy: IcyServer) -> None:
+    icy.redirects["/old"] = "/live"
+    response, _ = open_stream(with_credentials(icy.url.replace("/live", "/old")), timeout=GENEROUS_TIMEOUT)
+    response.close()
+    assert icy.connections == 2 and icy.authorization == DJ_AUTHORIZATION
+
+
+def test_credentials_never_follow_a_redirect_to_another_origin(icy: IcyServer, other_origin: IcyServer) -> None:
+    # urllib sent the Authorization header again to wherever a redirect pointed.
+    icy.redirects["/moved"] = other_origin.url
+    response, metaint = open_stream(with_credentials(icy.url.replace("/live", "/moved")), timeout=GENEROUS_TIMEOUT)
+    with response:
+        assert next(stream_titles(response, metaint)) == "First Artist - First Song"
+    assert icy.authorization == DJ_AUTHORIZATION
+    assert other_origin.connections == 1 and other_origin.authorization is None
+
+
+def test_a_redirect_to_another_scheme_is_refused(icy: IcyServer) -> None:
+    icy.redirects["/ftp"] = "ftp://127.0.0.1/x"
+    with pytest.raises(OSError, match="scheme other than http or https"):
+        open_stream(icy.url.replace("/live", "/ftp"), timeout=GENEROUS_TIMEOUT)
+
+
+def test_a_watcher_logs_its_upstream_without_secrets(tmp_path: Path, icy: IcyServer,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    icy.send_metaint = False
+    config = make_config(tmp_path, retry_seconds=0.01)
+    url = with_credentials(icy.url) + "?token=t0ken"
+    watcher = Watcher(Source("joy", url, 1), config.output_root / "joy", config, None)
+    original = watcher.follow_once
+
+    def once() -> None:
+        watcher.stop.set()
+        original()
+
+    watcher.follow_once = once  # type: ignore[method-assign]
+    watcher.run()
+    assert "no icy-metaint" in caplog.text
+    assert f"{icy.url.replace('http://', 'http://***@')}?***" in caplog.text
+    assert "s3cret" not in caplog.text and "t0ken" not in caplog.text
 
 
 def test_open_stream_without_metadata_is_an_error(icy: IcyServer) -> None:

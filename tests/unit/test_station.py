@@ -255,16 +255,36 @@ def test_one_line_escapes_and_truncates() -> None:
 
 
 @pytest.mark.parametrize(("url", "expected"), [
-    ("http://user:secret@joy.example/s?q=1", "http://***@joy.example/s?q=1"),
+    ("http://user:secret@joy.example/s?q=1", "http://***@joy.example/s?***"),
     ("https://user:secret@joy.example:8443/live", "https://***@joy.example:8443/live"),
     ("http://onlyuser@joy.example/s", "http://***@joy.example/s"),
     ("http://:secret@joy.example/s", "http://***@joy.example/s"),
     ("http://joy.example:8000/s", "http://joy.example:8000/s"),
+    # Stream tokens travel in the query string (and sometimes the fragment): logs keep neither.
+    ("http://joy.example:8000/s?token=secret&user=x", "http://joy.example:8000/s?***"),
+    ("http://joy.example/s#secret", "http://joy.example/s#***"),
+    ("http://user:secret@[2001:db8::1]:8000/s?secret", "http://***@[2001:db8::1]:8000/s?***"),
+    ("http://joy.example?secret", "http://joy.example?***"),
+    ("http://[::1/s?secret", "(a URL that cannot be parsed)"),
 ])
-def test_redact_url_hides_credentials(url: str, expected: str) -> None:
+def test_redact_url_hides_credentials_and_tokens(url: str, expected: str) -> None:
     redacted = redact_url(url)
     assert redacted == expected
     assert "secret" not in redacted and "user" not in redacted
+
+
+@pytest.mark.parametrize(("first", "second", "same"), [
+    ("http://joy.example/a", "http://joy.example:80/b?x", True),
+    ("https://joy.example/a", "https://JOY.example:443/b", True),
+    ("http://u:p@joy.example/a", "http://joy.example/b", True),
+    ("http://joy.example./a", "http://joy.example/b", True),
+    ("http://joy.example/a", "https://joy.example/a", False),
+    ("http://joy.example/a", "http://joy.example:8000/a", False),
+    ("http://joy.example/a", "http://cdn.joy.example/a", False),
+    ("http://127.0.0.1/a", "http://localhost/a", False),
+])
+def test_origin(first: str, second: str, same: bool) -> None:
+    assert (hls_station.origin(first) == hls_station.origin(second)) == same
 
 
 # --- records -----------------------------------------------------------------------------------------------
