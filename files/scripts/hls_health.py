@@ -1,11 +1,16 @@
-"""hls-health: is every station that should run on the air?
+"""hls-health: does this host serve, and is every station that should run on the air?
 
 A station should run when its hls@ unit is enabled: hls-sync enables every station of the list (and
 re-enables one an operator disabled), so an enabled station that is not running is off the air for its
 listeners, whether it crashed or someone ran `systemctl stop`. For each such station: the unit is active,
 the playlist exists and was written less than --max-age seconds ago, and its newest segment is not empty.
 
-Exit status 0 when every station is healthy, 1 otherwise, with one line per unhealthy station.
+The host serves unless stations should run and none of them is healthy: one station down (its upstream gone,
+an odd record) must not take a host that serves hundreds of others out of a load balancer.
+
+Exit status, as monitoring plugins read it: 0 every station is healthy; 1 some station is unhealthy, the host
+serves; 2 the host does not serve (no station that should run is healthy); 3 unknown (the station list cannot
+be read). One line per unhealthy station.
 """
 
 from __future__ import annotations
@@ -56,25 +61,93 @@ def evaluate(snapshot: Snapshot, max_age: float) -> list[StationHealth]:
     return results
 
 
-def report(snapshot: Snapshot, results: list[StationHealth], max_age: float) -> dict[str, Any]:
-    """The JSON document of `--json` and of GET /health."""
+def on_air(result: StationHealth) -> bool:
+    """What GET /health/stations/<slug> answers 200 for: the station should run and is healthy."""
+    return result.should_run and result.healthy
+
+
+@dataclass(frozen=True)
+class HostHealth:
+    """Whether this host serves: GET /health answers 200 for "ok" and "degraded", 503 otherwise."""
+
+    status: str  # ok (every station healthy), degraded (some unhealthy), unhealthy (none healthy)
+    should_run: int
+    healthy: int
+    unhealthy: list[str]
+
+    @property
+    def serving(self) -> bool:
+        return self.status != "unhealthy"
+
+    @property
+    def reason(self) -> str:
+        if self.status == "unhealthy":
+            return f"none of the {self.should_run} station(s) that should run is healthy"
+        return f"{self.healthy} of {self.should_run} station(s) that should run are healthy"
+
+
+def host_health(results: list[StationHealth]) -> HostHealth:
+    should_run = [result for result in results if result.should_run]
+    healthy = sum(result.healthy for result in should_run)
     unhealthy = [result.slug for result in results if not result.healthy]
+    # No station to run (a new host, an empty list) is not a fault of the host: it serves what there is.
+    status = "ok" if not unhealthy else "unhealthy" if should_run and not healthy else "degraded"
+    return HostHealth(status, len(should_run), healthy, unhealthy)
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+
+
+def report(snapshot: Snapshot, results: list[StationHealth], max_age: float) -> dict[str, Any]:
+    """The JSON document of `--json` and of GET /health/stations: every station's health."""
+    host = host_health(results)
     return {
-        "status": "unhealthy" if unhealthy else "ok",
-        "generated_at": datetime.fromtimestamp(snapshot.generated_at, timezone.utc).isoformat(timespec="seconds"),
+        "status": "unhealthy" if host.unhealthy else "ok",
+        "host": host.status,
+        "generated_at": iso(snapshot.generated_at),
         "max_playlist_age_seconds": max_age,
-        "unhealthy": unhealthy,
+        "unhealthy": host.unhealthy,
         "stations": [asdict(result) for result in results],
     }
 
 
+def host_report(snapshot: Snapshot, host: HostHealth, fresh_until: float) -> dict[str, Any]:
+    """The JSON document of GET /health: small, for load balancers polling every second."""
+    return {
+        "status": host.status,
+        "reason": host.reason,
+        "generated_at": iso(snapshot.generated_at),
+        "fresh_until": iso(fresh_until),
+        "stations_should_run": host.should_run,
+        "stations_healthy": host.healthy,
+        "unhealthy": host.unhealthy,
+    }
+
+
+def station_report(result: StationHealth) -> dict[str, Any]:
+    """The JSON document of GET /health/stations/<slug>: only what changes with the verdict, so that the file
+    is rewritten when the station's health changes, not on every run."""
+    return {"slug": result.slug, "on_air": on_air(result), "should_run": result.should_run,
+            "healthy": result.healthy, "state": result.state, "problems": result.problems}
+
+
 def lines(results: list[StationHealth]) -> list[str]:
-    """One line per unhealthy station, or one line saying all is well."""
+    """One line per unhealthy station (and one for the host when it does not serve), or one saying all is well."""
+    host = host_health(results)
     bad = [f"UNHEALTHY {result.slug}: {'; '.join(result.problems)}" for result in results if not result.healthy]
-    if bad:
-        return bad
-    checked = sum(result.should_run for result in results)
-    return [f"OK: {checked} station(s) healthy"]
+    if not host.serving:
+        bad.append(f"HOST UNHEALTHY: {host.reason}")
+    return bad or [f"OK: {host.should_run} station(s) healthy"]
+
+
+# Exit statuses, as monitoring plugins (Nagios, Icinga, Sensu) read them.
+EXIT_OK, EXIT_DEGRADED, EXIT_HOST_UNHEALTHY, EXIT_UNKNOWN = 0, 1, 2, 3
+
+
+def exit_status(results: list[StationHealth]) -> int:
+    host = host_health(results)
+    return {"ok": EXIT_OK, "degraded": EXIT_DEGRADED}.get(host.status, EXIT_HOST_UNHEALTHY)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,13 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         snapshot = collect(config)
     except SnapshotError as error:
         print(f"UNKNOWN: {error}")
-        return 1
+        return EXIT_UNKNOWN
     results = evaluate(snapshot, max_age)
     if args.json:
         print(json.dumps(report(snapshot, results, max_age), indent=2))
     else:
         print("\n".join(lines(results)))
-    return 0 if all(result.healthy for result in results) else 1
+    return exit_status(results)
 
 
 if __name__ == "__main__":

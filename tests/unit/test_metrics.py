@@ -165,27 +165,7 @@ def test_main_prints_the_metrics(tree: StatusTree, monkeypatch: pytest.MonkeyPat
     assert 'hls_station_up{station="joy"} 1' in capsys.readouterr().out.splitlines()
 
 
-# --- hls_status: the files nginx serves -------------------------------------------------------------------------
-
-def test_publish_writes_every_file_and_healthy_only_while_healthy(tree: StatusTree, tmp_path: Path) -> None:
-    out, textfiles = tmp_path / "status", tmp_path / "textfile"
-    out.mkdir()
-    textfiles.mkdir()
-    tree.station("joy", now_playing={"title": "A - B", "artist": "A", "song": "B", "updated_at": "t"})
-    assert hls_status.publish(tree.snapshot(), 60, out, textfiles) is True
-    assert sorted(path.name for path in out.iterdir()) == ["health.json", "healthy.json", "metrics.prom",
-                                                           "stations.json"]
-    assert (out / "healthy.json").read_text() == (out / "health.json").read_text()
-    assert json.loads((out / "health.json").read_text())["status"] == "ok"
-    assert (textfiles / "hls.prom").read_text() == (out / "metrics.prom").read_text()
-    assert all(path.stat().st_mode & 0o777 == 0o644 for path in out.iterdir())
-
-    tree.station("broken", playlist_age=None)
-    assert hls_status.publish(tree.snapshot(), 60, out) is False
-    assert not (out / "healthy.json").exists()
-    health = json.loads((out / "health.json").read_text())
-    assert (health["status"], health["unhealthy"]) == ("unhealthy", ["broken"])
-
+# --- hls_status: the status page's file (the /health* files: test_health.py) ----------------------------------
 
 def test_page_data_has_what_the_page_shows_and_no_secret(tree: StatusTree, tmp_path: Path) -> None:
     tree.station("joy", title="Radio Joy", now_playing={"title": "A - B", "artist": "A", "song": "B",
@@ -203,24 +183,3 @@ def test_page_data_has_what_the_page_shows_and_no_secret(tree: StatusTree, tmp_p
                    "now_playing": {"title": "A - B", "artist": "A", "song": "B", "updated_at": "t"},
                    "playlist": "/hls/joy/index.m3u8"}
     assert (down["active"], down["healthy"], down["now_playing"], down["listeners"]) == (False, False, None, 0)
-
-
-def test_status_main(tree: StatusTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tree.station("joy")
-    monkeypatch.setattr(hls_snapshot.Config, "load", classmethod(lambda cls, path: tree.config))
-    monkeypatch.setattr(hls_status, "collect", lambda config: tree.snapshot())
-    assert hls_status.main(["--output-dir", str(tmp_path)]) == 0
-    assert (tmp_path / "healthy.json").exists()
-
-
-def test_status_main_without_a_snapshot_withdraws_healthy(tree: StatusTree, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "healthy.json").write_text("{}")
-    monkeypatch.setattr(hls_snapshot.Config, "load", classmethod(lambda cls, path: tree.config))
-
-    def failing(config: object) -> None:
-        raise hls_snapshot.SnapshotError("cannot read the station list")
-
-    monkeypatch.setattr(hls_status, "collect", failing)
-    assert hls_status.main(["--output-dir", str(tmp_path)]) == 1
-    assert not (tmp_path / "healthy.json").exists()
