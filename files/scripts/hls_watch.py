@@ -3,8 +3,12 @@
 The backend cannot push, and a full sync every hls_stream_refresh_interval (60 s) puts a flagged station on
 the air up to a minute late. This is the fast path: one long-lived process asks the same GraphQL query on a
 kept-alive connection (no interpreter start-up, no systemctl calls while nothing changed) and compares the
-answer with the env files on disk. When they differ it starts hls-sync.service, which stays the only writer
-(`systemctl start` waits for a run already in progress, so the two never act at once).
+answer with the env files on disk. When they differ it asks for hls-sync.service, which stays the only writer.
+
+It asks without any privilege: it writes a file that hls-sync.path watches, and systemd starts hls-sync.service
+(a start while a run is in progress joins that run, so two never act at once). So the process that parses the
+backend's answers every few seconds runs as an unprivileged dynamic user with no way to reach systemd: a root
+process could ask systemd over D-Bus for anything, capabilities or not.
 
 Fail static like the sync: a backend that does not answer changes nothing; the problem is logged once, and
 again only when it changes. A refused record is logged once too, when it appears, not every few seconds (the sync
@@ -19,14 +23,19 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import requests
 
 from hls_graphql import BackendError
-from hls_sync import Config, desired_state, read_current, run_systemctl
+from hls_sync import BadConfig, Config, desired_state, read_current
 
 SYNC_UNIT = "hls-sync.service"
+# hls-sync.path starts SYNC_UNIT when this file is closed after a write (PathChanged=).
+DEFAULT_REQUEST_FILE = Path("/run/hls-sync-watch/request")
+# The unit's RestartPreventExitStatus=: a configuration error is not retried every few seconds.
+EXIT_BAD_CONFIG = 2
 
 log = logging.getLogger("hls-sync-watch")
 
@@ -70,8 +79,6 @@ class Watcher:
             self.start_sync()
         except RuntimeError as error:
             log.warning("%s (see journalctl -u %s)", error, SYNC_UNIT)
-        else:
-            log.info("%s ran", SYNC_UNIT)
         return True
 
     def report(self, problems: list[str]) -> None:
@@ -84,13 +91,20 @@ class Watcher:
         self.reported = frozenset(problems)
 
 
-def start_sync_unit() -> None:
-    run_systemctl(["start", SYNC_UNIT])
+def request_sync(path: Path) -> None:
+    """Ask hls-sync.path to start hls-sync.service: write the request file and close it."""
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(f"{time.time():.3f}\n")
+    except OSError as error:
+        raise RuntimeError(f"cannot write {path}, which hls-sync.path watches: {error.strerror}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between two checks")
+    parser.add_argument("--request-file", type=Path, default=DEFAULT_REQUEST_FILE,
+                        help="the file hls-sync.path watches (written to ask for a sync)")
     args = parser.parse_args(argv)
     if args.interval <= 0:
         parser.error("--interval must be positive")
@@ -99,7 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    watcher = Watcher(Config.from_environ(os.environ), start_sync_unit)
+    try:
+        config = Config.from_environ(os.environ)
+    except BadConfig as error:
+        log.error("cannot start: %s", error)
+        return EXIT_BAD_CONFIG
+    watcher = Watcher(config, lambda: request_sync(args.request_file))
     log.info("checking the station list every %g s", args.interval)
     while True:
         watcher.poll()

@@ -172,11 +172,26 @@ def test_main_refuses_a_zero_interval(capsys: pytest.CaptureFixture[str]) -> Non
     assert "--interval must be positive" in capsys.readouterr().err
 
 
-def test_start_sync_unit_runs_systemctl_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[list[str]] = []
-    monkeypatch.setattr(hls_watch, "run_systemctl", lambda args: seen.append(list(args)) or "")
-    hls_watch.start_sync_unit()
-    assert seen == [["start", "hls-sync.service"]]
+def test_request_sync_writes_and_closes_the_watched_file(tmp_path: Path) -> None:
+    request = tmp_path / "request"
+    hls_watch.request_sync(request)
+    first = request.read_text()
+    assert first.endswith("\n") and float(first)  # closed after a write: what PathChanged= reacts to
+    hls_watch.request_sync(request)
+    assert request.exists()
+
+
+def test_request_sync_failure_is_a_runtime_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match=r"cannot write .*/gone/request, which hls-sync\.path watches: "
+                                           r"No such file or directory"):
+        hls_watch.request_sync(tmp_path / "gone" / "request")
+
+
+def test_main_refuses_a_bad_allow_list_without_a_restart_loop(monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("HLS_UPSTREAM_ALLOWED_NETWORKS", "10.0.0.0/33")
+    assert hls_watch.main(["--interval", "5"]) == hls_watch.EXIT_BAD_CONFIG == 2
+    assert "cannot start: HLS_UPSTREAM_ALLOWED_NETWORKS: '10.0.0.0/33' is not an IP network" in caplog.text
 
 
 def watch_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
@@ -211,10 +226,12 @@ def test_a_refused_record_is_logged_once_per_change(backend: FakeBackend, watche
     assert len(watch_lines(caplog, logging.ERROR)) == 3  # it came back: said again
 
 
-def test_a_started_sync_that_ran_is_logged(backend: FakeBackend, watcher: Watcher,
-                                           caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="hls-sync-watch")
+def test_a_change_writes_the_request_file(backend: FakeBackend, config: Config, tmp_path: Path) -> None:
+    request = tmp_path / "request"
+    watcher = Watcher(config, lambda: hls_watch.request_sync(request))
     backend.set_state(token="s3cret", stations=[record("one")])
-    watcher.poll()
-    assert watch_lines(caplog, logging.INFO)[-2:] == ["the station list changed: starting hls-sync.service",
-                                                      "hls-sync.service ran"]
+    assert watcher.poll() is True
+    assert request.exists()
+    request.unlink()
+    assert watcher.poll() is False  # the same change is asked for once (hls-sync.path did not run the sync here)
+    assert not request.exists()
