@@ -51,6 +51,9 @@ def test_cors_preflight_and_methods(host):
     # The status page is served at /, but nothing else of its directory or of the status files.
     "/index.html", "/health.json", "/healthy.json", "/metrics.prom", "/stations.json", "/hls-status-unhealthy",
     "/hls/demo-aac/.launch.json", "/hls/no-such-station/now-playing.json", "/status.js.map", "/hls.min.js.map",
+    # /health* serve hls-status's reports through their own locations only.
+    "/hls-status-report/host.json", "/report/host.json", "/ok/host.json", "/health/stations/no-such-station",
+    "/health/stations/Demo-AAC", "/health/stations/demo-aac/", "/health/stations/../host", "/health/nope",
 ])
 def test_nothing_else_is_served(host, path):
     status, _, body = http(host, path, "--path-as-is")
