@@ -32,7 +32,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "files" / "scripts"))
 
-from hls_logparse import Aggregator, TrustedProxies  # noqa: E402
+from hls_logparse import Aggregator, Networks  # noqa: E402
 from hls_logreader import LogReader  # noqa: E402
 from hls_sessions import Sessions  # noqa: E402
 
@@ -101,12 +101,12 @@ def whole_run(path: Path) -> int:
     started = time.perf_counter()
     aggregator = Aggregator(window_seconds=10)
     sessions = Sessions(timeout_minutes=5)
-    proxies = TrustedProxies()
+    cloudflare = Networks()
     events = 0
     for text in LogReader(path, None):
         aggregator.feed(text)
     lines = aggregator.lines()
-    events += len(sessions.assign(aggregator, proxies))
+    events += len(sessions.assign(aggregator, cloudflare))
     return_time.append(time.perf_counter() - started)
     assert events > 0
     return lines
