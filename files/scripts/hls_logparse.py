@@ -38,6 +38,8 @@ MAX_TEXT = 512  # user agents and referers are cut to this many characters
 # whole batch, the others forge lines and colours wherever the values are shown. nginx's escape=json writes
 # C0 as \u00NN (undone by unescape), DEL and C1 raw; a percent-encoded `ref` brings any of them.
 CONTROL_CHARACTERS = dict.fromkeys((*range(0x20), *range(0x7F, 0xA0)))
+# The same as a pattern: most values hold none, and a regex search says so far faster than str.translate.
+CONTROL_PATTERN = re.compile("[\x00-\x1f\x7f-\x9f]")
 MAX_INT = 2**31 - 1  # GraphQL Int is 32-bit
 SESSION_CACHE_LIMIT = 200_000
 OK_STATUS = ("2", "3")
@@ -85,11 +87,6 @@ def clean_session_id(raw: str) -> str | None:
     return value if SESSION_ID.fullmatch(value) else None
 
 
-def strip_controls(value: str) -> str:
-    """`value` without C0, DEL and C1 control characters."""
-    return value.translate(CONTROL_CHARACTERS)
-
-
 def clean_text(raw: str, url_encoded: bool = False) -> str | None:
     """A user agent, `ref` or Referer value for the backend: unescaped, without control characters, cut, None
     when nothing is left.
@@ -97,10 +94,21 @@ def clean_text(raw: str, url_encoded: bool = False) -> str | None:
     `ref` comes from the query string as the client sent it, so it is also percent-decoded (before the control
     characters go: `%00` is one).
     """
+    if len(raw) <= MAX_CACHED_TEXT:
+        return _clean_text(raw, url_encoded)
+    return _clean_text.__wrapped__(raw, url_encoded)
+
+
+# The same few user agents and referers make most events; values this short are cached (at most about 16 MiB).
+MAX_CACHED_TEXT = 1024
+
+
+@lru_cache(maxsize=16384)
+def _clean_text(raw: str, url_encoded: bool) -> str | None:
     value = unescape(raw)
     if url_encoded and "%" in value:
         value = unquote(value, errors="replace")
-    return strip_controls(value)[:MAX_TEXT] or None
+    return CONTROL_PATTERN.sub("", value)[:MAX_TEXT] or None
 
 
 @lru_cache(maxsize=65536)

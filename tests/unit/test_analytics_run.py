@@ -9,9 +9,12 @@ import gzip
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -518,13 +521,27 @@ def test_two_forced_rotations_while_a_player_listens(environ: dict[str, str], ba
 
 # --- batches the backend refuses for good -----------------------------------------------------------------
 
+@contextmanager
+def keeping_control_characters(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The parser as it was before control characters were removed (the pattern matches nothing)."""
+    clear = getattr(hls_logparse, "_clean_text", None)  # its cache must not keep what is cleaned inside
+    with monkeypatch.context() as patch:
+        patch.setattr(hls_logparse, "CONTROL_PATTERN", re.compile("(?!)"), raising=False)
+        if clear:
+            clear.cache_clear()
+        try:
+            yield
+        finally:
+            if clear:
+                clear.cache_clear()
+
+
 def spool_a_batch_with_nul(environ: dict[str, str], backend: FakeBackend, monkeypatch: pytest.MonkeyPatch,
                            lines: list[str]) -> None:
     """What the version before control characters were removed spooled while the backend was down: the NUL of a
     `?ref=%00` in a batch, which PostgreSQL (and the fake backend) refuses whenever it is sent."""
     backend.set_state(fail="500")
-    with monkeypatch.context() as patch:
-        patch.setattr(hls_logparse, "strip_controls", lambda value: value, raising=False)
+    with keeping_control_characters(monkeypatch):
         write(environ, *lines)
         assert not run(environ)
     backend.set_state(fail=None)
@@ -624,8 +641,7 @@ def test_the_dead_letters_are_bounded_the_oldest_go_first(environ: dict[str, str
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     backend.set_state(fail="500")
-    with monkeypatch.context() as patch:
-        patch.setattr(hls_logparse, "strip_controls", lambda value: value, raising=False)
+    with keeping_control_characters(monkeypatch):
         for number in range(4):
             write(environ, *listening(f"sess-{number}", start=T0 + number * 60_000, seconds=10, ref="%00"))
             assert not run(environ, now_ms=T0 + (number + 1) * 60_000)
