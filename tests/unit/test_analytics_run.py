@@ -760,3 +760,19 @@ def test_classify(error: BackendError, response: requests.Response | None, expec
     assert type(outcome) is kind
     if kind is Unavailable:
         assert outcome.answer_lost is lost
+
+
+# --- the listener's address -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ({"CLOUDFLARE_NETWORKS": "173.245.48.0/20,2400:cb00::/32"}, "203.0.113.8"),
+    ({}, "173.245.48.5"),
+    # The variable this replaces: proxies are nginx's business now (set_real_ip_from), not the analytics'.
+    ({"TRUSTED_PROXIES": "173.245.48.0/20"}, "173.245.48.5"),
+])
+def test_cf_connecting_ip_is_believed_only_from_the_configured_cloudflare_ranges(
+        environ: dict[str, str], backend: FakeBackend, setting: dict[str, str], expected: str) -> None:
+    write(environ, line(remote="173.245.48.5", cf_ip="203.0.113.8", forwarded_for="198.51.100.9"))
+    assert run({**environ, **setting})
+    [event] = received(backend)
+    assert event["ip_address"] == expected
