@@ -3,12 +3,15 @@ where a station URL with credentials leads (against local HTTP servers), and mai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
+import signal
 import stat
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from patience import PATIENCE, wait_for
 
 import hls_launcher
 import hls_station
@@ -144,6 +148,14 @@ def stdin_handed_over(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(hls_launcher.os, "dup2", fake_dup2)
     return handed
+
+
+@pytest.fixture(autouse=True)
+def stderr_redacted(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """redact_stderr recorded instead of run (it forks sed onto standard error); the real one runs in a subprocess."""
+    calls: list[bool] = []
+    monkeypatch.setattr(hls_launcher, "redact_stderr", lambda: calls.append(True))
+    return calls
 
 
 @pytest.fixture
@@ -343,13 +355,13 @@ def test_probe_codec_errors_are_launch_errors_without_secrets(ffprobe: FakeFfpro
                       b"pipe:0: Connection refused\n")
     with pytest.raises(LaunchError) as caught:
         hls_launcher.probe_codec(settings(), upstream)
-    assert str(caught.value) == ("cannot probe http://***@joy.example:8000/live.mp3: "
-                                 "http://joy.example:8000/live.mp3?***: Connection refused")
+    assert str(caught.value) == "cannot probe http://***@joy.example:8000/live.mp3: Connection refused"
 
     ffprobe.stderr = b"http://joy.example:8000/live.mp3?token=t0ken: Server returned 404 Not Found\x1b[2J\n"
     with pytest.raises(LaunchError) as caught:
         hls_launcher.probe_codec(settings(), upstream)
-    assert "t0ken" not in str(caught.value) and "\x1b" not in str(caught.value)
+    assert str(caught.value) == ("cannot probe http://***@joy.example:8000/live.mp3: "
+                                 "http://joy.example:8000/live.mp3?*** Server returned 404 Not Found?[2J")
 
     ffprobe.returncode, ffprobe.stdout = 0, b'{"streams": []}'
     with pytest.raises(LaunchError, match=r"^http://\*\*\*@joy\.example:8000/live\.mp3 has no audio stream$"):
@@ -813,3 +825,101 @@ def test_main_gives_ffmpeg_the_final_url_and_no_credentials_for_another_origin(
     url, options = read_document(done.stdin)
     assert url == f"{hops.elsewhere.origin}/live"
     assert "headers" not in options and "s3cret" not in done.stdin and AUTHORIZATION not in done.stdin
+
+
+# --- what reaches the station's log --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[concat @ 0x1] Impossible to open 'http://127.0.0.1:8000/live?token=t0ken'",
+     "[concat @ 0x1] Impossible to open 'http://127.0.0.1:8000/live?***"),
+    ("http://dj:s3cret@joy.example/x#t0ken and https://joy.example:1/a?t0ken rest",
+     "http://***@joy.example/x#*** and https://joy.example:1/a?*** rest"),
+    ("Connection to tcp://127.0.0.2:8023 failed: Connection timed out",
+     "Connection to tcp://127.0.0.2:8023 failed: Connection timed out"),
+    ("http://joy.example/x?mail=a@b.example", "http://joy.example/x?***"),
+    ("is this a question? no URL here", "is this a question? no URL here"),
+])
+def test_redact_urls(text: str, expected: str) -> None:
+    assert hls_launcher.redact_urls(text) == expected
+
+
+FAKE_FFMPEG = """#!/bin/bash
+# Prints what FFmpeg prints when a stop interrupts its open: the URL of its input document.
+url=$(sed -n "s/^file '\\\\(.*\\\\)'$/\\\\1/p")
+echo "fake ffmpeg started, reading $url" >&2
+trap 'echo "[concat @ 0x1] Impossible to open '"'"'$url'"'"'" >&2; echo "pipe:0: Immediate exit requested" >&2; exit 255' TERM
+sleep 60 & wait
+"""
+
+
+def test_ffmpegs_lines_reach_the_log_without_tokens_even_on_a_stop(tmp_path: Path) -> None:
+    # The real exec: hand_over, redact_stderr (sed) and an FFmpeg stand-in, stopped as systemd stops a unit (SIGTERM
+    # to every process of the unit at once).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ffmpeg").write_text(FAKE_FFMPEG)
+    (bin_dir / "ffmpeg").chmod(0o755)
+    env_file = write_env(tmp_path / "radio-joy.env", url="http://127.0.0.1:9/live?token=t0ken", HLS_CODEC="copy")
+    log = tmp_path / "radio-joy.log"
+    scripts = Path(hls_launcher.__file__).parent
+    with log.open("ab") as log_file:
+        launcher = subprocess.Popen(
+            [sys.executable, str(scripts / "hls_launcher.py"), str(env_file), "--output-dir", str(tmp_path / "out")],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
+            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(scripts)})
+    try:
+        wait_for(lambda: "fake ffmpeg started" in log.read_text(), what="the FFmpeg stand-in to start")
+        os.killpg(launcher.pid, signal.SIGTERM)
+        assert launcher.wait(PATIENCE) == 255
+        text = wait_for(lambda: "Immediate exit requested" in (logged := log.read_text()) and logged,
+                        what="FFmpeg's last lines, after sed")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert "fake ffmpeg started, reading http://127.0.0.1:9/live?***" in text
+    assert "Impossible to open 'http://127.0.0.1:9/live?***" in text
+    assert "hls-launcher: radio-joy: upstream http://127.0.0.1:9/live?*** codec not probed, mode copy" in text
+    assert "t0ken" not in text
+
+
+# --- the units' firewall -------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+UNITS_THAT_OPEN_STATION_URLS = ("hls@.service.j2", "hls-nowplaying.service.j2")
+# What systemd's IPAddressDeny= keywords stand for (systemd.resource-control(5)).
+SYSTEMD_KEYWORDS = {"localhost": ("127.0.0.0/8", "::1/128"), "link-local": ("169.254.0.0/16", "fe80::/64"),
+                    "multicast": ("224.0.0.0/4", "ff00::/8")}
+
+
+def denied_networks(template: str) -> list[str]:
+    text = (REPO / "templates/etc/systemd/system" / template).read_text(encoding="utf-8")
+    [line] = [line for line in text.splitlines() if line.startswith("IPAddressDeny=")]
+    return line.removeprefix("IPAddressDeny=").split()
+
+
+def test_the_units_deny_every_network_the_sync_refuses() -> None:
+    # The sync refuses a URL naming an internal address; the units refuse the same networks whatever a redirect or a
+    # DNS answer leads to.
+    import ipaddress
+
+    lists = [denied_networks(template) for template in UNITS_THAT_OPEN_STATION_URLS]
+    assert lists[0] == lists[1]
+    denied = [ipaddress.ip_network(network) for item in lists[0] for network in SYSTEMD_KEYWORDS.get(item, (item,))]
+    for network in hls_station.INTERNAL_NETWORKS:
+        assert any(network.subnet_of(wider) for wider in denied if wider.version == network.version), network
+
+
+@pytest.mark.parametrize(("networks", "accepted"), [
+    (["127.0.0.1", "10.20.0.0/16", "fd00::/8"], True),
+    (["127.0.0.1\nExecStartPre=/bin/sh -c id"], False),  # would add a line to the unit
+    (["127.0.0.1 any"], False),
+    (["localhost"], False),
+    ("127.0.0.1", False),
+])
+def test_the_allowed_networks_must_be_addresses(tmp_path: Path, networks: object, accepted: bool) -> None:
+    from test_role_input import check_input
+
+    result = check_input(tmp_path, "hls", {"hls_upstream_allowed_networks": networks})
+    assert (result.returncode == 0) == accepted, result.stdout
+    if not accepted:
+        assert "hls_upstream_allowed_networks must be a list of IP addresses" in result.stdout, result.stdout
