@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import BACKEND, TOKEN, http, main_pid, playlist, run_sync, session_log, station_ready, wait_for
 from prometheus_client.parser import text_string_to_metric_families
+from test_trust_serving import streaming_ffmpeg_pid
 
 SLUGS = ["demo-mp3", "demo-aac"]
 STATION_IDS = {"demo-mp3": 1, "demo-aac": 2}
@@ -124,6 +125,7 @@ def test_health_stays_200_and_names_a_stopped_station(host):
     assert stations == set(SLUGS)
     assert host.run(HEALTH).rc == 0
 
+    streaming_ffmpeg_pid(host, "demo-mp3")  # a stop while FFmpeg still opens its upstream exits 1, not 255
     host.check_output("systemctl stop hls@demo-mp3")
     try:
         status, report = wait_for(lambda: (r := health(host))[1]["status"] == "degraded" and r,

@@ -233,8 +233,31 @@ def unit_state(host, slug: str) -> tuple[str, str]:
     return fields["ActiveState"], fields["Result"]
 
 
+def ffmpeg_pid(host, slug: str) -> int:
+    """The station's main PID once it is FFmpeg (the launcher, Python, runs first: probing, backing off)."""
+    def ffmpeg() -> int:
+        pid = main_pid(host, slug)
+        return pid if pid and host.run(f"cat /proc/{pid}/comm").stdout.strip() == "ffmpeg" else 0
+    return wait_for(ffmpeg, what=f"FFmpeg to be the main process of hls@{slug}")
+
+
+def streaming_ffmpeg_pid(host, slug: str) -> int:
+    """The main PID of an FFmpeg that has opened its upstream: it wrote a segment while it was the main process.
+
+    A signal that lands while FFmpeg is still opening its input makes it exit 1 (FFmpeg 5.1), not 255: only a
+    streaming FFmpeg shows what a stop does to a running station.
+    """
+    def attempt() -> int:
+        pid = ffmpeg_pid(host, slug)
+        before = station_ready(host, slug, min_segments=1).segments[-1]
+        wait_for(lambda: (p := playlist(host, slug)) and p.segments and p.segments[-1] != before,
+                 what=f"a new {slug} segment")
+        return pid if main_pid(host, slug) == pid else 0
+    return wait_for(attempt, what=f"a streaming FFmpeg in hls@{slug}")
+
+
 def test_systemctl_stop_leaves_the_station_inactive_not_failed(host):
-    station_ready(host, "demo-mp3", min_segments=1)
+    streaming_ffmpeg_pid(host, "demo-mp3")
     host.check_output("systemctl stop hls@demo-mp3")
     try:
         assert unit_state(host, "demo-mp3") == ("inactive", "success")
@@ -245,7 +268,8 @@ def test_systemctl_stop_leaves_the_station_inactive_not_failed(host):
 
 
 def test_a_station_the_sync_disables_ends_inactive_not_failed(host, backend):
-    station_ready(host, "demo-mp3", min_segments=1)
+    # (The sync also runs reset-failed on the stations it removes, so this held before SuccessExitStatus=255.)
+    streaming_ffmpeg_pid(host, "demo-mp3")
     backend(stations=[{**STATIONS[0], "disabled": True}, STATIONS[1]])
     assert run_sync(host).rc == 0
     wait_for(lambda: unit_state(host, "demo-mp3")[0] == "inactive", what="hls@demo-mp3 to stop")
@@ -256,8 +280,7 @@ def test_a_station_the_sync_disables_ends_inactive_not_failed(host, backend):
 @pytest.mark.parametrize(("signal", "result"), [("SEGV", "core-dump|signal"), ("ABRT", "core-dump|signal"),
                                                  ("TERM", None)])
 def test_a_crash_still_fails_and_any_exit_restarts(host, signal, result):
-    station_ready(host, "demo-mp3", min_segments=1)
-    pid = main_pid(host, "demo-mp3")
+    pid = streaming_ffmpeg_pid(host, "demo-mp3")
     restarts = int(host.check_output("systemctl show -p NRestarts --value hls@demo-mp3"))
     cursor = journal_cursor(host, "hls@demo-mp3")
     host.check_output(f"kill -{signal} {pid}")
