@@ -231,16 +231,15 @@ def redact_urls(text: str) -> str:
 
 
 def printable(text: str) -> str:
-    """Outside text (an upstream's reason phrase, ffprobe's error) fit for one log line."""
-    return CONTROL_CHARS.sub("?", text).strip()[:300]
+    """Outside text (an upstream's reason phrase, ffprobe's error) fit for one log line, any URL in it redacted."""
+    return CONTROL_CHARS.sub("?", redact_urls(text)).strip()[:300]
 
 
-def probe_error(stderr: bytes, upstream: Upstream) -> str:
+def probe_error(stderr: bytes) -> str:
     """ffprobe's last line, without the input's name (the document's pipe:0) and with URLs redacted wherever
     FFmpeg printed one in full."""
     lines = stderr.decode("utf-8", "replace").strip().splitlines()
-    reason = lines[-1] if lines else "no output"
-    return printable(redact_urls(reason.removeprefix(f"{STDIN_INPUT}: ")))
+    return printable(lines[-1].removeprefix(f"{STDIN_INPUT}: ") if lines else "no output")
 
 
 def probe_codec(settings: StationSettings, upstream: Upstream) -> str:
@@ -252,7 +251,7 @@ def probe_codec(settings: StationSettings, upstream: Upstream) -> str:
     result = subprocess.run(command, input=input_document(upstream, options).encode(), capture_output=True,
                             check=False)
     if result.returncode != 0:
-        raise LaunchError(f"cannot probe {redact_url(settings.stream_url)}: {probe_error(result.stderr, upstream)}")
+        raise LaunchError(f"cannot probe {redact_url(settings.stream_url)}: {probe_error(result.stderr)}")
     try:
         streams = json.loads(result.stdout).get("streams") or []
     except (ValueError, AttributeError):
