@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import API_KEY, STATIONS, TOKEN, http, now, run_sync, session_log, station_ready, sync_log, wait_for
+from conftest import (API_KEY, STATIONS, TOKEN, http, main_pid, now, run_sync, session_log, station_ready,
+                      sync_log, wait_for)
 
 LOG_FIELDS = 16
 STREAM_PASSWORD = "canary-stream-password-93c1"
@@ -52,15 +53,18 @@ def test_a_title_cannot_inject_variables_into_the_env_file(host, backend):
 
 def test_stream_credentials_never_show(host, backend):
     url = f"http://listener:{STREAM_PASSWORD}@127.0.0.1:8000/demo-aac"
+    old_pid = main_pid(host, "demo-aac")
     backend(stations=[STATIONS[0], {**STATIONS[1], "stream_url": url}])
     assert run_sync(host).rc == 0
-    wait_for(lambda: "-headers" in host.run("cat /proc/$(systemctl show -p MainPID --value hls@demo-aac)/cmdline")
-             .stdout, what="demo-aac to run with its credentials")
+    assert "listener:" in host.check_output("cat /etc/hls/stations/demo-aac.env")
+    wait_for(lambda: main_pid(host, "demo-aac") not in (0, old_pid), what="demo-aac to restart with its credentials")
     station_ready(host, "demo-aac", min_segments=1)
     # Make FFmpeg print its input URL in an error line: a read error on a stopped upstream.
     host.check_output("systemctl restart hls-demo-feed@demo-aac")
     places = {
         "systemctl show": host.check_output("systemctl show 'hls@*' hls-sync.service"),
+        "systemctl status": host.run("systemctl status --no-pager 'hls@*'").stdout,
+        "command lines": host.check_output("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' || true"),
         "journal": host.check_output("journalctl --no-pager -o cat"),
         "FFmpeg logs": host.check_output("cat /var/log/hls/*.log"),
         "nginx logs": host.check_output("cat /var/log/nginx/*.log"),
