@@ -43,9 +43,11 @@ def test_aac_upstream_is_copied_and_mp3_is_transcoded(host, slug, expected):
     assert argv[position:position + 2] == expected
     if expected[1] == "copy":
         assert "-b:a" not in argv
-    # Only network protocols for the input: a stream URL can never read local files.
-    assert argv[argv.index("-protocol_whitelist") + 1] == "http,https,tcp,tls"
-    assert argv.index("-protocol_whitelist") < argv.index("-i")
+    # The input is the launcher's ffconcat document on standard input and nothing else: the stream URL (and its
+    # credentials) never reach the command line, and its own protocols are limited inside that document.
+    assert argv[argv.index("-protocol_whitelist") + 1] == "pipe"
+    assert argv[argv.index("-i") + 1] == "pipe:0"
+    assert not [arg for arg in argv if "http" in arg or "127.0.0.1" in arg], argv
 
 
 def assert_continues(before, after) -> None:
