@@ -119,24 +119,27 @@ def what_local_users_see(host, slug: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize(("path", "final", "credentials_at_the_end"), [
-    pytest.param("/to-self", HOME, True, id="same-origin"),
-    pytest.param("/to-other", OTHER, False, id="other-origin"),
+@pytest.mark.parametrize(("slug", "path", "final", "credentials_at_the_end"), [
+    pytest.param("trust-same-origin", "/to-self", HOME, True, id="same-origin"),
+    pytest.param("trust-other-origin", "/to-other", OTHER, False, id="other-origin"),
 ])
-def test_credentials_reach_only_their_origin_across_a_redirect(host, backend, upstreams, path, final,
+def test_credentials_reach_only_their_origin_across_a_redirect(host, backend, upstreams, slug, path, final,
                                                                credentials_at_the_end):
-    slug = "trust-redirect"
     since = log_sizes(host, slug)[slug]
     with stations(host, backend, **{slug: f"http://dj:{PASSWORD}@{HOME}{path}?token={TOKEN}"}):
+
+        def at_the_end() -> list[dict]:
+            return [entry for entry in requests(host) if entry.get("at") == final and entry.get("path") == "/live"
+                    and entry["agent"] == "radio-hls/1.0"]
+
+        # The launcher's own look, ffprobe and FFmpeg (now playing's ICY reader too, sooner or later).
+        wait_for(lambda: len(at_the_end()) >= 3, what=f"{slug}'s launcher, ffprobe and FFmpeg at the final URL")
         station_ready(host, slug, min_segments=1)
-        seen = [entry for entry in requests(host) if "path" in entry]
-        at_home = [entry for entry in seen if entry["at"] == HOME and entry["path"].startswith(path)]
-        at_the_end = [entry for entry in seen if entry["at"] == final and entry["path"] == "/live"]
+        at_home = [entry for entry in requests(host)
+                   if entry.get("at") == HOME and entry.get("path", "").startswith(path)]
         assert at_home and all(entry["authorization"] == AUTHORIZATION for entry in at_home), at_home
-        # The launcher's own look, ffprobe and FFmpeg (and now playing's ICY reader) all reached the end.
-        assert len([entry for entry in at_the_end if entry["agent"] == "radio-hls/1.0"]) >= 3, at_the_end
         expected = AUTHORIZATION if credentials_at_the_end else None
-        assert all(entry["authorization"] == expected for entry in at_the_end), at_the_end
+        assert all(entry["authorization"] == expected for entry in at_the_end()), at_the_end()
         for place, text in what_local_users_see(host, slug).items():
             assert PASSWORD not in text and TOKEN not in text and AUTHORIZATION.split()[1] not in text, place
             assert HOME not in text, f"the station URL shows in {place}"
