@@ -147,8 +147,8 @@ class IcyHandler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def icy() -> Iterator[IcyServer]:
+def serving_icy() -> Iterator[IcyServer]:
+    """An ICY server on a port of its own, serving until the test ends."""
     server = IcyServer()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -156,6 +156,11 @@ def icy() -> Iterator[IcyServer]:
     server.closing.set()
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def icy() -> Iterator[IcyServer]:
+    yield from serving_icy()
 
 
 def test_open_stream_asks_for_metadata_and_reads_titles(icy: IcyServer) -> None:
@@ -179,13 +184,7 @@ def test_open_stream_sends_credentials_in_a_header_never_in_the_url(icy: IcyServ
 @pytest.fixture
 def other_origin() -> Iterator[IcyServer]:
     """A second ICY server: another port, so another origin."""
-    server = IcyServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.closing.set()
-    server.shutdown()
-    server.server_close()
+    yield from serving_icy()
 
 
 def with_credentials(url: str) -> str:
