@@ -61,18 +61,24 @@ class FakeBackend:
         return response.json()
 
 
-@pytest.fixture
-def backend() -> Iterator[FakeBackend]:
-    """A fresh in-process fake backend on a free loopback port."""
+def serving_fake_backend() -> Iterator[Any]:
+    """A fresh in-process fake backend server on a free loopback port, serving until the test ends."""
     server = fake_backend.make_server("127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield FakeBackend(url=f"http://127.0.0.1:{server.server_port}", server=server)
+        yield server
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def backend() -> Iterator[FakeBackend]:
+    """A fresh in-process fake backend on a free loopback port."""
+    for server in serving_fake_backend():
+        yield FakeBackend(url=f"http://127.0.0.1:{server.server_port}", server=server)
 
 
 @pytest.fixture

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
+from conftest import serving_fake_backend
 from patience import SHORT_TIMEOUT
 
-import fake_backend
 from hls_graphql import USER_AGENT, BackendError, execute, is_query
 
 STATIONS_QUERY = "query GetHLSStations { stations { id title slug stream_url generate_hls_stream disabled } }"
@@ -215,15 +214,7 @@ KEYS = {"Authorization": "Bearer s3cret", "X-Streaming-Api-Key": "k3y"}
 @pytest.fixture
 def elsewhere() -> Iterator[Any]:
     """A second fake backend, another origin, that records whatever reaches it."""
-    server = fake_backend.make_server("127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    yield from serving_fake_backend()
 
 
 def origin_of(server: Any) -> str:
