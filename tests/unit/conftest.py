@@ -1,7 +1,7 @@
 """Shared set-up of the host-side unit tests.
 
-- files/scripts and molecule/resources/backend go on sys.path: the scripts import each other as top-level
-  modules (`from hls_station import ...`), and the fake backend is imported as `fake_backend`.
+- The programs are the package radio_hls, installed (editable) into the dev venv; the fake backend is imported as
+  `fake_backend` from molecule/resources/backend, which pytest.ini puts on pytest's pythonpath.
 - `backend`: the fake GraphQL backend (fake_backend.py), in a thread on 127.0.0.1 with a free port.
 - `url`: that backend's base URL (what test_fake_backend.py uses).
 - `held_hang`: the backend's "hang" failure held until the test ends, for tests about a client's timeout.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -25,15 +24,11 @@ import pytest
 import requests
 from patience import GENEROUS_TIMEOUT, PATIENCE
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPTS_DIR = REPO / "files" / "scripts"
-BACKEND_DIR = REPO / "molecule" / "resources" / "backend"
+import fake_backend
 
-for _directory in (SCRIPTS_DIR, BACKEND_DIR):
-    if str(_directory) not in sys.path:
-        sys.path.insert(0, str(_directory))
-
-import fake_backend  # noqa: E402  (needs the sys.path entry above)
+from radio_hls.operations import snapshot
+from radio_hls.stations.station import Station as EnvStation
+from radio_hls.stations.station import station_env
 
 
 @dataclass(frozen=True)
@@ -124,7 +119,7 @@ def held_hang(backend: FakeBackend, monkeypatch: pytest.MonkeyPatch) -> Iterator
     hang.release()
 
 
-# --- a host's station files, for hls_snapshot, hls_health, hls_metrics, hls_status and hlsctl ---------------
+# --- a host's station files, for snapshot, health, metrics, status and hlsctl --------------------------------
 
 NOW = 1_700_000_000.0
 MONOTONIC = 50_000.0
@@ -134,9 +129,7 @@ class StatusTree:
     """Real station files in a temporary directory, and a fake `systemctl show` answering from `units`."""
 
     def __init__(self, root: Path) -> None:
-        import hls_snapshot
-
-        self.config = hls_snapshot.Config(
+        self.config = snapshot.Config(
             stations_dir=root / "etc" / "stations", output_root=root / "run", log_dir=root / "log",
             listeners_file=root / "analytics" / "listeners.json", sync_status_file=root / "state" / "sync.json",
             max_playlist_age=60.0)
@@ -151,9 +144,6 @@ class StatusTree:
                 now_playing: dict[str, Any] | None = None,
                 url: str = "http://user:s3cret@upstream.example/live") -> Path:
         """One station as the sync, systemd, the launcher and FFmpeg leave it; returns its output directory."""
-        from hls_station import Station as EnvStation
-        from hls_station import station_env
-
         env = station_env(EnvStation(slug, url, title or slug.title(), station_id), {"HLS_CODEC": "auto"})
         (self.config.stations_dir / f"{slug}.env").write_text(env)
         self.units[f"hls@{slug}.service"] = {
@@ -180,6 +170,16 @@ class StatusTree:
             (directory / "now-playing.json").write_text(json.dumps(now_playing))
         return directory
 
+    def settings_file(self, max_playlist_age: float = 60.0) -> Path:
+        """This tree's status.env, as the role writes it (every path set)."""
+        config = self.config
+        path = config.stations_dir.parent / "status.env"
+        path.write_text(f"HLS_STATIONS_DIR={config.stations_dir}\nHLS_OUTPUT_ROOT={config.output_root}\n"
+                        f"HLS_LOG_DIR={config.log_dir}\nHLS_LISTENERS_FILE={config.listeners_file}\n"
+                        f"HLS_SYNC_STATUS_FILE={config.sync_status_file}\n"
+                        f"HLS_HEALTH_MAX_PLAYLIST_AGE={max_playlist_age:g}\n")
+        return path
+
     def systemctl(self, args: Sequence[str]) -> str:
         self.calls.append(list(args))
         assert args[0] == "show", args
@@ -187,9 +187,7 @@ class StatusTree:
                          for unit in args[2:])
 
     def snapshot(self) -> Any:
-        import hls_snapshot
-
-        return hls_snapshot.collect(self.config, self.systemctl, now=NOW, monotonic_now=MONOTONIC)
+        return snapshot.collect(self.config, self.systemctl, now=NOW, monotonic_now=MONOTONIC)
 
     def write_json(self, path: Path, document: Any) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from radio_hls.common.contract import SESSION_LOG_FIELDS
+
 T0 = 1_795_514_400_000  # 2026-11-24T10:00:00Z in milliseconds
 UA = "ExoPlayer/2.19 (Linux; Android 14)"
 
@@ -29,10 +31,15 @@ def line(*, s: str = "sess-1", slug: str = "radio-joy", kind: str = "segment", u
     """One log line (with its newline); values are escaped the way nginx would."""
     if uri is None:
         uri = f"/hls/{slug}/index.m3u8" if kind == "playlist" else f"/hls/{slug}/{msec}-1.ts"
-    iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(msec / 1000))
-    fields = [iso, f"{msec // 1000}.{msec % 1000:03d}", slug, s, ref, remote, peer or remote, forwarded_for, cf_ip,
-              method, uri, str(status), str(size), f"{seconds:.3f}", ua, referer]
-    return "\t".join(nginx_escape(field) for field in fields) + "\n"
+    values = {
+        "time_iso8601": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(msec / 1000)),
+        "msec": f"{msec // 1000}.{msec % 1000:03d}", "hls_slug": slug, "arg_s": s, "arg_ref": ref,
+        "remote_addr": remote, "realip_remote_addr": peer or remote, "http_x_forwarded_for": forwarded_for,
+        "http_cf_connecting_ip": cf_ip, "request_method": method, "uri": uri, "status": str(status),
+        "body_bytes_sent": str(size), "request_time": f"{seconds:.3f}", "http_user_agent": ua, "http_referer": referer,
+    }
+    # In the order of the contract, which the role's log_format follows too.
+    return "\t".join(nginx_escape(values[name]) for name in SESSION_LOG_FIELDS) + "\n"
 
 
 def listening(session: str, start: int = T0, seconds: int = 30, segment: int = 2, **extra: object) -> list[str]:

@@ -7,7 +7,7 @@ import random
 import pytest
 from loglines import T0, UA, line, nginx_escape
 
-from hls_logparse import (
+from radio_hls.analytics.logparse import (
     PLAYLIST,
     SEGMENT,
     Aggregator,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hls_logreader import LogReader, Position
+from radio_hls.analytics.logreader import LogReader, Position
 
 
 class Follower:

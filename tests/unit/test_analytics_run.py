@@ -24,12 +24,12 @@ import urllib3
 from loglines import T0, line, listening
 from patience import GENEROUS_TIMEOUT, PATIENCE, SHORT_TIMEOUT, wait_for
 
-import hls_analytics
-import hls_logparse
-import hls_logreader
-from hls_analytics import MUTATION, SEND_BUDGET_SECONDS, Analytics, Config, Refused, State, Unavailable, classify
-from hls_graphql import BackendError
-from hls_spool import Spool
+from radio_hls.analytics import run as hls_analytics
+from radio_hls.analytics import logparse as hls_logparse
+from radio_hls.analytics import logreader as hls_logreader
+from radio_hls.analytics.run import MUTATION, SEND_BUDGET_SECONDS, Analytics, Config, Refused, State, Unavailable, classify
+from radio_hls.common.graphql import BackendError
+from radio_hls.analytics.spool import Spool
 
 if TYPE_CHECKING:
     from conftest import FakeBackend, HeldHang
@@ -66,7 +66,7 @@ def write(environ: dict[str, str], *lines: str, rotated: bool = False) -> None:
 
 def run(environ: dict[str, str], now_ms: int = T0 + 60_000, **injected: Any) -> bool:
     """One run; `injected`: Analytics' other stand-ins (http, monotonic)."""
-    return Analytics(Config.from_environ(environ), now=lambda: now_ms / 1000, **injected).run()
+    return Analytics(Config.from_env(environ), now=lambda: now_ms / 1000, **injected).run()
 
 
 def received(backend: FakeBackend) -> list[dict[str, Any]]:

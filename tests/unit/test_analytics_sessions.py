@@ -7,8 +7,8 @@ from typing import Any
 
 from loglines import T0, line, listening
 
-from hls_logparse import PLAYLIST, SEGMENT, Aggregator, Networks
-from hls_sessions import DAY_MS, Sessions
+from radio_hls.analytics.logparse import PLAYLIST, SEGMENT, Aggregator, Networks
+from radio_hls.analytics.sessions import DAY_MS, Sessions
 
 MINUTE = 60_000
 

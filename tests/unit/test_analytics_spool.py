@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hls_spool import Spool
+from radio_hls.analytics.spool import Spool
 
 EVENT = {"anonymous_session_id": "s", "station_slug": "radio-joy", "event_type": "segment_request"}
 

@@ -11,7 +11,7 @@ import requests
 from conftest import serving_fake_backend
 from patience import SHORT_TIMEOUT
 
-from hls_graphql import USER_AGENT, BackendError, execute, is_query
+from radio_hls.common.graphql import USER_AGENT, BackendError, execute, is_query, same_origin
 
 STATIONS_QUERY = "query GetHLSStations { stations { id title slug stream_url generate_hls_stream disabled } }"
 STATION = {"id": 1, "title": "Radio Joy", "slug": "radio-joy", "stream_url": "http://joy.example/s.mp3",
@@ -241,6 +241,19 @@ def test_cross_origin_message_names_both_origins(backend: FakeBackend, elsewhere
     assert str(caught.value) == (
         f"{backend.graphql} redirected to another origin, '{origin_of(elsewhere)}' (HTTP 302); only redirects "
         f"within '{backend.url}' are followed, so its credentials stay there")
+
+
+@pytest.mark.parametrize(("location", "same"), [
+    ("http://joy.example:80/graphql?query=x", True),
+    # The stricter reading of the two origin() functions the programs had: a port that cannot be read is no
+    # origin at all (one of them took it for the default port) ...
+    ("http://joy.example:bad/graphql", False),
+    ("http://joy.example:99999/graphql", False),
+    # ... and a trailing dot names another host (the other one dropped it).
+    ("http://joy.example./graphql", False),
+])
+def test_same_origin_is_strict(location: str, same: bool) -> None:
+    assert same_origin(location, "http://joy.example/graphql") is same
 
 
 @pytest.mark.parametrize("origin", [

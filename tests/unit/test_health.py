@@ -3,6 +3,7 @@ with systemd faked."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -10,10 +11,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-import hls_health
-import hls_snapshot
-import hls_status
-from hls_health import HostHealth, evaluate, host_health, lines, report
+from radio_hls.common import clock
+from radio_hls.common.contract import BadSetting
+
+from radio_hls.operations import health as hls_health
+from radio_hls.operations import snapshot as hls_snapshot
+from radio_hls.operations import status as hls_status
+from radio_hls.operations.health import HostHealth, evaluate, host_health, lines, report
 
 if TYPE_CHECKING:
     from conftest import StatusTree
@@ -102,16 +106,26 @@ def test_no_stations_still_reports_the_jobs(tree: StatusTree) -> None:
     ("2023-11-14T22:13:20", None), ("yesterday", None), (12, 12.0), (True, None), (None, None),
 ])
 def test_timestamp(value: object, expected: float | None) -> None:
-    assert hls_snapshot.timestamp(value) == expected
+    assert clock.parse(value) == expected
 
 
-def test_config_from_the_settings_file(tmp_path: Path) -> None:
-    settings = tmp_path / "status.env"
-    settings.write_text("HLS_STATIONS_DIR=/srv/stations\nHLS_HEALTH_MAX_PLAYLIST_AGE=30\n")
-    config = hls_snapshot.Config.load(settings)
-    assert (config.stations_dir, config.max_playlist_age) == (Path("/srv/stations"), 30.0)
-    assert config.output_root == Path("/run/hls")
-    assert hls_snapshot.Config.load(tmp_path / "missing.env") == hls_snapshot.Config()
+def test_config_from_the_settings_file(tree: StatusTree) -> None:
+    config = hls_snapshot.Config.from_env(hls_snapshot.read_settings(tree.settings_file(max_playlist_age=30)))
+    assert config == dataclasses.replace(tree.config, max_playlist_age=30.0)
+
+
+@pytest.mark.parametrize("name", ["HLS_STATIONS_DIR", "HLS_OUTPUT_ROOT", "HLS_LOG_DIR", "HLS_LISTENERS_FILE",
+                                  "HLS_SYNC_STATUS_FILE"])
+def test_a_path_the_role_passes_has_no_default(tree: StatusTree, name: str) -> None:
+    values = dict(hls_snapshot.read_settings(tree.settings_file()))
+    del values[name]
+    with pytest.raises(BadSetting, match=f"^{name} is not set"):
+        hls_snapshot.Config.from_env(values)
+
+
+def test_a_missing_settings_file_is_an_error_not_defaults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert hls_health.main(["--config", str(tmp_path / "missing.env")]) == hls_health.EXIT_UNKNOWN
+    assert capsys.readouterr().out.startswith(f"UNKNOWN: cannot read the settings file {tmp_path}/missing.env")
 
 
 # --- the health check ----------------------------------------------------------------------------------------
@@ -175,9 +189,7 @@ def test_report_is_json_for_machines(tree: StatusTree) -> None:
 
 def test_main_exit_status_and_output(tree: StatusTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    settings = tmp_path / "status.env"
-    settings.write_text(f"HLS_STATIONS_DIR={tree.config.stations_dir}\nHLS_OUTPUT_ROOT={tree.config.output_root}\n"
-                        "HLS_HEALTH_MAX_PLAYLIST_AGE=10\n")
+    settings = tree.settings_file(max_playlist_age=10)
     monkeypatch.setattr(hls_health, "collect", lambda config: hls_snapshot.collect(
         config, tree.systemctl, now=1_700_000_000.0, monotonic_now=50_000.0))
     tree.station("joy", playlist_age=5)
@@ -207,12 +219,10 @@ def test_an_unreadable_station_list_is_an_error_not_an_empty_list(tree: StatusTr
     monkeypatch.setattr(hls_snapshot.os, "scandir", denied)
     with pytest.raises(hls_snapshot.SnapshotError, match="Permission denied"):
         tree.snapshot()
-    monkeypatch.setattr(hls_snapshot.Config, "load", classmethod(lambda cls, path: tree.config))
-    assert hls_health.main([]) == hls_health.EXIT_UNKNOWN == 3
+    assert hls_health.main(["--config", str(tree.settings_file())]) == hls_health.EXIT_UNKNOWN == 3
     assert capsys.readouterr().out.startswith("UNKNOWN: cannot read the station list")
-    missing = hls_snapshot.Config(stations_dir=tmp_path / "not-yet")
     monkeypatch.undo()
-    assert hls_snapshot.station_slugs(missing.stations_dir) == []
+    assert hls_snapshot.station_slugs(tmp_path / "not-yet") == []
 
 
 # --- the host: does it serve? ------------------------------------------------------------------------------------
@@ -374,9 +384,8 @@ def test_publish_writes_every_file(tree: StatusTree, tmp_path: Path, out: Path) 
 
 def test_status_main(tree: StatusTree, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tree.station("joy")
-    monkeypatch.setattr(hls_snapshot.Config, "load", classmethod(lambda cls, path: tree.config))
     monkeypatch.setattr(hls_status, "collect", lambda config: tree.snapshot())
-    assert hls_status.main(["--output-dir", str(out)]) == 0
+    assert hls_status.main(["--config", str(tree.settings_file()), "--output-dir", str(out)]) == 0
     assert served(out, "/health", NOW)[0] == 200
     assert served(out, "/health", NOW + 60)[0] == 200  # at least 60 s by default
     assert served(out, "/health", NOW + 70)[0] == 503
@@ -385,15 +394,15 @@ def test_status_main(tree: StatusTree, out: Path, monkeypatch: pytest.MonkeyPatc
 def test_status_main_without_a_snapshot_vouches_for_nothing(tree: StatusTree, out: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     tree.station("joy")
-    monkeypatch.setattr(hls_snapshot.Config, "load", classmethod(lambda cls, path: tree.config))
+    settings = tree.settings_file()
     monkeypatch.setattr(hls_status, "collect", lambda config: tree.snapshot())
-    assert hls_status.main(["--output-dir", str(out)]) == 0
+    assert hls_status.main(["--config", str(settings), "--output-dir", str(out)]) == 0
 
     def failing(config: object) -> None:
         raise hls_snapshot.SnapshotError("cannot read the station list /etc/hls/stations: Permission denied")
 
     monkeypatch.setattr(hls_status, "collect", failing)
-    assert hls_status.main(["--output-dir", str(out)]) == 1
+    assert hls_status.main(["--config", str(settings), "--output-dir", str(out)]) == 1
     status, body = served(out, "/health", NOW)
     assert status == 503 and body is not None
     assert (body["status"], body["reason"]) == (

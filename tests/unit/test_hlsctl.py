@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-import hlsctl
-import hls_snapshot
+from radio_hls.operations import hlsctl
+from radio_hls.operations import snapshot as hls_snapshot
 
 if TYPE_CHECKING:
     from conftest import StatusTree
@@ -24,7 +25,6 @@ class Terminal(io.StringIO):
 def live(tree: StatusTree, monkeypatch: pytest.MonkeyPatch) -> StatusTree:
     """hlsctl reading the tree instead of the host."""
     monkeypatch.setattr(hlsctl, "collect", lambda config: tree.snapshot())
-    monkeypatch.setattr(hls_snapshot.Config, "load", classmethod(lambda cls, path: tree.config))
     monkeypatch.delenv("NO_COLOR", raising=False)
     tree.station("joy", restarts=2, uptime=3725, playlist_age=3, now_playing={"title": "Artist - Song"})
     tree.station("aac", launch={"upstream_codec": "aac", "mode": "copy", "started_at": 0}, uptime=59)
@@ -120,7 +120,7 @@ def test_verbs_call_systemctl(verb: str, monkeypatch: pytest.MonkeyPatch) -> Non
     seen: list[Any] = []
     monkeypatch.setattr(hlsctl, "subprocess", SimpleNamespace(
         run=lambda command, check: seen.append(command) or SimpleNamespace(returncode=3)))
-    assert hlsctl.main([verb, "radio-joy"]) == 3
+    assert hlsctl.main(["--config", "/nonexistent/status.env", verb, "radio-joy"]) == 3  # the verbs read none
     assert seen == [["systemctl", verb, "hls@radio-joy.service"]]
 
 
@@ -134,8 +134,17 @@ def test_bad_arguments_never_reach_systemctl(argv: list[str], monkeypatch: pytes
 
 
 def test_main_status(live: StatusTree, capsys: pytest.CaptureFixture[str]) -> None:
-    assert hlsctl.main(["status"]) == 0
+    assert hlsctl.main(["--config", str(live.settings_file()), "status"]) == 0
     assert "joy" in capsys.readouterr().out
+
+
+def test_main_status_needs_the_settings_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        hlsctl.main(["status"])
+    assert caught.value.code == 2
+    assert "--config" in capsys.readouterr().err
+    assert hlsctl.main(["--config", str(tmp_path / "missing.env"), "status"]) == 1
+    assert capsys.readouterr().err.startswith(f"hlsctl: cannot read the settings file {tmp_path}/missing.env")
 
 
 def test_status_says_why_it_cannot_read_the_stations(tree: StatusTree, monkeypatch: pytest.MonkeyPatch,

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from hls_icy import decode, parse_fields, printable, split_title
+from radio_hls.nowplaying.icy import decode, parse_fields, printable, split_title
 
 # The grammar as one regular expression, as hls_icy had it: right on short blocks, quadratic on long hostile ones
 # (64 ms for one 4 KiB block of repeated a='), so it is only the reference of what a block means.

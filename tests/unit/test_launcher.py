@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from patience import PATIENCE, wait_for
 
-import hls_launcher
-import hls_station
-from hls_launcher import (
+from radio_hls.stations import launcher as hls_launcher
+from radio_hls.stations import station as hls_station
+from radio_hls.stations.launcher import (
     GLOBAL_OPTIONS,
     LaunchError,
     StationSettings,
@@ -36,7 +36,7 @@ from hls_launcher import (
     start_number,
     upstream_options,
 )
-from hls_station import Station, station_env
+from radio_hls.stations.station import Station, station_env
 
 NOW = 1_700_000_000.123
 OUTPUT = Path("/run/hls/radio-joy")
@@ -861,12 +861,12 @@ def test_ffmpegs_lines_reach_the_log_without_tokens_even_on_a_stop(tmp_path: Pat
     (bin_dir / "ffmpeg").chmod(0o755)
     env_file = write_env(tmp_path / "radio-joy.env", url="http://127.0.0.1:9/live?token=t0ken", HLS_CODEC="copy")
     log = tmp_path / "radio-joy.log"
-    scripts = Path(hls_launcher.__file__).parent
+    entry_point = Path(sys.executable).with_name("hls-launcher")  # what hls@.service runs
     with log.open("ab") as log_file:
         launcher = subprocess.Popen(
-            [sys.executable, str(scripts / "hls_launcher.py"), str(env_file), "--output-dir", str(tmp_path / "out")],
+            [str(entry_point), str(env_file), "--output-dir", str(tmp_path / "out")],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
-            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(scripts)})
+            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
     try:
         wait_for(lambda: "fake ffmpeg started" in log.read_text(), what="the FFmpeg stand-in to start")
         os.killpg(launcher.pid, signal.SIGTERM)

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import hls_metrics
-import hls_snapshot
-import hls_status
-from hls_health import evaluate
-from hls_metrics import Family, render, render_families
+from radio_hls.operations import metrics as hls_metrics
+from radio_hls.operations import snapshot as hls_snapshot
+from radio_hls.operations import status as hls_status
+from radio_hls.operations.health import evaluate
+from radio_hls.operations.metrics import Family, render, render_families
 
 if TYPE_CHECKING:
     from conftest import StatusTree
@@ -125,11 +125,11 @@ def test_a_listeners_file_of_an_older_version_gives_no_dead_letter_samples(tree:
 
 def test_the_analytics_numbers_reach_the_metrics(tmp_path: Path, tree: StatusTree) -> None:
     """What hls_analytics writes is what hls_metrics reads: the listeners file of a real run."""
-    from hls_analytics import Analytics, Config
+    from radio_hls.analytics.run import Analytics, Config
 
     environ = {"GRAPHQL_ENDPOINT": "", "HLS_ACCESS_LOG": str(tmp_path / "none.log"),
                "HLS_ANALYTICS_STATE_DIR": str(tmp_path / "state"), "HLS_LISTENERS_FILE": str(tree.config.listeners_file)}
-    analytics = Analytics(Config.from_environ(environ), now=lambda: 1_700_000_000.0)
+    analytics = Analytics(Config.from_env(environ), now=lambda: 1_700_000_000.0)
     analytics.state.dead_letter_events, analytics.state.resent_batches = 5, 2
     analytics.dead_letters.write(7, [{"anonymous_session_id": "x"}], reason="refused")
     analytics.run()
@@ -159,9 +159,8 @@ def test_label_values_are_escaped() -> None:
 def test_main_prints_the_metrics(tree: StatusTree, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     tree.station("joy")
-    monkeypatch.setattr(hls_snapshot.Config, "load", classmethod(lambda cls, path: tree.config))
     monkeypatch.setattr(hls_metrics, "collect", lambda config: tree.snapshot())
-    assert hls_metrics.main([]) == 0
+    assert hls_metrics.main(["--config", str(tree.settings_file())]) == 0
     assert 'hls_station_up{station="joy"} 1' in capsys.readouterr().out.splitlines()
 
 

@@ -18,10 +18,10 @@ import pytest
 import requests
 from patience import GENEROUS_TIMEOUT, PATIENCE, SHORT_TIMEOUT, wait_for
 
-import hls_nowplaying
-from hls_icy import IcyError, NowPlaying, metadata_blocks, open_stream, parse_fields, split_title, stream_titles
-from hls_nowplaying import Config, Source, Supervisor, TriggerLimiter, Watcher, backend_trigger, running_sources
-from hls_station import Station, station_env
+from radio_hls.nowplaying import service as hls_nowplaying
+from radio_hls.nowplaying.icy import IcyError, NowPlaying, metadata_blocks, open_stream, parse_fields, split_title, stream_titles
+from radio_hls.nowplaying.service import Config, Source, Supervisor, TriggerLimiter, Watcher, backend_trigger, running_sources
+from radio_hls.stations.station import Station, station_env
 
 if TYPE_CHECKING:
     from conftest import FakeBackend, HeldHang

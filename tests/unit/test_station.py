@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-import hls_station
-from hls_station import (
+from radio_hls.stations import station as hls_station
+from radio_hls.stations.station import (
     InvalidStation,
     Station,
     check_target,
@@ -26,7 +26,6 @@ from hls_station import (
     station_from_record,
     validate_slug,
     validate_stream_url,
-    write_atomically,
 )
 
 STATION_KEYS = ["HLS_STATION_SLUG", "HLS_STATION_ID", "HLS_STATION_TITLE", "HLS_STREAM_URL"]
@@ -277,7 +276,8 @@ def test_redact_url_hides_credentials_and_tokens(url: str, expected: str) -> Non
     ("http://joy.example/a", "http://joy.example:80/b?x", True),
     ("https://joy.example/a", "https://JOY.example:443/b", True),
     ("http://u:p@joy.example/a", "http://joy.example/b", True),
-    ("http://joy.example./a", "http://joy.example/b", True),
+    # Strict where a looser reading would let credentials travel: the trailing dot's host is another host.
+    ("http://joy.example./a", "http://joy.example/b", False),
     ("http://joy.example/a", "https://joy.example/a", False),
     ("http://joy.example/a", "http://joy.example:8000/a", False),
     ("http://joy.example/a", "http://cdn.joy.example/a", False),
@@ -285,6 +285,12 @@ def test_redact_url_hides_credentials_and_tokens(url: str, expected: str) -> Non
 ])
 def test_origin(first: str, second: str, same: bool) -> None:
     assert (hls_station.origin(first) == hls_station.origin(second)) == same
+
+
+@pytest.mark.parametrize("url", ["http://joy.example:bad/a", "http://joy.example:99999/a"])
+def test_origin_of_a_port_that_cannot_be_read_is_an_error_not_the_default_port(url: str) -> None:
+    with pytest.raises(ValueError, match="[Pp]ort"):
+        hls_station.origin(url)
 
 
 # --- records -----------------------------------------------------------------------------------------------
@@ -418,86 +424,6 @@ def test_control_characters_in_env_value_raise(value: str) -> None:
         quote_env_value(value)
     with pytest.raises(ValueError, match="control characters"):
         station_env(Station("radio-joy", "http://joy.example/s"), {"HLS_CODEC": value})
-
-
-# --- write_atomically --------------------------------------------------------------------------------------
-
-def test_write_atomically_writes_with_mode_and_no_temp_file(tmp_path: Path) -> None:
-    target = tmp_path / "stations" / "radio-joy.env"
-    write_atomically(target, "A=\"1\"\n", mode=0o640)
-    assert target.read_text(encoding="utf-8") == "A=\"1\"\n"
-    assert stat.S_IMODE(target.stat().st_mode) == 0o640
-    assert sorted(p.name for p in target.parent.iterdir()) == ["radio-joy.env"]
-
-    write_atomically(target, "A=\"2\"\n", mode=0o600)
-    assert target.read_text(encoding="utf-8") == "A=\"2\"\n"
-    assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert sorted(p.name for p in target.parent.iterdir()) == ["radio-joy.env"]
-
-
-def test_write_atomically_mode_ignores_umask(tmp_path: Path) -> None:
-    old = os.umask(0o077)
-    try:
-        write_atomically(tmp_path / "a.env", "x", mode=0o644)
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "a.env").stat().st_mode) == 0o644
-
-
-def test_write_atomically_keeps_old_content_when_replace_fails(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "radio-joy.env"
-    target.write_text("old\n", encoding="utf-8")
-    target.chmod(0o640)
-
-    def failing_replace(src: str, dst: object) -> None:
-        assert Path(src).read_text(encoding="utf-8") == "new\n"  # the new content was complete
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(hls_station.os, "replace", failing_replace)
-    with pytest.raises(OSError, match="No space left"):
-        write_atomically(target, "new\n")
-    assert target.read_text(encoding="utf-8") == "old\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["radio-joy.env"]
-
-
-def test_write_atomically_keeps_old_content_when_writing_fails(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "radio-joy.env"
-    target.write_text("old\n", encoding="utf-8")
-
-    def failing_fsync(fd: int) -> None:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(hls_station.os, "fsync", failing_fsync)
-    with pytest.raises(OSError, match="Input/output error"):
-        write_atomically(target, "new\n")
-    assert target.read_text(encoding="utf-8") == "old\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["radio-joy.env"]
-
-
-def test_write_atomically_refuses_unencodable_content_cleanly(tmp_path: Path) -> None:
-    target = tmp_path / "radio-joy.env"
-    target.write_text("old\n", encoding="utf-8")
-    with pytest.raises(UnicodeEncodeError):
-        write_atomically(target, "lone surrogate \udc80")
-    assert target.read_text(encoding="utf-8") == "old\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["radio-joy.env"]
-
-
-def test_write_atomically_sets_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[str, int, int]] = []
-
-    class Group:
-        gr_gid = 4242
-
-    monkeypatch.setattr(hls_station.grp, "getgrnam", lambda name: Group if name == "hls" else None)
-    monkeypatch.setattr(hls_station.os, "chown", lambda path, uid, gid: calls.append((Path(path).name, uid, gid)))
-    write_atomically(tmp_path / "radio-joy.env", "x", group="hls")
-    assert len(calls) == 1
-    name, uid, gid = calls[0]
-    assert name.startswith(".radio-joy.env.") and name.endswith(".tmp")  # set before the rename
-    assert (uid, gid) == (-1, 4242)
 
 
 @pytest.mark.parametrize(("url", "bare", "userinfo"), [

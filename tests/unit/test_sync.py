@@ -18,9 +18,9 @@ import pytest
 from dotenv import dotenv_values
 from patience import GENEROUS_TIMEOUT, SHORT_TIMEOUT
 
-import hls_sync
-from hls_graphql import BackendError
-from hls_sync import Config, Plan, SyncRefused, make_plan, select_stations, sync
+from radio_hls.stations import sync as hls_sync
+from radio_hls.common.graphql import BackendError
+from radio_hls.stations.sync import Config, Plan, SyncRefused, make_plan, select_stations, sync
 
 if TYPE_CHECKING:
     from conftest import FakeBackend, HeldHang
@@ -107,7 +107,7 @@ def environ(backend: FakeBackend, stations_dir: Path) -> dict[str, str]:
 
 
 def run(environ: dict[str, str], systemctl: FakeSystemctl) -> Plan:
-    return sync(Config.from_environ(environ), systemctl)
+    return sync(Config.from_env(environ), systemctl)
 
 
 def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:

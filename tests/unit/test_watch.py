@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import pytest
 from patience import GENEROUS_TIMEOUT
 
-import hls_watch
-from hls_sync import Config, sync
-from hls_watch import Watcher, differs
+from radio_hls.stations import watch as hls_watch
+from radio_hls.stations.sync import Config, sync
+from radio_hls.stations.watch import Watcher, differs
 from test_sync import FakeSystemctl, record
 
 if TYPE_CHECKING:
@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def config(backend: FakeBackend, tmp_path: Path) -> Config:
-    return Config.from_environ({
+    return Config.from_env({
         "GRAPHQL_ENDPOINT": backend.graphql,
         "GRAPHQL_TOKEN": "s3cret",
         "GRAPHQL_TIMEOUT_SECONDS": str(GENEROUS_TIMEOUT),
+        "HLS_STATIONS_FILE": str(tmp_path / "stations.json"),
         "HLS_STATIONS_DIR": str(tmp_path / "stations"),
         "HLS_SEGMENT_SECONDS": "6",
     })
@@ -168,7 +169,7 @@ def test_in_step_a_check_is_one_request_and_no_systemctl(backend: FakeBackend, w
 
 def test_main_refuses_a_zero_interval(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        hls_watch.main(["--interval", "0"])
+        hls_watch.main(["--interval", "0", "--request-file", "/run/hls-sync-watch/request"])
     assert "--interval must be positive" in capsys.readouterr().err
 
 
@@ -189,8 +190,11 @@ def test_request_sync_failure_is_a_runtime_error(tmp_path: Path) -> None:
 
 def test_main_refuses_a_bad_allow_list_without_a_restart_loop(monkeypatch: pytest.MonkeyPatch,
                                                               caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("HLS_STATIONS_FILE", "/etc/hls/stations.json")
+    monkeypatch.setenv("HLS_STATIONS_DIR", "/etc/hls/stations")
     monkeypatch.setenv("HLS_UPSTREAM_ALLOWED_NETWORKS", "10.0.0.0/33")
-    assert hls_watch.main(["--interval", "5"]) == hls_watch.EXIT_BAD_CONFIG == 2
+    assert hls_watch.main(["--interval", "5", "--request-file", "/run/hls-sync-watch/request"]) == \
+        hls_watch.EXIT_BAD_CONFIG == 2
     assert "cannot start: HLS_UPSTREAM_ALLOWED_NETWORKS: '10.0.0.0/33' is not an IP network" in caplog.text
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import hls_watchdog
-from hls_watchdog import RunningStation, parse_show, stalled
+from radio_hls.operations import watchdog as hls_watchdog
+from radio_hls.operations.watchdog import RunningStation, parse_show, stalled
 
 SHOW = """Id=hls@fresh.service
 SubState=running

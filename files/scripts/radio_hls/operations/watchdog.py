@@ -14,14 +14,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
-from hls_snapshot import parse_show as parse_units
-from hls_station import UNIT_PREFIX, UNIT_SUFFIX, slug_of_unit, unit_name
+from radio_hls.common import logs
+from radio_hls.common.contract import PLAYLIST_NAME
+from radio_hls.operations.snapshot import parse_show as parse_units
+from radio_hls.stations.station import UNIT_PREFIX, UNIT_SUFFIX, slug_of_unit, unit_name
 
-PLAYLIST_NAME = "index.m3u8"
 log = logging.getLogger("hls-watchdog")
 
 
@@ -88,10 +89,12 @@ def restart_if_running(slug: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stall-seconds", type=float, default=float(os.environ.get("HLS_STALL_SECONDS", "120")))
-    parser.add_argument("--output-root", type=Path, default=Path(os.environ.get("HLS_OUTPUT_ROOT", "/run/hls")))
+    parser.add_argument("--output-root", type=Path, default=os.environ.get("HLS_OUTPUT_ROOT"),
+                        help="the stations' output directories (default: $HLS_OUTPUT_ROOT, which the unit sets)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(levelname)s %(message)s",
-                        stream=sys.stderr)
+    if args.output_root is None:
+        parser.error("--output-root or HLS_OUTPUT_ROOT is required")
+    logs.setup()
     slugs = stalled(running_stations(), args.output_root, args.stall_seconds, time.time(), time.monotonic())
     for slug in slugs:
         log.warning("restarting hls@%s: no playlist update for more than %g s", slug, args.stall_seconds)

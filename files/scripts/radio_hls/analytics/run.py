@@ -1,10 +1,10 @@
 """hls-analytics: the nginx session log's new lines -> submit_listening_events, at least once.
 
 Run by hls-analytics.timer every BATCH_INTERVAL_SECONDS. Each run:
-1. reads the log's new complete lines from the saved positions, across rotation (hls_logreader);
-2. turns them into events, one per session, station, type and BATCH_INTERVAL_SECONDS window (hls_logparse,
-   hls_sessions), in slices of at most SLICE_BYTES of log;
-3. writes each slice's events to the spool in batches of BATCH_SIZE (hls_spool), the last batch carrying the
+1. reads the log's new complete lines from the saved positions, across rotation (logreader);
+2. turns them into events, one per session, station, type and BATCH_INTERVAL_SECONDS window (logparse,
+   sessions), in slices of at most SLICE_BYTES of log;
+3. writes each slice's events to the spool in batches of BATCH_SIZE (spool), the last batch carrying the
    read positions after the slice, and only then saves the positions in its state file. A run that dies in
    between is finished by the next one: batches with positions are kept and their positions adopted,
    batches without are removed (their lines are read again);
@@ -27,19 +27,22 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import IO, Any
 
 import requests
 import urllib3
 
-from hls_graphql import BackendError, execute
-from hls_logparse import CONTROL_CHARACTERS, Aggregator, Networks
-from hls_logreader import LogReader, Position
-from hls_sessions import LIVE_WINDOW_MS, Sessions
-from hls_spool import Batch, Spool
-from hls_station import write_atomically
+from radio_hls.analytics.logparse import CONTROL_CHARACTERS, Aggregator, Networks
+from radio_hls.analytics.logreader import LogReader, Position
+from radio_hls.analytics.sessions import LIVE_WINDOW_MS, Sessions
+from radio_hls.analytics.spool import Batch, Spool
+from radio_hls.common import clock, logs
+from radio_hls.common.contract import setting
+from radio_hls.common.files import write_atomically
+from radio_hls.common.graphql import BackendError, execute
 
 MUTATION = """mutation SubmitListeningEvents($events: [ListeningEventInput!]!) {
   submit_listening_events(events: $events) {
@@ -80,19 +83,20 @@ class Config:
     cloudflare_networks: str
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> Config:
-        state_dir = Path(environ.get("HLS_ANALYTICS_STATE_DIR") or environ.get("STATE_DIRECTORY")
-                         or "/var/lib/hls-analytics")
-        runtime_dir = Path(environ.get("RUNTIME_DIRECTORY") or "/run/hls-analytics")
+    def from_env(cls, environ: Mapping[str, str]) -> Config:
+        """analytics.env's settings and the unit's StateDirectory=; BadSetting for a missing path, ValueError for a
+        number that is not one."""
+        # HLS_ANALYTICS_STATE_DIR: a run by hand (or a test) on another directory than the unit's.
+        state_dir = Path(environ.get("HLS_ANALYTICS_STATE_DIR") or setting(environ, "STATE_DIRECTORY"))
         spool_max_bytes = int(float(environ.get("SPOOL_MAX_MB") or 256) * (1 << 20))
         config = cls(
             endpoint=environ.get("GRAPHQL_ENDPOINT", "").strip(),
             api_key=environ.get("STREAMING_API_KEY", "").strip(),
             bearer=env_bool(environ.get("GRAPHQL_BEARER_AUTH")),
             timeout=float(environ.get("GRAPHQL_TIMEOUT_SECONDS") or 20),
-            access_log=Path(environ.get("HLS_ACCESS_LOG") or "/var/log/nginx/hls-access.log"),
+            access_log=Path(setting(environ, "HLS_ACCESS_LOG")),
             state_dir=state_dir,
-            listeners_file=Path(environ.get("HLS_LISTENERS_FILE") or runtime_dir / "listeners.json"),
+            listeners_file=Path(setting(environ, "HLS_LISTENERS_FILE")),
             interval_seconds=int(environ.get("BATCH_INTERVAL_SECONDS") or 10),
             batch_size=int(environ.get("BATCH_SIZE") or 500),
             session_timeout_minutes=float(environ.get("SESSION_TIMEOUT_MINUTES") or 5),
@@ -401,7 +405,7 @@ class Analytics:
         batches, size = self.spool.size()
         dead_batches, dead_size = self.dead_letters.size()
         self.live = {
-            "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_ms / 1000)),
+            "updated_at": clock.iso_z(now_ms / 1000),
             "window_seconds": LIVE_WINDOW_MS // 1000,
             "stations": stations,
             "total": sum(stations.values()),
@@ -444,7 +448,7 @@ class Analytics:
         return ok
 
 
-def locked(state_dir: Path) -> Any:
+def locked(state_dir: Path) -> IO[str]:
     """Hold the state directory's lock: runs never overlap (the timer, logrotate's prerotate, a manual run)."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     handle = open(state_dir / ".lock", "a")  # noqa: SIM115 (held until the process ends)
@@ -455,10 +459,9 @@ def locked(state_dir: Path) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logs.setup()
     try:
-        config = Config.from_environ(os.environ)
+        config = Config.from_env(os.environ)
     except ValueError as error:
         log.error("bad configuration: %s", error)
         return 2

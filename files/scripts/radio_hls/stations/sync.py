@@ -15,28 +15,30 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import requests
 
-from hls_graphql import BackendError, execute
-from hls_station import (
+from radio_hls.common import clock, contract, logs
+from radio_hls.common.contract import BadSetting, setting
+from radio_hls.common.files import read_json_object, set_owner_group, write_atomically
+from radio_hls.common.graphql import BackendError, execute
+from radio_hls.stations.station import (
     UNIT_PREFIX,
     InvalidStation,
     IPNetwork,
     Station,
     parse_networks,
-    set_owner_group,
     shown,
     slug_of_unit,
     station_env,
+    station_env_file,
     station_from_record,
     unit_name,
     validate_slug,
-    write_atomically,
 )
 
 STATIONS_QUERY = "query GetHLSStations { stations { id title slug stream_url generate_hls_stream disabled } }"
@@ -61,10 +63,6 @@ Systemctl = Callable[[Sequence[str]], str]
 
 class SyncRefused(RuntimeError):
     """The station list looks wrong enough that acting on it could take the network off the air."""
-
-
-class BadConfig(ValueError):
-    """sync.env holds a value the sync cannot use."""
 
 
 @dataclass
@@ -93,12 +91,13 @@ class Config:
     allowed_networks: tuple[IPNetwork, ...] = ()
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> Config:
+    def from_env(cls, environ: Mapping[str, str]) -> Config:
+        """sync.env's settings; BadSetting for a missing path or a value the sync cannot use."""
         return cls(
             endpoint=environ.get("GRAPHQL_ENDPOINT", "").strip(),
             token=environ.get("GRAPHQL_TOKEN", "").strip(),
-            stations_file=Path(environ.get("HLS_STATIONS_FILE", "/etc/hls/stations.json")),
-            stations_dir=Path(environ.get("HLS_STATIONS_DIR", "/etc/hls/stations")),
+            stations_file=Path(setting(environ, "HLS_STATIONS_FILE")),
+            stations_dir=Path(setting(environ, "HLS_STATIONS_DIR")),
             stations_group=environ.get("HLS_STATIONS_GROUP") or None,
             allow_empty=environ.get("HLS_SYNC_ALLOW_EMPTY", "false").lower() in ("1", "true", "yes"),
             max_stations=int(environ.get("HLS_SYNC_MAX_STATIONS", "1000")),
@@ -112,7 +111,7 @@ def allowed_networks(text: str) -> tuple[IPNetwork, ...]:
     try:
         return parse_networks(text)
     except ValueError as error:
-        raise BadConfig(f"HLS_UPSTREAM_ALLOWED_NETWORKS: {error}") from None
+        raise BadSetting(f"HLS_UPSTREAM_ALLOWED_NETWORKS: {error}") from None
 
 
 def fetch_records(config: Config, session: requests.Session | None = None) -> list[Any]:
@@ -205,7 +204,7 @@ def select_stations(records: Iterable[Any], allowed_networks: Sequence[IPNetwork
 
 def read_current(stations_dir: Path) -> dict[str, str]:
     current = {}
-    for path in stations_dir.glob("*.env"):
+    for path in stations_dir.glob(f"*{contract.ENV_SUFFIX}"):
         try:
             current[path.stem] = path.read_text(encoding="utf-8")
         except OSError as error:
@@ -268,7 +267,7 @@ def systemd_state(systemctl: Systemctl, slugs: Sequence[str]) -> tuple[set[str],
 def apply_plan(plan: Plan, desired: Mapping[str, str], config: Config, systemctl: Systemctl) -> None:
     changed = set(plan.start + plan.restart)
     for slug in desired:
-        path = config.stations_dir / f"{slug}.env"
+        path = station_env_file(config.stations_dir, slug)
         if slug in changed:
             write_atomically(path, desired[slug], mode=ENV_FILE_MODE, group=config.stations_group)
         else:
@@ -284,7 +283,7 @@ def apply_plan(plan: Plan, desired: Mapping[str, str], config: Config, systemctl
         # A removed unit that had failed would otherwise stay listed, and be "removed" again every run.
         in_chunks(systemctl, ["reset-failed"], plan.remove)
         for slug in plan.remove:
-            (config.stations_dir / f"{slug}.env").unlink(missing_ok=True)
+            station_env_file(config.stations_dir, slug).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -334,15 +333,10 @@ def sync(config: Config, systemctl: Systemctl | None = None) -> Plan:
 
 def record_outcome(path: Path, success: bool, now: float) -> None:
     """Keep the last success time and the failure count where hls-status reads them (for /metrics)."""
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        previous = {}
-    if not isinstance(previous, dict):
-        previous = {}
+    previous = read_json_object(path)
     failures = previous.get("failures_total")
     failures = failures if isinstance(failures, int) and not isinstance(failures, bool) else 0
-    stamp = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")
+    stamp = clock.iso(now)
     document = {
         "last_run_at": stamp,
         "last_run_ok": success,
@@ -370,14 +364,10 @@ def run(config: Config) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup()
     try:
-        config = Config.from_environ(os.environ)
-    except BadConfig as error:
+        config = Config.from_env(os.environ)
+    except BadSetting as error:
         log.error("no change made: %s", error)
         return 1
     success = run(config)

@@ -1,8 +1,8 @@
 """hls-status: refresh the files nginx serves at /health*, /metrics and /status.json, from one snapshot.
 
 Run by hls-status.timer. Writes into --output-dir (each file atomically):
-  report/host.json            GET /health: does this host serve (hls_health.host_health)
-  report/stations.json        GET /health/stations: every station's health (hls_health.py --json)
+  report/host.json            GET /health: does this host serve (health.host_health)
+  report/stations.json        GET /health/stations: every station's health (hls-health --json)
   report/station/<slug>.json  GET /health/stations/<slug>: one station, rewritten only when its verdict changes
   ok/                         symbolic links to the reports that answer 200: host.json while the host serves,
                               stations.json always, station/<slug>.json while that station is on the air
@@ -21,14 +21,17 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from hls_health import HostHealth, StationHealth, evaluate, host_health, host_report, iso, on_air, report, \
-    station_report
-from hls_metrics import render
-from hls_snapshot import DEFAULT_CONFIG, Config, Snapshot, SnapshotError, collect
-from hls_station import write_atomically
+from radio_hls.common.clock import iso
+from radio_hls.common.contract import PLAYLIST_NAME, BadSetting
+from radio_hls.common.files import write_atomically
+from radio_hls.operations.health import HostHealth, StationHealth, evaluate, host_health, host_report, on_air, \
+    report, station_report
+from radio_hls.operations.metrics import render
+from radio_hls.operations.snapshot import Config, Snapshot, SnapshotError, collect, read_settings
 
 PUBLIC_MODE = 0o644
 BUCKET_SECONDS = 10  # nginx's $hls_status_bucket: the Unix time in $msec without its last digit
@@ -57,7 +60,7 @@ def page_data(snapshot: Snapshot, health: Sequence[StationHealth]) -> dict[str, 
                 "mode": station.mode,
                 "listeners": station.listeners,
                 "now_playing": station.now_playing,
-                "playlist": f"/hls/{station.slug}/index.m3u8",
+                "playlist": f"/hls/{station.slug}/{PLAYLIST_NAME}",
             }
             for station in snapshot.stations
         ],
@@ -175,13 +178,17 @@ def publish_unknown(output_dir: Path, error: SnapshotError, now: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="settings file (default: %(default)s)")
+    parser.add_argument("--config", type=Path, required=True, help="the settings file the role writes (status.env)")
     parser.add_argument("--output-dir", type=Path, required=True, help="where nginx reads the files")
     parser.add_argument("--textfile-dir", type=Path, help="node_exporter's textfile collector directory")
     parser.add_argument("--fresh-seconds", type=float,
                         help="how long /health* believe this run (default: the playlist age limit, at least 60 s)")
     args = parser.parse_args(argv)
-    config = Config.load(args.config)
+    try:
+        config = Config.from_env(read_settings(args.config))
+    except BadSetting as error:
+        print(f"hls-status: {error}", file=sys.stderr)
+        return 1
     fresh_seconds = args.fresh_seconds or max(MIN_FRESH_SECONDS, config.max_playlist_age)
     try:
         snapshot = collect(config)

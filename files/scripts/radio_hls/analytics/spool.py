@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hls_station import write_atomically
+from radio_hls.common.files import write_atomically
 
 SUFFIX = ".json.gz"
 log = logging.getLogger("hls-analytics")

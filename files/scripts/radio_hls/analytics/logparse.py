@@ -1,8 +1,9 @@
 """nginx session log lines -> listening requests, aggregated per session, station, type and time window.
 
-The log format (templates/etc/nginx/nginx.conf.j2, `log_format hls_session escape=json`) is 16 tab-separated
+The log format (templates/etc/nginx/nginx.conf.j2, `log_format hls_session escape=json`) is tab-separated
 fields, each JSON-escaped by nginx: a field can never hold a raw tab or newline, so a line is split on tabs
-and nothing else. Only the few fields an event needs are unescaped, and only when they hold a backslash.
+and nothing else. Which field is where comes from contract.json's session_log_fields, the list the role writes
+the log_format from: fields are found by their nginx variable's name, never by a position written here. Only the few fields an event needs are unescaped, and only when they hold a backslash.
 
 Speed matters (hundreds of thousands of lines per second in plain Python): the loop in Aggregator.feed does
 one str.split per line, no regex and no JSON; session ids and addresses are validated once per distinct value.
@@ -15,16 +16,50 @@ import ipaddress
 import json
 import re
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterable, Iterator
+from typing import Any
 from urllib.parse import unquote
 
-# Field positions in a log line.
-MSEC, SLUG, SESSION, REF, REMOTE_ADDR, PEER_ADDR, FORWARDED_FOR, CF_IP = 1, 2, 3, 4, 5, 6, 7, 8
-METHOD, URI, STATUS, BYTES, REQUEST_TIME, USER_AGENT, REFERER = 9, 10, 11, 12, 13, 14, 15
-FIELD_COUNT = 16
+from radio_hls.common.contract import SESSION_LOG_FIELDS
+
+
+@dataclass(frozen=True)
+class LogFields:
+    """Where each field the parser reads sits in a line (0-based), and how many fields a line has."""
+
+    count: int
+    msec: int
+    slug: int
+    session: int
+    ref: int
+    remote_addr: int
+    peer_addr: int
+    cf_ip: int
+    method: int
+    uri: int
+    status: int
+    bytes: int
+    request_time: int
+    user_agent: int
+    referer: int
+
+    @classmethod
+    def of(cls, names: Sequence[str]) -> LogFields:
+        """The positions of the nginx variables (names without "$") in a log_format's field list; KeyError names a
+        variable the parser needs that the list lacks."""
+        index = {name: position for position, name in enumerate(names)}
+        return cls(count=len(names), msec=index["msec"], slug=index["hls_slug"], session=index["arg_s"],
+                   ref=index["arg_ref"], remote_addr=index["remote_addr"], peer_addr=index["realip_remote_addr"],
+                   cf_ip=index["http_cf_connecting_ip"], method=index["request_method"], uri=index["uri"],
+                   status=index["status"], bytes=index["body_bytes_sent"], request_time=index["request_time"],
+                   user_agent=index["http_user_agent"], referer=index["http_referer"])
+
+
+# The session log as nginx writes it (contract.json).
+SESSION_LOG = LogFields.of(SESSION_LOG_FIELDS)
 
 PLAYLIST = "playlist_request"
 SEGMENT = "segment_request"
@@ -168,22 +203,23 @@ def iso_time(msec: int) -> str:
     return f"{_iso_second(msec // 1000)}.{msec % 1000:03d}+00:00"
 
 
-def build_event(session_id: str, slug: str, kind: str, aggregate: Aggregate, cloudflare: Networks) -> dict[str, Any]:
+def build_event(session_id: str, slug: str, kind: str, aggregate: Aggregate, cloudflare: Networks,
+                log: LogFields = SESSION_LOG) -> dict[str, Any]:
     """One ListeningEventInput: counts and sizes summed, everything else from the aggregate's last request."""
     count, size, seconds, msec, line = aggregate
     fields = line.split("\t")
     return {
         "anonymous_session_id": session_id,
         "station_slug": slug,
-        "ip_address": client_ip(fields[REMOTE_ADDR], fields[PEER_ADDR], fields[CF_IP], cloudflare),
-        "user_agent": clean_text(fields[USER_AGENT]),
+        "ip_address": client_ip(fields[log.remote_addr], fields[log.peer_addr], fields[log.cf_ip], cloudflare),
+        "user_agent": clean_text(fields[log.user_agent]),
         "timestamp": iso_time(msec),
         "event_type": kind,
         "bytes_transferred": min(size, MAX_INT),
         "request_duration": round(seconds, 3),
-        "status_code": int(fields[STATUS]),
+        "status_code": int(fields[log.status]),
         "request_count": count,
-        "referer": clean_text(fields[REF], url_encoded=True) or clean_text(fields[REFERER]),
+        "referer": clean_text(fields[log.ref], url_encoded=True) or clean_text(fields[log.referer]),
     }
 
 
@@ -193,11 +229,12 @@ class Aggregator:
 
     by_session: (session id, slug, type, window) -> aggregate, for requests with a valid `s`.
     anonymous:  (remote, peer, CF-Connecting-IP, user agent, slug, type, window) -> aggregate, for the others;
-                hls_sessions gives them a session (joined to an `s` or a keyed hash).
+                analytics.sessions gives them a session (joined to an `s` or a keyed hash).
     counts:     the run summary (COUNTERS), plus `invalid_session_id` for `s` values that were refused.
     """
 
     window_seconds: int = 10
+    log: LogFields = SESSION_LOG
     by_session: dict[tuple, Aggregate] = field(default_factory=dict)
     anonymous: dict[tuple, Aggregate] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*COUNTERS, "invalid_session_id"), 0))
@@ -213,18 +250,24 @@ class Aggregator:
         if len(session_ids) > SESSION_CACHE_LIMIT:
             session_ids.clear()
         window_ms = self.window_seconds * 1000
+        # The positions as locals: the loop below runs once per line, by the hundred thousand.
+        log = self.log
+        field_count, msec_at, slug_at, session_at, method_at, uri_at, status_at = (
+            log.count, log.msec, log.slug, log.session, log.method, log.uri, log.status)
+        bytes_at, time_at, remote_at, peer_at, cf_ip_at, agent_at = (
+            log.bytes, log.request_time, log.remote_addr, log.peer_addr, log.cf_ip, log.user_agent)
         events = not_hls = not_media = method = status = malformed = invalid = 0
         for line in text.split("\n"):
             fields = line.split("\t")
-            if len(fields) != FIELD_COUNT:
+            if len(fields) != field_count:
                 if line:
                     malformed += 1
                 continue
-            slug = fields[SLUG]
+            slug = fields[slug_at]
             if not slug:
                 not_hls += 1
                 continue
-            uri = fields[URI]
+            uri = fields[uri_at]
             if uri.endswith(".ts"):
                 kind = SEGMENT
             elif uri.endswith(".m3u8"):
@@ -232,20 +275,20 @@ class Aggregator:
             else:
                 not_media += 1
                 continue
-            if fields[METHOD] != "GET":
+            if fields[method_at] != "GET":
                 method += 1
                 continue
-            if fields[STATUS][:1] not in OK_STATUS:
+            if fields[status_at][:1] not in OK_STATUS:
                 status += 1
                 continue
             try:
-                msec = int(fields[MSEC].replace(".", ""))
-                size = int(fields[BYTES])
-                seconds = float(fields[REQUEST_TIME])
+                msec = int(fields[msec_at].replace(".", ""))
+                size = int(fields[bytes_at])
+                seconds = float(fields[time_at])
             except ValueError:
                 malformed += 1
                 continue
-            raw = fields[SESSION]
+            raw = fields[session_at]
             session_id = ""
             if raw:
                 session_id = session_ids.get(raw)
@@ -259,7 +302,7 @@ class Aggregator:
                 key = (session_id, slug, kind, msec // window_ms)
                 table = by_session
             else:
-                key = (fields[REMOTE_ADDR], fields[PEER_ADDR], fields[CF_IP], fields[USER_AGENT], slug, kind,
+                key = (fields[remote_at], fields[peer_at], fields[cf_ip_at], fields[agent_at], slug, kind,
                        msec // window_ms)
                 table = anonymous
             aggregate = table.get(key)

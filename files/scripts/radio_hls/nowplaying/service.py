@@ -17,18 +17,22 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence, TextIO
+from typing import TextIO
 
 from dotenv import dotenv_values
 
-from hls_graphql import BackendError, execute
-from hls_icy import NowPlaying, open_stream, split_title, stream_titles
-from hls_station import InvalidStation, redact_url, validate_slug, validate_stream_url, write_atomically
+from radio_hls.common import logs
+from radio_hls.common.clock import iso
+from radio_hls.common.contract import NOW_PLAYING_NAME
+from radio_hls.common.files import read_json_object, write_atomically
+from radio_hls.common.graphql import BackendError, execute
+from radio_hls.nowplaying.icy import NowPlaying, open_stream, split_title, stream_titles
+from radio_hls.stations.station import InvalidStation, redact_url, station_env_file, validate_slug, \
+    validate_stream_url
 
-NOW_PLAYING_NAME = "now-playing.json"
 TRIGGER_MUTATION = ("mutation TriggerMetadataFetch($station_id: Int!) "
                     "{ trigger_metadata_fetch(station_id: $station_id) { success message } }")
 TOKEN_KEY = "HLS_NOW_PLAYING_GRAPHQL_TOKEN"
@@ -77,7 +81,7 @@ def running_sources(config: Config) -> dict[str, Source]:
     if not config.output_root.is_dir():
         return sources
     for directory in config.output_root.iterdir():
-        env_file = config.stations_dir / f"{directory.name}.env"
+        env_file = station_env_file(config.stations_dir, directory.name)
         if not directory.is_dir() or not env_file.is_file():
             continue
         try:
@@ -90,22 +94,15 @@ def running_sources(config: Config) -> dict[str, Source]:
     return sources
 
 
-def now_iso(now: float) -> str:
-    return datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")
-
-
 def read_published(path: Path) -> str | None:
     """The title already published (by an earlier run of this program), so a restart triggers nothing."""
-    try:
-        title = json.loads(path.read_text(encoding="utf-8")).get("title")
-    except (OSError, ValueError, AttributeError):
-        return None
+    title = read_json_object(path).get("title")
     return title if isinstance(title, str) else None
 
 
 def publish(path: Path, slug: str, playing: NowPlaying, now: float) -> None:
     document = {"station": slug, "title": playing.title or None, "artist": playing.artist, "song": playing.song,
-                "updated_at": now_iso(now)}
+                "updated_at": iso(now)}
     # Never recreate the directory: systemd removes it when the station stops, and it must stay gone.
     write_atomically(path, json.dumps(document, ensure_ascii=False) + "\n", mode=0o644, make_parents=False)
 
@@ -247,25 +244,32 @@ def read_token(stream: TextIO) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     env = os.environ
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stations-dir", type=Path, default=Path(env.get("HLS_STATIONS_DIR", "/etc/hls/stations")))
-    parser.add_argument("--output-root", type=Path, default=Path(env.get("HLS_OUTPUT_ROOT", "/run/hls")))
+    parser.add_argument("--stations-dir", type=Path, default=env.get("HLS_STATIONS_DIR"),
+                        help="the stations' env files (default: $HLS_STATIONS_DIR, from nowplaying.env)")
+    parser.add_argument("--output-root", type=Path, default=env.get("HLS_OUTPUT_ROOT"),
+                        help="the stations' output directories (default: $HLS_OUTPUT_ROOT, from nowplaying.env)")
     parser.add_argument("--endpoint", default=env.get("GRAPHQL_ENDPOINT", ""),
                         help="backend GraphQL endpoint; empty: never call trigger_metadata_fetch")
     parser.add_argument("--token-from-stdin", action="store_true",
                         help=f"read {TOKEN_KEY} for trigger_metadata_fetch from an env file on standard input")
-    parser.add_argument("--trigger-interval", type=float, default=float(env.get("HLS_NOW_PLAYING_TRIGGER_INTERVAL", "30")),
+    parser.add_argument("--trigger-interval", type=float,
+                        default=float(env.get("HLS_NOW_PLAYING_TRIGGER_INTERVAL", "30")),
                         help="seconds between two trigger_metadata_fetch calls for one station")
     parser.add_argument("--read-timeout", type=float, default=float(env.get("HLS_READ_TIMEOUT_SECONDS", "15")))
     parser.add_argument("--only", metavar="SLUG", help="follow this station only (to measure or debug)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag, value in (("--stations-dir", args.stations_dir), ("--output-root", args.output_root)):
+        if value is None:
+            parser.error(f"{flag} or its variable in nowplaying.env is required")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logs.setup()
     config = Config(stations_dir=args.stations_dir, output_root=args.output_root, endpoint=args.endpoint.strip(),
-                    token=read_token(sys.stdin) if args.token_from_stdin else "", trigger_interval=args.trigger_interval, read_timeout=args.read_timeout)
+                    token=read_token(sys.stdin) if args.token_from_stdin else "",
+                    trigger_interval=args.trigger_interval, read_timeout=args.read_timeout)
     trigger = backend_trigger(config) if config.endpoint else None
     supervisor = Supervisor(config, trigger, only=args.only)
     stop = threading.Event()

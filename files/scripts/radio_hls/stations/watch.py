@@ -23,17 +23,17 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import requests
 
-from hls_graphql import BackendError
-from hls_sync import BadConfig, Config, desired_state, read_current
+from radio_hls.common import logs
+from radio_hls.common.contract import BadSetting
+from radio_hls.common.graphql import BackendError
+from radio_hls.stations.sync import Config, desired_state, read_current
 
 SYNC_UNIT = "hls-sync.service"
-# hls-sync.path starts SYNC_UNIT when this file is closed after a write (PathChanged=).
-DEFAULT_REQUEST_FILE = Path("/run/hls-sync-watch/request")
 # The unit's RestartPreventExitStatus=: a configuration error is not retried every few seconds.
 EXIT_BAD_CONFIG = 2
 
@@ -103,19 +103,16 @@ def request_sync(path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between two checks")
-    parser.add_argument("--request-file", type=Path, default=DEFAULT_REQUEST_FILE,
+    # hls-sync.path starts SYNC_UNIT when this file is closed after a write (PathChanged=).
+    parser.add_argument("--request-file", type=Path, required=True,
                         help="the file hls-sync.path watches (written to ask for a sync)")
     args = parser.parse_args(argv)
     if args.interval <= 0:
         parser.error("--interval must be positive")
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup()
     try:
-        config = Config.from_environ(os.environ)
-    except BadConfig as error:
+        config = Config.from_env(os.environ)
+    except BadSetting as error:
         log.error("cannot start: %s", error)
         return EXIT_BAD_CONFIG
     watcher = Watcher(config, lambda: request_sync(args.request_file))

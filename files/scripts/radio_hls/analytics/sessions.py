@@ -22,18 +22,7 @@ import secrets
 import uuid
 from typing import Any
 
-from hls_logparse import (
-    CF_IP,
-    PEER_ADDR,
-    REMOTE_ADDR,
-    USER_AGENT,
-    Aggregate,
-    Aggregator,
-    Networks,
-    build_event,
-    client_ip,
-    no_gc,
-)
+from radio_hls.analytics.logparse import Aggregate, Aggregator, Networks, build_event, client_ip, no_gc
 
 DAY_MS = 86_400_000
 LIVE_WINDOW_MS = 60_000
@@ -136,6 +125,7 @@ class Sessions:
             return self._assign(aggregator, cloudflare)
 
     def _assign(self, aggregator: Aggregator, cloudflare: Networks) -> list[dict[str, Any]]:
+        log = aggregator.log
         merged: dict[tuple, Aggregate] = dict(aggregator.by_session)
         # Each `s` session's latest request per client key and station: what requests without `s` join.
         latest: dict[tuple[str, str], Aggregate] = {}
@@ -145,8 +135,8 @@ class Sessions:
                 latest[(session_id, slug)] = aggregate
         for (session_id, slug), aggregate in latest.items():
             fields = aggregate[4].split("\t")
-            ip = client_ip(fields[REMOTE_ADDR], fields[PEER_ADDR], fields[CF_IP], cloudflare)
-            self.join(self.client_key(ip, fields[USER_AGENT], aggregate[3]), session_id, slug, aggregate[3])
+            ip = client_ip(fields[log.remote_addr], fields[log.peer_addr], fields[log.cf_ip], cloudflare)
+            self.join(self.client_key(ip, fields[log.user_agent], aggregate[3]), session_id, slug, aggregate[3])
         for key, aggregate in sorted(aggregator.anonymous.items(), key=lambda item: item[1][3]):
             remote, peer, cf_ip, user_agent, slug, kind, window = key
             ip = client_ip(remote, peer, cf_ip, cloudflare)
@@ -162,5 +152,5 @@ class Sessions:
         events = []
         for (session_id, slug, kind, _window), aggregate in sorted(merged.items(), key=lambda item: item[1][3]):
             self.seen(slug, session_id, aggregate[3])
-            events.append(build_event(session_id, slug, kind, aggregate, cloudflare))
+            events.append(build_event(session_id, slug, kind, aggregate, cloudflare, log))
         return events

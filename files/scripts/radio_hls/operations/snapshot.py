@@ -1,4 +1,4 @@
-"""What every station and background job looks like right now: the facts hls-status, hls_health and hlsctl share.
+"""What every station and background job looks like right now: the facts hls-status, hls-health and hlsctl share.
 
 Read-only: systemd (one `systemctl show` for the stations, hls-sync and hls-analytics), the station list
 (/etc/hls/stations/*.env), the output directories (/run/hls/<slug>: playlist, segments, the launcher's
@@ -9,59 +9,63 @@ end up on web pages.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from dotenv import dotenv_values
 
-from hls_station import unit_name
+from radio_hls.common import clock
+from radio_hls.common.contract import ENV_SUFFIX, LAUNCH_INFO_NAME, NOW_PLAYING_NAME, PLAYLIST_NAME, BadSetting, \
+    setting
+from radio_hls.common.files import read_json
+from radio_hls.stations.station import station_env_file, unit_name
 
-DEFAULT_CONFIG = Path("/etc/hls/status.env")
 UNIT_PROPERTIES = ("Id", "LoadState", "UnitFileState", "ActiveState", "SubState", "Result", "NRestarts",
                    "ActiveEnterTimestampMonotonic")
 # The background jobs whose last run /metrics reports (job name, unit).
 JOB_UNITS = (("sync", "hls-sync.service"), ("analytics", "hls-analytics.service"))
-PLAYLIST_NAME = "index.m3u8"
-LAUNCH_INFO_NAME = ".launch.json"
-NOW_PLAYING_NAME = "now-playing.json"
+DEFAULT_MAX_PLAYLIST_AGE = 60.0
 
 Systemctl = Callable[[Sequence[str]], str]
 
 
 @dataclass(frozen=True)
 class Config:
-    stations_dir: Path = Path("/etc/hls/stations")
-    output_root: Path = Path("/run/hls")
-    log_dir: Path = Path("/var/log/hls")
-    listeners_file: Path = Path("/run/hls-analytics/listeners.json")
-    sync_status_file: Path = Path("/var/lib/hls/sync-status.json")
-    max_playlist_age: float = 60.0
+    """status.env: where the stations, their output, their logs and the jobs' files are (the role passes every
+    path), and the playlist age a healthy station stays under."""
+
+    stations_dir: Path
+    output_root: Path
+    log_dir: Path
+    listeners_file: Path
+    sync_status_file: Path
+    max_playlist_age: float = DEFAULT_MAX_PLAYLIST_AGE
 
     @classmethod
     def from_env(cls, values: Mapping[str, str | None]) -> Config:
-        def path(key: str, default: Path) -> Path:
-            return Path(values.get(key) or default)
-
-        defaults = cls()
+        """BadSetting for a path that is not set."""
         return cls(
-            stations_dir=path("HLS_STATIONS_DIR", defaults.stations_dir),
-            output_root=path("HLS_OUTPUT_ROOT", defaults.output_root),
-            log_dir=path("HLS_LOG_DIR", defaults.log_dir),
-            listeners_file=path("HLS_LISTENERS_FILE", defaults.listeners_file),
-            sync_status_file=path("HLS_SYNC_STATUS_FILE", defaults.sync_status_file),
-            max_playlist_age=float(values.get("HLS_HEALTH_MAX_PLAYLIST_AGE") or defaults.max_playlist_age),
+            stations_dir=Path(setting(values, "HLS_STATIONS_DIR")),
+            output_root=Path(setting(values, "HLS_OUTPUT_ROOT")),
+            log_dir=Path(setting(values, "HLS_LOG_DIR")),
+            listeners_file=Path(setting(values, "HLS_LISTENERS_FILE")),
+            sync_status_file=Path(setting(values, "HLS_SYNC_STATUS_FILE")),
+            max_playlist_age=float(values.get("HLS_HEALTH_MAX_PLAYLIST_AGE") or DEFAULT_MAX_PLAYLIST_AGE),
         )
 
-    @classmethod
-    def load(cls, path: Path = DEFAULT_CONFIG) -> Config:
-        """The deployed settings (/etc/hls/status.env); the defaults above where it is missing."""
-        return cls.from_env(dotenv_values(path, interpolate=False) if path.is_file() else {})
+
+def read_settings(path: Path) -> Mapping[str, str | None]:
+    """The settings file the unit or wrapper names (status.env); BadSetting when it cannot be read."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return dotenv_values(stream=handle, interpolate=False)
+    except OSError as error:
+        raise BadSetting(f"cannot read the settings file {path}: {error.strerror}") from None
 
 
 @dataclass
@@ -123,29 +127,6 @@ def run_systemctl(args: Sequence[str]) -> str:
     return subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False).stdout
 
 
-def read_json(path: Path) -> Any:
-    """The JSON in `path`, or None when it is missing, unreadable or not JSON."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def timestamp(value: Any) -> float | None:
-    """Unix time from a number or an ISO 8601 string with a zone; None for anything else."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed.timestamp() if parsed.tzinfo is not None else None
-    return None
-
-
 def count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
@@ -158,8 +139,8 @@ def station_slugs(stations_dir: Path) -> list[str]:
     """The stations of the list (their env files); none when the directory does not exist (yet)."""
     try:
         with os.scandir(stations_dir) as entries:
-            return sorted(entry.name[: -len(".env")] for entry in entries
-                          if entry.name.endswith(".env") and entry.is_file())
+            return sorted(entry.name[: -len(ENV_SUFFIX)] for entry in entries
+                          if entry.name.endswith(ENV_SUFFIX) and entry.is_file())
     except FileNotFoundError:
         return []
     except OSError as error:
@@ -236,7 +217,7 @@ def read_listeners(path: Path) -> tuple[dict[str, int], Analytics]:
         if isinstance(stations, dict) else {}
     spool = document.get("spool") if isinstance(document.get("spool"), dict) else {}
     dead = document.get("dead_letter") if isinstance(document.get("dead_letter"), dict) else {}
-    return numbers, Analytics(updated_at=timestamp(document.get("updated_at")),
+    return numbers, Analytics(updated_at=clock.parse(document.get("updated_at")),
                               spool_batches=count(spool.get("batches")), spool_bytes=count(spool.get("bytes")),
                               dropped_events_total=count(document.get("dropped_events_total")),
                               dead_letter_batches=count(dead.get("batches")),
@@ -251,7 +232,7 @@ def read_job(name: str, unit: Mapping[str, str], status_file: Path | None = None
     document = read_json(status_file) if status_file is not None else None
     if not isinstance(document, dict):
         return Job(name, last_run_ok)
-    return Job(name, last_run_ok, last_success=timestamp(document.get("last_success_at")),
+    return Job(name, last_run_ok, last_success=clock.parse(document.get("last_success_at")),
                failures_total=count(document.get("failures_total")))
 
 
@@ -266,7 +247,7 @@ def collect(config: Config, systemctl: Systemctl = run_systemctl, now: float | N
     stations = []
     for slug in slugs:
         station = Station(slug)
-        read_identity(station, config.stations_dir / f"{slug}.env")
+        read_identity(station, station_env_file(config.stations_dir, slug))
         apply_unit(station, units.get(unit_name(slug), {}), monotonic_now)
         apply_output(station, config.output_root / slug, now)
         station.listeners = listeners.get(slug, 0)

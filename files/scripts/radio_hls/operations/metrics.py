@@ -1,6 +1,6 @@
 """hls-metrics: a snapshot in the Prometheus text exposition format (version 0.0.4).
 
-Printed to stdout by `hls_metrics.py`; hls-status writes the same text to the file nginx serves at
+Printed to stdout by `hls-metrics`; hls-status writes the same text to the file nginx serves at
 /metrics (and to node_exporter's textfile directory when one is configured).
 """
 
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
-from hls_health import StationHealth, evaluate
-from hls_snapshot import DEFAULT_CONFIG, Config, Snapshot, collect
+from radio_hls.common.contract import BadSetting
+from radio_hls.operations.health import StationHealth, evaluate
+from radio_hls.operations.snapshot import Config, Snapshot, SnapshotError, collect, read_settings
 
 
 @dataclass
@@ -51,7 +52,7 @@ def families(snapshot: Snapshot, health: Sequence[StationHealth]) -> list[Family
     healthy = {result.slug: result.healthy for result in health}
     up = Family("hls_station_up", "gauge", "1 when the station's hls@ unit is active.")
     enabled = Family("hls_station_enabled", "gauge", "1 when the station's hls@ unit is enabled (it should run).")
-    ok = Family("hls_station_healthy", "gauge", "1 when the station passes the health check (hls_health.py).")
+    ok = Family("hls_station_healthy", "gauge", "1 when the station passes the health check (hls-health).")
     age = Family("hls_station_playlist_age_seconds", "gauge", "Seconds since the station's playlist was written.")
     segments = Family("hls_station_segments", "gauge", "Segments listed in the station's playlist.")
     newest = Family("hls_station_newest_segment_bytes", "gauge", "Size of the newest listed segment.")
@@ -117,10 +118,14 @@ def render(snapshot: Snapshot, health: Sequence[StationHealth]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="settings file (default: %(default)s)")
+    parser.add_argument("--config", type=Path, required=True, help="the settings file the role writes (status.env)")
     args = parser.parse_args(argv)
-    config = Config.load(args.config)
-    snapshot = collect(config)
+    try:
+        config = Config.from_env(read_settings(args.config))
+        snapshot = collect(config)
+    except (BadSetting, SnapshotError) as error:
+        print(f"hls-metrics: {error}", file=sys.stderr)
+        return 1
     sys.stdout.write(render(snapshot, evaluate(snapshot, config.max_playlist_age)))
     return 0
 

@@ -5,7 +5,7 @@ Run by hls@<slug>.service. After exec, FFmpeg is the unit's main PID, so systemd
 The station URL never reaches a command line, where any local user could read it (`systemctl status`, `ps`):
 ffprobe and FFmpeg read it, its options and its credentials from an ffconcat document on their standard input
 (input_document). Credentials reach only their origin: a station URL with user:password is followed through its
-redirects here (hls_station.open_upstream), FFmpeg gets the URL where they led, and the Authorization only when
+redirects here (station.open_upstream), FFmpeg gets the URL where they led, and the Authorization only when
 that URL is on the credentials' origin, with max_redirects 0 (FFmpeg re-sends its headers on every hop).
 
 Segment names never repeat: each start names its segments `<start time in ms>-<sequence>.ts`, so a name
@@ -28,14 +28,16 @@ import subprocess
 import sys
 import time
 import urllib.error
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import ffmpeg
 from dotenv import dotenv_values
 
-from hls_station import (
+from radio_hls.common.contract import LAUNCH_INFO_NAME, PLAYLIST_NAME, USER_AGENT
+from radio_hls.common.files import read_json_object, write_atomically
+from radio_hls.stations.station import (
     CONTROL_CHARS,
     InvalidStation,
     basic_authorization,
@@ -44,7 +46,6 @@ from hls_station import (
     redact_url,
     validate_slug,
     validate_stream_url,
-    write_atomically,
 )
 
 # The upstream may only come from the network: never file:, concat:, subfile:, pipe: and the like.
@@ -53,16 +54,12 @@ PROTOCOL_WHITELIST = "http,https,tcp,tls"
 # document holds the one upstream URL, with PROTOCOL_WHITELIST for it.
 STDIN_INPUT = "pipe:0"
 INPUT_OPTIONS: dict[str, object] = {"f": "concat", "safe": 0, "protocol_whitelist": "pipe"}
-USER_AGENT = "radio-hls/1.0"
 # What hides a URL's user:password, query string and fragment in a log line; REDACT_SED does the same to FFmpeg's
 # standard error (sed -E, GNU: [[:space:]]), redact_urls to the launcher's own text.
 URL_USERINFO = re.compile(r"(://)[^/@\s]*@")
 URL_QUERY = re.compile(r"(://[^?#\s]*)([?#])\S*")
 REDACT_SED = ("sed", "-u", "-E", "-e", r"s|(://)[^/@[:space:]]*@|\1***@|g",
               "-e", r"s|(://[^?#[:space:]]*)([?#])[^[:space:]]*|\1\2***|g")
-PLAYLIST_NAME = "index.m3u8"
-# What this start decided, for hls-status and hlsctl; nginx serves only the playlist and the segments.
-LAUNCH_INFO_NAME = ".launch.json"
 HLS_FLAGS = "delete_segments+append_list+omit_endlist+temp_file"
 GLOBAL_OPTIONS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning")
 CODEC_CHOICES = ("auto", "copy", "transcode")
@@ -154,7 +151,7 @@ def resolve_upstream(settings: StationSettings) -> Upstream:
     """The station URL as FFmpeg may open it.
 
     Without credentials FFmpeg follows the URL's redirects itself: it has nothing to leak. With them, the redirects
-    are followed here, with the credentials on same-origin hops only (hls_station.CredentialsStayHome), and FFmpeg
+    are followed here, with the credentials on same-origin hops only (station.CredentialsStayHome), and FFmpeg
     gets the final URL, with the Authorization only when that URL is on the credentials' origin.
     """
     bare, authorization = basic_authorization(settings.stream_url)
@@ -275,10 +272,10 @@ def backoff_seconds(output_dir: Path, now: float, maximum: int) -> int:
     sits in the runtime directory, which systemd keeps across restarts and removes on stop.
     """
     state_file = output_dir / BACKOFF_FILE
+    previous = read_json_object(state_file)
     try:
-        previous = json.loads(state_file.read_text(encoding="utf-8"))
         failures = int(previous["failures"]) + 1 if now - float(previous["ran_from"]) < HEALTHY_RUN_SECONDS else 0
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         failures = 0
     delay = 0 if failures == 0 else min(maximum, 2 ** (failures - 1))
     try:

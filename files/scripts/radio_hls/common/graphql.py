@@ -13,14 +13,15 @@ with a 302 to the same-origin GET URL that carries it). Anything else is a Backe
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
-from urllib.parse import urljoin, urlsplit
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urljoin
 
 import requests
 
-from hls_station import one_line, shown
+from radio_hls.common.contract import USER_AGENT
+from radio_hls.stations.station import one_line, origin, shown
 
-USER_AGENT = "radio-hls/1.0"
 # A backend's redirect chain longer than this is a loop, not a move.
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -52,19 +53,19 @@ def is_query(document: str) -> bool:
     return PLAIN_QUERY.match(document) is not None and OTHER_OPERATION.search(document) is None
 
 
-def origin(url: str) -> tuple[str, str, int | None]:
-    """(scheme, host, port) with the scheme's default port filled in: what a browser would call the origin."""
-    parts = urlsplit(url)
+def same_origin(url: str, endpoint: str) -> bool:
+    """Whether `url` is on the endpoint's origin; never for a URL whose port cannot be read."""
     try:
-        port = parts.port
+        return origin(url) == origin(endpoint)
     except ValueError:
-        port = None
-    default = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or ""), port if port is not None else default
+        return False
 
 
 def show_origin(url: str) -> str:
-    scheme, host, port = origin(url)
+    try:
+        scheme, host, port = origin(url)
+    except ValueError:
+        return shown(url)
     return shown(f"{scheme}://{host}:{port}")
 
 
@@ -75,7 +76,7 @@ def next_location(endpoint: str, current: str, response: requests.Response, muta
     if mutation:
         raise BackendError(f"{endpoint} answered a mutation with HTTP {status} (a redirect to {shown(location)}); "
                            "mutations never follow redirects: set the endpoint to the URL that answers")
-    if origin(location) != origin(endpoint):
+    if not same_origin(location, endpoint):
         raise BackendError(f"{endpoint} redirected to another origin, {show_origin(location)} (HTTP {status}); only "
                            f"redirects within {show_origin(endpoint)} are followed, so its credentials stay there")
     return location

@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from hls_snapshot import DEFAULT_CONFIG, Config, Snapshot, SnapshotError, Station, collect
+from radio_hls.common.clock import iso
+from radio_hls.common.contract import BadSetting
+from radio_hls.operations.snapshot import Config, Snapshot, SnapshotError, Station, collect, read_settings
 
 
 @dataclass
@@ -95,10 +97,6 @@ def host_health(results: list[StationHealth]) -> HostHealth:
     return HostHealth(status, len(should_run), healthy, unhealthy)
 
 
-def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
-
-
 def report(snapshot: Snapshot, results: list[StationHealth], max_age: float) -> dict[str, Any]:
     """The JSON document of `--json` and of GET /health/stations: every station's health."""
     host = host_health(results)
@@ -153,14 +151,14 @@ def exit_status(results: list[StationHealth]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="settings file (default: %(default)s)")
+    parser.add_argument("--config", type=Path, required=True, help="the settings file the role writes (status.env)")
     parser.add_argument("--max-age", type=float, help="playlist age limit in seconds (default: from the settings)")
     args = parser.parse_args(argv)
-    config = Config.load(args.config)
-    max_age = config.max_playlist_age if args.max_age is None else args.max_age
     try:
+        config = Config.from_env(read_settings(args.config))
+        max_age = config.max_playlist_age if args.max_age is None else args.max_age
         snapshot = collect(config)
-    except SnapshotError as error:
+    except (BadSetting, SnapshotError) as error:
         print(f"UNKNOWN: {error}")
         return EXIT_UNKNOWN
     results = evaluate(snapshot, max_age)

@@ -15,12 +15,14 @@ import os
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import TextIO
 
-from hls_health import evaluate
-from hls_snapshot import DEFAULT_CONFIG, Config, Snapshot, SnapshotError, Station, collect
-from hls_station import InvalidStation, unit_name, validate_slug
+from radio_hls.common.contract import BadSetting
+from radio_hls.operations.health import evaluate
+from radio_hls.operations.snapshot import Config, Snapshot, SnapshotError, Station, collect, read_settings
+from radio_hls.stations.station import InvalidStation, unit_name, validate_slug
 
 COLUMNS = ("STATION", "STATE", "UPTIME", "RESTARTS", "PLAYLIST", "CODEC", "LISTENERS", "NOW PLAYING")
 GREEN, YELLOW, RED, RESET = "\033[32m", "\033[33m", "\033[31m", "\033[0m"
@@ -120,7 +122,8 @@ def systemctl(verb: str, slug: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hlsctl", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="settings file (default: %(default)s)")
+    parser.add_argument("--config", type=Path, required=True,
+                        help="the settings file the role writes (status.env; /usr/local/bin/hlsctl passes it)")
     verbs = parser.add_subparsers(dest="verb", required=True)
     status_parser = verbs.add_parser("status", help="the stations, or one station and its log")
     status_parser.add_argument("slug", nargs="?")
@@ -133,7 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except InvalidStation as error:
             parser.error(str(error))
     if args.verb == "status":
-        return status(Config.load(args.config), args.slug, sys.stdout)
+        try:
+            config = Config.from_env(read_settings(args.config))
+        except BadSetting as error:
+            print(f"hlsctl: {error}", file=sys.stderr)
+            return 1
+        return status(config, args.slug, sys.stdout)
     return systemctl(args.verb, args.slug)
 
 

@@ -7,22 +7,22 @@ rules for what may reach a unit name, a path or an FFmpeg command line live in e
 from __future__ import annotations
 
 import base64
-import grp
 import ipaddress
-import os
 import re
 import ssl
-import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from radio_hls.common import contract
+
 # A slug becomes a unit instance name, a directory name and a URL path segment: nothing that could
-# escape any of them (no dots, slashes, spaces, upper case or a leading dash).
-SLUG_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+# escape any of them (no dots, slashes, spaces, upper case or a leading dash). The roles use the same pattern.
+SLUG_PATTERN = re.compile(contract.SLUG_PATTERN)
 ALLOWED_SCHEMES = ("http", "https")
 # Control characters would let a value break out of its env-file line or a log line.
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -85,7 +85,7 @@ def shown(value: Any, limit: int = SHOWN_LIMIT) -> str:
 
 def validate_slug(slug: Any) -> str:
     if not isinstance(slug, str) or not SLUG_PATTERN.fullmatch(slug):
-        raise InvalidStation(f"slug {shown(slug)} does not match ^[a-z0-9][a-z0-9-]{{0,62}}$")
+        raise InvalidStation(f"slug {shown(slug)} does not match ^{contract.SLUG_PATTERN}$")
     return slug
 
 
@@ -256,9 +256,19 @@ MAX_REDIRECTS = 8
 
 
 def origin(url: str) -> Origin:
+    """(scheme, host, port), the scheme's default port filled in: what a browser calls the origin, and where a
+    client sends credentials (hls-launcher, hls-nowplaying) or follows a backend's redirect (common.graphql).
+
+    Strict where a looser reading would let credentials travel: a port that cannot be read is a ValueError (not
+    the default port), and "example.com." is another host than "example.com" (no trailing dot is dropped)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").rstrip("."), parts.port or DEFAULT_PORTS.get(scheme, 0)
+    return scheme, parts.hostname or "", parts.port or DEFAULT_PORTS.get(scheme, 0)
+
+
+def station_env_file(stations_dir: Path, slug: str) -> Path:
+    """Where hls-sync writes a station's env file, which its unit, hls-nowplaying and hls-status read."""
+    return stations_dir / f"{slug}{contract.ENV_SUFFIX}"
 
 
 class CredentialsStayHome(urllib.request.HTTPRedirectHandler):
@@ -351,30 +361,3 @@ def station_env(station: Station, settings: Mapping[str, str]) -> str:
     }
     values.update(settings)
     return render_env(values)
-
-
-def set_owner_group(path: Path | str, mode: int, group: str | None) -> None:
-    os.chmod(path, mode)
-    if group is not None:
-        os.chown(path, -1, grp.getgrnam(group).gr_gid)
-
-
-def write_atomically(path: Path, content: str | bytes, mode: int = 0o640, group: str | None = None,
-                     make_parents: bool = True) -> None:
-    """Write a file so that readers see the old or the new content, never a half-written one.
-
-    make_parents=False: fail (FileNotFoundError) rather than create a directory that someone removed.
-    """
-    if make_parents:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content.encode("utf-8") if isinstance(content, str) else content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        set_owner_group(tmp_name, mode, group)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

@@ -1,0 +1,39 @@
+"""The contract between the roles and the programs, and the names every program of the package agrees on.
+
+contract.json holds what the roles and the programs must both know: the slug pattern (unit names, directories,
+nginx's locations) and the session log's fields, in the order of nginx's `log_format hls_session`. The roles read
+the same file, so neither side can change them alone. Paths are not here: the role passes each program every path
+it uses (env files, unit arguments), and a missing one is a BadSetting, never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from importlib.resources import files
+
+CONTRACT = json.loads(files("radio_hls.common").joinpath("contract.json").read_text(encoding="utf-8"))
+SLUG_PATTERN: str = CONTRACT["slug_pattern"]
+SESSION_LOG_FIELDS: tuple[str, ...] = tuple(CONTRACT["session_log_fields"])
+
+# What the programs call themselves to upstreams and backends.
+USER_AGENT = "radio-hls/1.0"
+# A station's output directory (<output root>/<slug>): written by the launcher and hls-nowplaying, read by
+# hls-status, hlsctl and the watchdog; nginx serves the playlist and the segments.
+PLAYLIST_NAME = "index.m3u8"
+LAUNCH_INFO_NAME = ".launch.json"  # what the last start decided (codec, copy or transcode)
+NOW_PLAYING_NAME = "now-playing.json"
+# A station's env file in the stations directory: <slug>.env.
+ENV_SUFFIX = ".env"
+
+
+class BadSetting(ValueError):
+    """A setting the role passes is missing or cannot be used; the message names it."""
+
+
+def setting(values: Mapping[str, str | None], name: str) -> str:
+    """The value of a setting the role always passes; BadSetting when it is missing or empty."""
+    value = (values.get(name) or "").strip()
+    if not value:
+        raise BadSetting(f"{name} is not set (the role writes it into the program's env file or unit)")
+    return value

@@ -1,0 +1,70 @@
+"""Tests of radio_hls.common.contract: the programs take the slug pattern and the session log's fields from
+contract.json, the file the roles read too, so nginx's log_format and the parser cannot disagree."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from loglines import line
+
+from radio_hls.analytics.logparse import SESSION_LOG, Aggregator, LogFields
+from radio_hls.common import contract
+from radio_hls.stations import station
+
+CONTRACT_FILE = Path(__file__).resolve().parents[2] / "files" / "scripts" / "radio_hls" / "common" / "contract.json"
+
+
+def test_the_programs_read_the_file_the_roles_read() -> None:
+    committed = json.loads(CONTRACT_FILE.read_text(encoding="utf-8"))
+    assert station.SLUG_PATTERN.pattern == contract.SLUG_PATTERN == committed["slug_pattern"]
+    assert list(contract.SESSION_LOG_FIELDS) == committed["session_log_fields"]
+    assert SESSION_LOG == LogFields.of(committed["session_log_fields"])
+
+
+def test_the_slug_check_quotes_the_contracts_pattern() -> None:
+    with pytest.raises(station.InvalidStation, match=re.escape(f"does not match ^{contract.SLUG_PATTERN}$")):
+        station.validate_slug("Radio")
+
+
+def swapped(names: tuple[str, ...], first: str, second: str) -> list[str]:
+    reordered = list(names)
+    i, j = reordered.index(first), reordered.index(second)
+    reordered[i], reordered[j] = reordered[j], reordered[i]
+    return reordered
+
+
+def test_a_reordered_field_list_changes_the_parse() -> None:
+    text = line(s="sess-1", slug="radio-joy", kind="segment")
+    reordered = swapped(contract.SESSION_LOG_FIELDS, "hls_slug", "uri")
+
+    as_written = Aggregator()
+    as_written.feed(text)
+    assert [key[:3] for key in as_written.by_session] == [("sess-1", "radio-joy", "segment_request")]
+
+    # The same line read with the fields found by name in another order: the slug is now the URI's place.
+    misread = Aggregator(log=LogFields.of(reordered))
+    misread.feed(text)
+    assert not misread.by_session and misread.counts["not_media"] == 1
+
+    # A line nginx would write in that order parses as the original did.
+    values = dict(zip(contract.SESSION_LOG_FIELDS, text.rstrip("\n").split("\t")))
+    follows = Aggregator(log=LogFields.of(reordered))
+    follows.feed("\t".join(values[name] for name in reordered) + "\n")
+    assert follows.by_session.keys() == as_written.by_session.keys()
+    assert [aggregate[:4] for aggregate in follows.by_session.values()] == \
+        [aggregate[:4] for aggregate in as_written.by_session.values()]
+
+
+def test_a_field_list_without_a_field_the_parser_needs_is_refused() -> None:
+    with pytest.raises(KeyError, match="arg_s"):
+        LogFields.of([name for name in contract.SESSION_LOG_FIELDS if name != "arg_s"])
+
+
+@pytest.mark.parametrize(("values", "message"), [({}, "HLS_X is not set"), ({"HLS_X": " "}, "HLS_X is not set")])
+def test_a_setting_the_role_passes_has_no_default(values: dict[str, str], message: str) -> None:
+    with pytest.raises(contract.BadSetting, match=message):
+        contract.setting(values, "HLS_X")
+    assert contract.setting({"HLS_X": "/srv/x"}, "HLS_X") == "/srv/x"
