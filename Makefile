@@ -34,15 +34,18 @@ BENCH_ENV = BENCH_STATIONS=$(BENCH_STATIONS) BENCH_WINDOW=$(BENCH_WINDOW) BENCH_
 
 test: lint unit molecule
 
-$(BIN)/.installed: requirements-dev.txt files/scripts/requirements.txt
+$(BIN)/.installed: requirements-dev.txt files/scripts/requirements.txt files/scripts/pyproject.toml
 	bash tools/ensure-packages.sh venv
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2> >(grep -v 'is ignored' >&2)
 	touch $@
 
+# ruff: every Python file of the repository (ruff.toml); mypy --strict: the package (files/scripts/pyproject.toml).
 lint: $(BIN)/.installed
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production --offline
+	$(BIN)/ruff check .
+	cd files/scripts && ../../$(BIN)/mypy
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest -q tests/unit

@@ -2,7 +2,7 @@
 
 Generates a session log in the exact nginx format (log_format hls_session escape=json: 16 tab-separated fields),
 then times, alternating and on the same file in the same run:
-- hls-analytics parse: hls_logparse.Aggregator.feed over the file's text (split, classify, aggregate);
+- hls-analytics parse: radio_hls.analytics.logparse.Aggregator.feed over the file's text (split, classify, aggregate);
 - hls-analytics run: what a run does before it spools: LogReader (bytes from disk, decoding), the parser,
   sessions (joins, keyed hashes) and the events sent to the backend;
 - GoAccess, given the matching --log-format, writing its JSON report (it parses and aggregates every panel).
@@ -26,15 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+
+from radio_hls.analytics.logparse import Aggregator, Networks
+from radio_hls.analytics.logreader import LogReader
+from radio_hls.analytics.sessions import Sessions
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "files" / "scripts"))
-
-from hls_logparse import Aggregator, Networks  # noqa: E402
-from hls_logreader import LogReader  # noqa: E402
-from hls_sessions import Sessions  # noqa: E402
 
 HEADING = "## Analytics: log lines parsed per second"
 GOACCESS_FORMAT = r"%dT%t+%^\t%^\t%^\t%^\t%^\t%h\t%^\t%^\t%^\t%m\t%U\t%s\t%b\t%T\t%u\t%R"

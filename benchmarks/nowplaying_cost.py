@@ -5,7 +5,7 @@ does) against one sidecar process per station (the alternative), next to the sta
 Runs inside a deployed host (the molecule or demo container), as root, stdlib only:
     docker exec -i <container> python3 - --stations 20 --seconds 60 < benchmarks/nowplaying_cost.py
 
-For N pseudo-stations that all read the demo Icecast mounts, it starts the deployed hls_nowplaying.py as the
+For N pseudo-stations that all read the demo Icecast mounts, it starts the deployed hls-nowplaying as the
 hls user (a) once for all N and (b) N times with --only, each against a scratch station list and output root
 (no backend calls), lets them settle, then measures CPU time and PSS over --seconds. Prints a Markdown table.
 """
@@ -20,8 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PYTHON = "/opt/hls/venv/bin/python"
-PROGRAM = "/opt/hls/lib/hls_nowplaying.py"
+PROGRAM = "/opt/hls/venv/bin/hls-nowplaying"
 MOUNTS = ("http://127.0.0.1:8000/demo-mp3", "http://127.0.0.1:8000/demo-aac")
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -65,7 +64,7 @@ def scratch(root: Path, count: int) -> tuple[Path, Path]:
 
 
 def start(stations: Path, output: Path, only: str | None = None) -> subprocess.Popen:
-    command = ["runuser", "-u", "hls", "--", PYTHON, PROGRAM, "--stations-dir", str(stations),
+    command = ["runuser", "-u", "hls", "--", PROGRAM, "--stations-dir", str(stations),
                "--output-root", str(output), "--endpoint", ""]
     if only:
         command += ["--only", only]

@@ -13,8 +13,9 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 COPY_TARGET_PCT = 0.15
 TRANSCODE_TARGET_RATIO = 0.5
@@ -83,7 +84,8 @@ def cost_rows(cost: dict[str, Any]) -> list[str]:
 
 
 def serving_rows(serving: dict[str, Any]) -> list[str]:
-    rows = ["| nginx | requests/s | p50 ms | p99 ms | errors | best req/s with p99 < 50 ms | listeners at p99 < 50 ms |",
+    rows = ["| nginx | requests/s | p50 ms | p99 ms | errors | best req/s with p99 < 50 ms "
+            "| listeners at p99 < 50 ms |",
             "|---|---|---|---|---|---|---|"]
     for name, t in serving["targets"].items():
         label = "radio-hls configuration" if name == "project" else "plain static"

@@ -29,7 +29,7 @@ def main(seed):
         port = LOW + (start + step) % span
         if free(port):
             return port
-    raise SystemExit("free-port: no free loopback port in %d-%d" % (LOW, HIGH - 1))
+    raise SystemExit(f"free-port: no free loopback port in {LOW}-{HIGH - 1}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from benchcommon import emit, log, median, progress_marker, run, wait_for
 

@@ -20,11 +20,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import fake_backend
 import pytest
 import requests
 from patience import GENEROUS_TIMEOUT, PATIENCE
-
-import fake_backend
 
 from radio_hls.operations import snapshot
 from radio_hls.stations.station import Station as EnvStation

@@ -10,7 +10,8 @@ about the timeout itself: that one gives a short timeout against a backend held 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

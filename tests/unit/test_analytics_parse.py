@@ -181,7 +181,8 @@ def test_hostile_values_stay_in_their_field() -> None:
 
 
 # What nginx 1.22 (escape=json) wrote on the molecule host for
-#   curl -H $'User-Agent: a\x01b\x7fc\xc2\x85d\xe9' -H $'Referer: http://x/\x02\x1b[31m' '...?s=abc&ref=%00%01x%7f%C2%85%0A'
+#   curl -H $'User-Agent: a\x01b\x7fc\xc2\x85d\xe9' -H $'Referer: http://x/\x02\x1b[31m' \
+#       '...?s=abc&ref=%00%01x%7f%C2%85%0A'
 # C0 as \u00NN, DEL and the C1 character (UTF-8 C2 85) raw, the byte E9 that is no UTF-8 raw as well.
 NGINX_LINE = (b"2026-11-30T03:58:54+00:00\t1796011134.115\tdemo-aac\tabc\t%00%01x%7f%C2%85%0A\t127.0.0.1\t"
               b"127.0.0.1\t\t\tGET\t/hls/demo-aac/index.m3u8\t200\t146\t0.000\t"

@@ -24,12 +24,21 @@ import urllib3
 from loglines import T0, line, listening
 from patience import GENEROUS_TIMEOUT, PATIENCE, SHORT_TIMEOUT, wait_for
 
-from radio_hls.analytics import run as hls_analytics
 from radio_hls.analytics import logparse as hls_logparse
 from radio_hls.analytics import logreader as hls_logreader
-from radio_hls.analytics.run import MUTATION, SEND_BUDGET_SECONDS, Analytics, Config, Refused, State, Unavailable, classify
-from radio_hls.common.graphql import BackendError
+from radio_hls.analytics import run as hls_analytics
+from radio_hls.analytics.run import (
+    MUTATION,
+    SEND_BUDGET_SECONDS,
+    Analytics,
+    Config,
+    Refused,
+    State,
+    Unavailable,
+    classify,
+)
 from radio_hls.analytics.spool import Spool
+from radio_hls.common.graphql import BackendError
 
 if TYPE_CHECKING:
     from conftest import FakeBackend, HeldHang
@@ -656,7 +665,7 @@ def test_the_dead_letters_are_bounded_the_oldest_go_first(environ: dict[str, str
     assert kept and kept == names[len(names) - len(kept):]  # the newest
     removed = [record.getMessage() for record in caplog.records if "dead letters over" in record.getMessage()]
     assert len(removed) == len(names) - len(kept) > 0
-    assert all(name in text for name, text in zip(names, removed))  # the oldest, oldest first
+    assert all(name in text for name, text in zip(names, removed, strict=False))  # the oldest, oldest first
     assert live(environ)["dead_letter_events_total"] == 4 * 2  # all refused: a playlist and a segment event each
     assert received(backend) == []
 

@@ -21,7 +21,7 @@ def test_the_programs_read_the_file_the_roles_read() -> None:
     committed = json.loads(CONTRACT_FILE.read_text(encoding="utf-8"))
     assert station.SLUG_PATTERN.pattern == contract.SLUG_PATTERN == committed["slug_pattern"]
     assert list(contract.SESSION_LOG_FIELDS) == committed["session_log_fields"]
-    assert SESSION_LOG == LogFields.of(committed["session_log_fields"])
+    assert LogFields.of(committed["session_log_fields"]) == SESSION_LOG
 
 
 def test_the_slug_check_quotes_the_contracts_pattern() -> None:
@@ -50,7 +50,7 @@ def test_a_reordered_field_list_changes_the_parse() -> None:
     assert not misread.by_session and misread.counts["not_media"] == 1
 
     # A line nginx would write in that order parses as the original did.
-    values = dict(zip(contract.SESSION_LOG_FIELDS, text.rstrip("\n").split("\t")))
+    values = dict(zip(contract.SESSION_LOG_FIELDS, text.rstrip("\n").split("\t"), strict=True))
     follows = Aggregator(log=LogFields.of(reordered))
     follows.feed("\t".join(values[name] for name in reordered) + "\n")
     assert follows.by_session.keys() == as_written.by_session.keys()

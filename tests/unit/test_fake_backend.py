@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import fake_backend  # on sys.path through conftest.py
 import pytest
 import requests
 from patience import GENEROUS_TIMEOUT, PATIENCE, wait_for
-
-import fake_backend  # on sys.path through conftest.py
 
 SERVER_SCRIPT = Path(__file__).resolve().parents[2] / "molecule" / "resources" / "backend" / "fake_backend.py"
 

@@ -333,7 +333,8 @@ def test_graphql_messages_cannot_forge_a_journal_line() -> None:
     payload = {"errors": [{"message": "Unauthorized\nERROR no change made: forged\r\x1b[31m"}]}
     with pytest.raises(BackendError) as caught:
         execute("http://x/graphql", STATIONS_QUERY, session=FakeSession(FakeResponse(payload)))  # type: ignore[arg-type]
-    assert str(caught.value) == "GraphQL errors from http://x/graphql: Unauthorized\\nERROR no change made: forged\\r\\x1b[31m"
+    assert str(caught.value) == ("GraphQL errors from http://x/graphql: Unauthorized\\nERROR no change made: "
+                                 "forged\\r\\x1b[31m")
 
 
 def test_many_long_graphql_messages_are_shortened() -> None:

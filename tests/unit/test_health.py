@@ -13,7 +13,6 @@ import pytest
 
 from radio_hls.common import clock
 from radio_hls.common.contract import BadSetting
-
 from radio_hls.operations import health as hls_health
 from radio_hls.operations import snapshot as hls_snapshot
 from radio_hls.operations import status as hls_status

@@ -847,7 +847,8 @@ FAKE_FFMPEG = """#!/bin/bash
 # Prints what FFmpeg prints when a stop interrupts its open: the URL of its input document.
 url=$(sed -n "s/^file '\\\\(.*\\\\)'$/\\\\1/p")
 echo "fake ffmpeg started, reading $url" >&2
-trap 'echo "[concat @ 0x1] Impossible to open '"'"'$url'"'"'" >&2; echo "pipe:0: Immediate exit requested" >&2; exit 255' TERM
+trap 'echo "[concat @ 0x1] Impossible to open '"'"'$url'"'"'" >&2
+      echo "pipe:0: Immediate exit requested" >&2; exit 255' TERM
 sleep 60 & wait
 """
 

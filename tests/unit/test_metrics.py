@@ -11,7 +11,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from radio_hls.operations import metrics as hls_metrics
-from radio_hls.operations import snapshot as hls_snapshot
 from radio_hls.operations import status as hls_status
 from radio_hls.operations.health import evaluate
 from radio_hls.operations.metrics import Family, render, render_families
@@ -55,7 +54,8 @@ def test_the_text_parses_with_prometheus_client(metrics_text: str) -> None:
     families = parse(metrics_text)
     assert set(families) == {
         "hls_station_up", "hls_station_enabled", "hls_station_healthy", "hls_station_playlist_age_seconds",
-        "hls_station_segments", "hls_station_newest_segment_bytes", "hls_station_restarts", "hls_station_uptime_seconds",
+        "hls_station_segments", "hls_station_newest_segment_bytes", "hls_station_restarts",
+        "hls_station_uptime_seconds",
         "hls_station_info", "hls_station_listeners", "hls_job_last_run_ok", "hls_job_last_success_timestamp_seconds",
         "hls_job_failures", "hls_analytics_updated_timestamp_seconds", "hls_analytics_spool_batches",
         "hls_analytics_spool_bytes", "hls_analytics_dropped_events", "hls_analytics_dead_letter_batches",
@@ -128,7 +128,8 @@ def test_the_analytics_numbers_reach_the_metrics(tmp_path: Path, tree: StatusTre
     from radio_hls.analytics.run import Analytics, Config
 
     environ = {"GRAPHQL_ENDPOINT": "", "HLS_ACCESS_LOG": str(tmp_path / "none.log"),
-               "HLS_ANALYTICS_STATE_DIR": str(tmp_path / "state"), "HLS_LISTENERS_FILE": str(tree.config.listeners_file)}
+               "HLS_ANALYTICS_STATE_DIR": str(tmp_path / "state"),
+               "HLS_LISTENERS_FILE": str(tree.config.listeners_file)}
     analytics = Analytics(Config.from_env(environ), now=lambda: 1_700_000_000.0)
     analytics.state.dead_letter_events, analytics.state.resent_batches = 5, 2
     analytics.dead_letters.write(7, [{"anonymous_session_id": "x"}], reason="refused")

@@ -19,8 +19,24 @@ import requests
 from patience import GENEROUS_TIMEOUT, PATIENCE, SHORT_TIMEOUT, wait_for
 
 from radio_hls.nowplaying import service as hls_nowplaying
-from radio_hls.nowplaying.icy import IcyError, NowPlaying, metadata_blocks, open_stream, parse_fields, split_title, stream_titles
-from radio_hls.nowplaying.service import Config, Source, Supervisor, TriggerLimiter, Watcher, backend_trigger, running_sources
+from radio_hls.nowplaying.icy import (
+    IcyError,
+    NowPlaying,
+    metadata_blocks,
+    open_stream,
+    parse_fields,
+    split_title,
+    stream_titles,
+)
+from radio_hls.nowplaying.service import (
+    Config,
+    Source,
+    Supervisor,
+    TriggerLimiter,
+    Watcher,
+    backend_trigger,
+    running_sources,
+)
 from radio_hls.stations.station import Station, station_env
 
 if TYPE_CHECKING:
@@ -51,7 +67,7 @@ def icy_bytes(*titles: str | None) -> bytes:
     (b"StreamTitle='Guns N' Roses - Sweet Child';", {"StreamTitle": "Guns N' Roses - Sweet Child"}),
     (b"StreamTitle='A;B - C';StreamUrl='http://x/';", {"StreamTitle": "A;B - C", "StreamUrl": "http://x/"}),
     (b"StreamTitle='';", {"StreamTitle": ""}),
-    ("StreamTitle='Sigur Rós - Hoppípolla';".encode("utf-8"), {"StreamTitle": "Sigur Rós - Hoppípolla"}),
+    ("StreamTitle='Sigur Rós - Hoppípolla';".encode(), {"StreamTitle": "Sigur Rós - Hoppípolla"}),
     ("StreamTitle='Café - Crème';".encode("latin-1"), {"StreamTitle": "Café - Crème"}),
     (b"garbage without fields", {}),
 ])

@@ -10,16 +10,17 @@ import json
 import logging
 import re
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from dotenv import dotenv_values
 from patience import GENEROUS_TIMEOUT, SHORT_TIMEOUT
 
-from radio_hls.stations import sync as hls_sync
 from radio_hls.common.graphql import BackendError
+from radio_hls.stations import sync as hls_sync
 from radio_hls.stations.sync import Config, Plan, SyncRefused, make_plan, select_stations, sync
 
 if TYPE_CHECKING:

@@ -273,6 +273,7 @@ def two_checkouts(tmp_path: Path) -> list[Path]:
     for name in ("one", "two"):
         checkout = Path(os.path.realpath(tmp_path)) / name
         for rel in ("Makefile", "tools", "requirements-dev.txt", "files/scripts/requirements.txt",
+                    "files/scripts/pyproject.toml",
                     "tests/browser/package.json", "tests/browser/package-lock.json"):
             (checkout / rel).parent.mkdir(parents=True, exist_ok=True)
             copy = shutil.copytree if (REPO / rel).is_dir() else shutil.copy

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 from patience import GENEROUS_TIMEOUT
+from test_sync import FakeSystemctl, record
 
 from radio_hls.stations import watch as hls_watch
 from radio_hls.stations.sync import Config, sync
 from radio_hls.stations.watch import Watcher, differs
-from test_sync import FakeSystemctl, record
 
 if TYPE_CHECKING:
     from conftest import FakeBackend

@@ -87,7 +87,8 @@ def test_an_upstream_that_goes_away_is_retried_with_backoff_and_recovers(host):
     def waits() -> list[int]:
         state = host.check_output(f"systemctl show -p ActiveState --value hls@{slug}")
         assert state != "failed", f"hls@{slug} ended in failed"
-        return [int(n) for n in re.findall(r"the last start failed; waiting (\d+) s", log_since(host, log_path, offset))]
+        text = log_since(host, log_path, offset)
+        return [int(n) for n in re.findall(r"the last start failed; waiting (\d+) s", text)]
 
     try:
         # molecule sets hls_restart_max_seconds to 8: the waits of this outage grow 1, 2, 4, 8, then stay at 8.

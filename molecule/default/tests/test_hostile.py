@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from conftest import (API_KEY, STATIONS, TOKEN, http, main_pid, now, run_sync, session_log, station_ready,
-                      sync_log, wait_for)
+from conftest import (
+    API_KEY,
+    STATIONS,
+    TOKEN,
+    http,
+    main_pid,
+    now,
+    run_sync,
+    session_log,
+    station_ready,
+    sync_log,
+    wait_for,
+)
 
 LOG_FIELDS = 16
 STREAM_PASSWORD = "canary-stream-password-93c1"

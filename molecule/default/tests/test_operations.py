@@ -17,8 +17,7 @@ from test_trust_serving import streaming_ffmpeg_pid
 
 SLUGS = ["demo-mp3", "demo-aac"]
 STATION_IDS = {"demo-mp3": 1, "demo-aac": 2}
-PYTHON = "/opt/hls/venv/bin/python"
-HEALTH = f"{PYTHON} /opt/hls/lib/hls_health.py"
+HEALTH = "/opt/hls/venv/bin/hls-health --config /etc/hls/status.env"
 LISTENERS = "/run/hls-analytics/listeners.json"
 ICECAST_ADMIN = "http://127.0.0.1:8000/admin/metadata"
 REPO = Path(__file__).resolve().parents[3]
@@ -55,8 +54,8 @@ def all_ready(host) -> None:
 
 
 def set_title(host, mount: str, title: str) -> None:
-    host.check_output(f"curl -fsS -G -u admin:demo-source --data-urlencode mount=/{mount} --data-urlencode mode=updinfo "
-                      f"--data-urlencode song={shlex.quote(title)} {ICECAST_ADMIN}")
+    host.check_output(f"curl -fsS -G -u admin:demo-source --data-urlencode mount=/{mount} "
+                      f"--data-urlencode mode=updinfo --data-urlencode song={shlex.quote(title)} {ICECAST_ADMIN}")
 
 
 def now_playing(host, slug: str) -> dict | None:
@@ -317,10 +316,10 @@ def test_a_crash_of_nowplaying_leaves_the_streams_alone(host, fixed_titles):
     before = {slug: (main_pid(host, slug), playlist(host, slug).segments[-1]) for slug in SLUGS}
     crashed = int(host.check_output("systemctl show -p MainPID --value hls-nowplaying.service"))
     host.check_output(f"kill -9 {crashed}")
-    wait_for(lambda: int(host.check_output("systemctl show -p MainPID --value hls-nowplaying.service")) not in (0, crashed),
-             what="systemd to start hls-nowplaying again")
+    main = "systemctl show -p MainPID --value hls-nowplaying.service"
+    wait_for(lambda: int(host.check_output(main)) not in (0, crashed), what="systemd to start hls-nowplaying again")
     for slug, (pid, newest) in before.items():
-        wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1] != newest,
+        wait_for(lambda slug=slug, newest=newest: (p := playlist(host, slug)) and p.segments[-1] != newest,
                  what=f"{slug}'s playlist to advance")
         assert main_pid(host, slug) == pid, f"hls@{slug} was restarted"
     # And the new watcher works: a title change still arrives.

@@ -37,8 +37,8 @@ def test_a_station_url_aimed_inside_is_refused_with_one_line(host, backend):
     since = now(host)
     backend(stations=[*STATIONS, record(40, "metadata", "http://169.254.169.254/latest/meta-data/")])
     assert run_sync(host).rc == 0
-    expected = ("ERROR skipping station: metadata: stream_url host 169.254.169.254 is an internal address (link-local); "
-                "list its network in hls_upstream_allowed_networks to allow it")
+    expected = ("ERROR skipping station: metadata: stream_url host 169.254.169.254 is an internal address "
+                "(link-local); list its network in hls_upstream_allowed_networks to allow it")
     lines = [line for line in sync_log(host, since).splitlines() if "metadata" in line]
     assert lines and set(lines) == {expected}, lines
     assert not host.file("/etc/hls/stations/metadata.env").exists

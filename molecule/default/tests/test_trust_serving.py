@@ -16,7 +16,7 @@ from conftest import STATIONS, http, main_pid, playlist, run_sync, session_log, 
 SEGMENT_LINE = re.compile(r"[0-9]+-[0-9]+\.ts")
 IMMUTABLE = "public, max-age=31536000, immutable"
 PYTHON = "/opt/hls/venv/bin/python"
-HEALTH = f"{PYTHON} /opt/hls/lib/hls_health.py"
+HEALTH = "/opt/hls/venv/bin/hls-health --config /etc/hls/status.env"
 STATION_DIR = "/etc/hls/stations"
 
 
@@ -132,7 +132,7 @@ def test_a_segment_with_s_is_the_same_file_and_is_logged_with_it(host):
     assert all(f[2:4] == ["demo-aac", session] and f[11] == "200" for f in logged), logged
 
 
-# --- /health: the host serves, whatever one station does ----------------------------------------------------------------
+# --- /health: the host serves, whatever one station does --------------------------------------------------------------
 
 def health(host, path: str = "/health") -> tuple[int, dict | None]:
     status, headers, body = http(host, path)
@@ -216,7 +216,7 @@ def test_health_is_503_while_hls_status_cannot_read_the_station_list(host):
     wait_for(lambda: health(host)[0] == 200, what="/health to answer 200 again")
 
 
-# --- a stop on purpose is not a failure; a crash still is ----------------------------------------------------------------
+# --- a stop on purpose is not a failure; a crash still is -------------------------------------------------------------
 
 def journal_cursor(host, unit: str) -> str:
     out = host.check_output(f"journalctl -u {unit} -n 0 --show-cursor --no-pager")
@@ -297,8 +297,8 @@ def test_a_crash_still_fails_and_any_exit_restarts(host, signal, result):
 
 # --- the watchdog restarts only what runs -----------------------------------------------------------------------------
 
-WATCHDOG_RESTART = (f"{PYTHON} -c 'import sys; sys.path.insert(0, \"/opt/hls/lib\"); import hls_watchdog; "
-                    f"hls_watchdog.restart_if_running(\"demo-mp3\")'")
+WATCHDOG_RESTART = (f"{PYTHON} -c 'from radio_hls.operations import watchdog; "
+                    f"watchdog.restart_if_running(\"demo-mp3\")'")
 HOLD_DIR = "/run/systemd/system/hls@demo-mp3.service.d"
 RELEASE = "/run/hls-test-release-stop"
 # A drop-in that keeps a stop under way (stop-post) until the test creates RELEASE, however long that takes.

@@ -3,7 +3,8 @@
 The log format (templates/etc/nginx/nginx.conf.j2, `log_format hls_session escape=json`) is tab-separated
 fields, each JSON-escaped by nginx: a field can never hold a raw tab or newline, so a line is split on tabs
 and nothing else. Which field is where comes from contract.json's session_log_fields, the list the role writes
-the log_format from: fields are found by their nginx variable's name, never by a position written here. Only the few fields an event needs are unescaped, and only when they hold a backslash.
+the log_format from: fields are found by their nginx variable's name, never by a position written here. Only
+the few fields an event needs are unescaped, and only when they hold a backslash.
 
 Speed matters (hundreds of thousands of lines per second in plain Python): the loop in Aggregator.feed does
 one str.split per line, no regex and no JSON; session ids and addresses are validated once per distinct value.
@@ -84,7 +85,7 @@ COUNTERS = ("events", "not_hls", "not_media", "method", "status", "malformed")
 
 # An aggregate: [request count, bytes, seconds, last msec, the last line]. Keeping the line rather than its
 # fields halves the parser's time: one string stays alive per aggregate instead of sixteen and a list.
-Aggregate = list
+Aggregate = list[Any]
 
 
 @contextmanager
@@ -105,7 +106,7 @@ def unescape(value: str) -> str:
     if "\\" not in value:
         return value
     try:
-        text = json.loads(f'"{value}"')
+        text: str = json.loads(f'"{value}"')
     except ValueError:
         return value
     # \ud800 and friends decode to lone surrogates, which cannot be sent as UTF-8.
@@ -235,8 +236,8 @@ class Aggregator:
 
     window_seconds: int = 10
     log: LogFields = SESSION_LOG
-    by_session: dict[tuple, Aggregate] = field(default_factory=dict)
-    anonymous: dict[tuple, Aggregate] = field(default_factory=dict)
+    by_session: dict[tuple[Any, ...], Aggregate] = field(default_factory=dict)
+    anonymous: dict[tuple[Any, ...], Aggregate] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*COUNTERS, "invalid_session_id"), 0))
     _session_ids: dict[str, str] = field(default_factory=dict)
 
@@ -289,7 +290,7 @@ class Aggregator:
                 malformed += 1
                 continue
             raw = fields[session_at]
-            session_id = ""
+            session_id: str | None = ""
             if raw:
                 session_id = session_ids.get(raw)
                 if session_id is None:
@@ -298,6 +299,7 @@ class Aggregator:
                         session_ids[raw] = session_id
                 if not session_id:
                     invalid += 1
+            key: tuple[Any, ...]
             if session_id:
                 key = (session_id, slug, kind, msec // window_ms)
                 table = by_session

@@ -26,9 +26,10 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Sequence
+from typing import Any, BinaryIO
 
 HEAD_BYTES = 1024
 BLOCK_BYTES = 4 << 20
@@ -80,7 +81,8 @@ def gzip_text_size(path: Path) -> int:
     """The size of a gzip file's text, modulo 2**32, from its trailer: no need to decompress it."""
     with open(path, "rb") as handle:
         handle.seek(-4, os.SEEK_END)
-        return struct.unpack("<I", handle.read(4))[0]
+        size: int = struct.unpack("<I", handle.read(4))[0]
+        return size
 
 
 class LogReader:
@@ -168,7 +170,7 @@ class LogReader:
         newer.reverse()
         return newer
 
-    def _start(self, entry: _Open, is_live: bool, rewritten: set[tuple[int, int]], present: set) -> int:
+    def _start(self, entry: _Open, is_live: bool, rewritten: set[tuple[int, int]], present: set[tuple[int, int]]) -> int:
         """The offset to read `entry` from."""
         known = self.known.get(entry.identity)
         if known is not None and entry.identity not in rewritten:
@@ -178,7 +180,8 @@ class LogReader:
                 self.warnings.append(f"{entry.path} was truncated or replaced in place: reading it from the start")
             return 0
         for origin in self.known.values():
-            if origin.offset > 0 and origin.head_len > 0 and entry.size >= origin.offset and starts_like(entry.handle, origin):
+            if (origin.offset > 0 and origin.head_len > 0 and entry.size >= origin.offset
+                    and starts_like(entry.handle, origin)):
                 # A copy of a file that was read (copytruncate): only its unread rest is new.
                 if origin.identity in rewritten or origin.identity not in present:
                     return origin.offset

@@ -35,9 +35,9 @@ class Sessions:
         self.keys: dict[str, str] = dict(state.get("keys") or {})  # UTC day number -> hex key
         # client key -> {session id: [slug, last msec]}: the `s` sessions seen with that key. (A list value is
         # the single join of older versions: dropped, it only ever mattered for one session timeout.)
-        self.joins: dict[str, dict[str, list]] = {client: dict(seen) for client, seen in
+        self.joins: dict[str, dict[str, list[Any]]] = {client: dict(seen) for client, seen in
                                                    (state.get("joins") or {}).items() if isinstance(seen, dict)}
-        self.anonymous: dict[str, list] = dict(state.get("anonymous") or {})  # client key -> [start, last msec]
+        self.anonymous: dict[str, list[Any]] = dict(state.get("anonymous") or {})  # client key -> [start, last msec]
         self.live: dict[str, dict[str, int]] = {slug: dict(seen) for slug, seen in (state.get("live") or {}).items()}
         self._client_keys: dict[tuple[str, str, int], str] = {}
         self.ambiguous = 0  # requests without `s` whose key several `s` sessions shared (this instance's count)
@@ -107,8 +107,8 @@ class Sessions:
                       if (kept := {sid: value for sid, value in seen.items() if value[1] >= horizon})}
         self.anonymous = {client: value for client, value in self.anonymous.items() if value[1] >= horizon}
         live_horizon = now_ms - LIVE_WINDOW_MS
-        self.live = {slug: kept for slug, seen in self.live.items()
-                     if (kept := {sid: last for sid, last in seen.items() if last >= live_horizon})}
+        self.live = {slug: recent for slug, seen in self.live.items()
+                     if (recent := {sid: last for sid, last in seen.items() if last >= live_horizon})}
         today = now_ms // DAY_MS
         self.keys = {day: key for day, key in self.keys.items() if int(day) >= today - 1}
         self._client_keys.clear()
@@ -126,7 +126,7 @@ class Sessions:
 
     def _assign(self, aggregator: Aggregator, cloudflare: Networks) -> list[dict[str, Any]]:
         log = aggregator.log
-        merged: dict[tuple, Aggregate] = dict(aggregator.by_session)
+        merged: dict[tuple[Any, ...], Aggregate] = dict(aggregator.by_session)
         # Each `s` session's latest request per client key and station: what requests without `s` join.
         latest: dict[tuple[str, str], Aggregate] = {}
         for (session_id, slug, _kind, _window), aggregate in merged.items():

@@ -85,7 +85,8 @@ def next_location(endpoint: str, current: str, response: requests.Response, muta
 def send(client: Any, endpoint: str, body: dict[str, Any], headers: Mapping[str, str], timeout: float,
          mutation: bool) -> requests.Response:
     """POST the body, following only the redirects next_location() allows, with the same headers."""
-    response = client.post(endpoint, json=body, headers=headers, timeout=(5.0, timeout), allow_redirects=False)
+    response: requests.Response = client.post(endpoint, json=body, headers=headers, timeout=(5.0, timeout),
+                                              allow_redirects=False)
     current = endpoint
     for _hop in range(MAX_REDIRECTS):
         if response.status_code not in REDIRECT_STATUSES or "Location" not in response.headers:

@@ -27,7 +27,8 @@ METAINT = re.compile(r"[0-9]{1,9}")
 # Terminal escape sequences (CSI like ESC [ 3 1 m, OSC like ESC ] 0 ; title BEL, and two-character ones) go whole,
 # so no "[31m" is left behind; then every other control character (C0, DEL, C1), line and paragraph separators
 # and the bidirectional overrides that reorder what a terminal shows become spaces.
-ESCAPE_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]?|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -~]?|\x9b[0-?]*[ -/]*[@-~]?")
+ESCAPE_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]?|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -~]?"
+                             r"|\x9b[0-?]*[ -/]*[@-~]?")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 

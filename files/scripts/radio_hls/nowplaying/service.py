@@ -30,8 +30,7 @@ from radio_hls.common.contract import NOW_PLAYING_NAME
 from radio_hls.common.files import read_json_object, write_atomically
 from radio_hls.common.graphql import BackendError, execute
 from radio_hls.nowplaying.icy import NowPlaying, open_stream, split_title, stream_titles
-from radio_hls.stations.station import InvalidStation, redact_url, station_env_file, validate_slug, \
-    validate_stream_url
+from radio_hls.stations.station import InvalidStation, redact_url, station_env_file, validate_slug, validate_stream_url
 
 TRIGGER_MUTATION = ("mutation TriggerMetadataFetch($station_id: Int!) "
                     "{ trigger_metadata_fetch(station_id: $station_id) { success message } }")

@@ -73,7 +73,7 @@ def render_table(table: list[tuple[list[str], str]], colour: bool) -> str:
     widths = [max([len(header)] + [len(cells[i]) for cells, _ in table]) for i, header in enumerate(COLUMNS)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
 
     out = [line(COLUMNS)]
     for cells, tint in table:

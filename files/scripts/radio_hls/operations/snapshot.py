@@ -20,8 +20,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from radio_hls.common import clock
-from radio_hls.common.contract import ENV_SUFFIX, LAUNCH_INFO_NAME, NOW_PLAYING_NAME, PLAYLIST_NAME, BadSetting, \
-    setting
+from radio_hls.common.contract import ENV_SUFFIX, LAUNCH_INFO_NAME, NOW_PLAYING_NAME, PLAYLIST_NAME, BadSetting, setting
 from radio_hls.common.files import read_json
 from radio_hls.stations.station import station_env_file, unit_name
 
@@ -88,7 +87,9 @@ class Station:
 
     @property
     def state(self) -> str:
-        return self.active_state if self.sub_state in ("", self.active_state) else f"{self.active_state} ({self.sub_state})"
+        if self.sub_state in ("", self.active_state):
+            return self.active_state
+        return f"{self.active_state} ({self.sub_state})"
 
 
 @dataclass(frozen=True)
@@ -215,8 +216,7 @@ def read_listeners(path: Path) -> tuple[dict[str, int], Analytics]:
     stations = document.get("stations")
     numbers = {slug: n for slug, value in stations.items() if (n := count(value)) is not None} \
         if isinstance(stations, dict) else {}
-    spool = document.get("spool") if isinstance(document.get("spool"), dict) else {}
-    dead = document.get("dead_letter") if isinstance(document.get("dead_letter"), dict) else {}
+    spool, dead = (part if isinstance(part := document.get(key), dict) else {} for key in ("spool", "dead_letter"))
     return numbers, Analytics(updated_at=clock.parse(document.get("updated_at")),
                               spool_batches=count(spool.get("batches")), spool_bytes=count(spool.get("bytes")),
                               dropped_events_total=count(document.get("dropped_events_total")),

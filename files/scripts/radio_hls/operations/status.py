@@ -28,8 +28,16 @@ from typing import Any
 from radio_hls.common.clock import iso
 from radio_hls.common.contract import PLAYLIST_NAME, BadSetting
 from radio_hls.common.files import write_atomically
-from radio_hls.operations.health import HostHealth, StationHealth, evaluate, host_health, host_report, on_air, \
-    report, station_report
+from radio_hls.operations.health import (
+    HostHealth,
+    StationHealth,
+    evaluate,
+    host_health,
+    host_report,
+    on_air,
+    report,
+    station_report,
+)
 from radio_hls.operations.metrics import render
 from radio_hls.operations.snapshot import Config, Snapshot, SnapshotError, collect, read_settings
 
@@ -131,8 +139,8 @@ def vouch(output_dir: Path, now: float, fresh_until: float) -> None:
         link(output_dir / f"fresh-{bucket}", "ok")
     first_kept = int(now) // BUCKET_SECONDS - 1
     for entry in output_dir.glob("fresh-*"):
-        bucket = entry.name.removeprefix("fresh-")
-        if not (bucket.isdigit() and int(bucket) >= first_kept):
+        number = entry.name.removeprefix("fresh-")
+        if not (number.isdigit() and int(number) >= first_kept):
             entry.unlink(missing_ok=True)
 
 

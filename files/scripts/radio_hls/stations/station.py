@@ -103,14 +103,14 @@ def normal_host(host: str, bracketed: bool) -> str:
     host = host.lower()
     labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
     if not host.isascii() or len(host) > MAX_HOST_LENGTH or not all(map(HOST_LABEL.fullmatch, labels)):
-        raise InvalidStation(f"stream_url host {shown(host)} is not a host name FFmpeg can resolve "
-                             "(ASCII letters, digits, '-' and '_' between dots; an international name in its xn-- form)")
+        raise InvalidStation(f"stream_url host {shown(host)} is not a host name FFmpeg can resolve (ASCII letters, "
+                             "digits, '-' and '_' between dots; an international name in its xn-- form)")
     if NUMERIC_LABEL.fullmatch(labels[-1]):
         try:
-            address = ipaddress.IPv4Address(host)
+            ipv4: ipaddress.IPv4Address | None = ipaddress.IPv4Address(host)
         except ValueError:
-            address = None
-        if address is None or str(address) != host:
+            ipv4 = None
+        if ipv4 is None or str(ipv4) != host:
             raise InvalidStation(f"stream_url host {shown(host)} is a number but not a dotted-quad IPv4 address "
                                  "(a.b.c.d)")
     return host

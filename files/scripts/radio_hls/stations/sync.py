@@ -157,7 +157,7 @@ def wants_stream(record: Mapping[str, Any]) -> bool:
         if not isinstance(value, bool):
             raise InvalidStation(f"{record_label(record)}: {name} is "
                                  f"{'missing' if name not in record else shown(value)}, not true or false")
-    return generate and not disabled
+    return generate is True and disabled is False
 
 
 def record_label(record: Mapping[str, Any]) -> str:
@@ -218,7 +218,7 @@ def make_plan(
     current: Mapping[str, str],
     enabled: set[str],
     running_units: set[str],
-    keep: set[str] = frozenset(),
+    keep: frozenset[str] | set[str] = frozenset(),
 ) -> Plan:
     """Decide what to do; pure, so the rules can be tested without a systemd."""
     plan = Plan()
@@ -257,7 +257,7 @@ def systemd_state(systemctl: Systemctl, slugs: Sequence[str]) -> tuple[set[str],
     for index in range(0, len(slugs), SYSTEMCTL_CHUNK):
         chunk = slugs[index : index + SYSTEMCTL_CHUNK]
         answers = systemctl(["is-enabled", *units(chunk)]).split()
-        enabled.update(slug for slug, answer in zip(chunk, answers) if answer == "enabled")
+        enabled.update(slug for slug, answer in zip(chunk, answers, strict=False) if answer == "enabled")
     listing = systemctl(["list-units", "--all", "--plain", "--no-legend", "--type=service", f"{UNIT_PREFIX}*"])
     names = (line.split()[0] for line in listing.splitlines() if line.split())
     loaded = {slug for slug in map(slug_of_unit, names) if slug is not None}
