@@ -170,7 +170,8 @@ class LogReader:
         newer.reverse()
         return newer
 
-    def _start(self, entry: _Open, is_live: bool, rewritten: set[tuple[int, int]], present: set[tuple[int, int]]) -> int:
+    def _start(self, entry: _Open, is_live: bool, rewritten: set[tuple[int, int]],
+               present: set[tuple[int, int]]) -> int:
         """The offset to read `entry` from."""
         known = self.known.get(entry.identity)
         if known is not None and entry.identity not in rewritten:
