@@ -1,18 +1,23 @@
 """Tests of radio_hls.common.contract: the programs take the slug pattern and the session log's fields from
-contract.json, the file the roles read too, so nginx's log_format and the parser cannot disagree."""
+contract.json, the file the roles read too, so nginx's log_format and the parser cannot disagree; and no program
+has a default of its own for a path the role passes."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from loglines import line
 
+from radio_hls.analytics import run
 from radio_hls.analytics.logparse import SESSION_LOG, Aggregator, LogFields
 from radio_hls.common import contract
-from radio_hls.stations import station
+from radio_hls.nowplaying import service
+from radio_hls.operations import health, metrics, status, watchdog
+from radio_hls.stations import station, sync, watch
 
 CONTRACT_FILE = Path(__file__).resolve().parents[2] / "files" / "scripts" / "radio_hls" / "common" / "contract.json"
 
@@ -68,3 +73,40 @@ def test_a_setting_the_role_passes_has_no_default(values: dict[str, str], messag
     with pytest.raises(contract.BadSetting, match=message):
         contract.setting(values, "HLS_X")
     assert contract.setting({"HLS_X": "/srv/x"}, "HLS_X") == "/srv/x"
+
+
+# --- no program guesses a path the role passes --------------------------------------------------------------------
+
+SYNC_ENV = {"HLS_STATIONS_FILE": "/srv/hls/stations.json", "HLS_STATIONS_DIR": "/srv/hls/stations"}
+ANALYTICS_ENV = {"STATE_DIRECTORY": "/srv/analytics", "HLS_ACCESS_LOG": "/srv/log/hls-access.log",
+                 "HLS_LISTENERS_FILE": "/srv/run/listeners.json"}
+
+
+@pytest.mark.parametrize(("config", "environ", "missing"), [
+    *((sync.Config, SYNC_ENV, name) for name in SYNC_ENV),
+    *((run.Config, ANALYTICS_ENV, name) for name in ANALYTICS_ENV),
+])
+def test_a_missing_path_is_an_error_that_names_it(config: Any, environ: dict[str, str], missing: str) -> None:
+    assert config.from_env(environ)  # complete: accepted
+    with pytest.raises(contract.BadSetting, match=f"^{missing} is not set"):
+        config.from_env({key: value for key, value in environ.items() if key != missing})
+
+
+@pytest.mark.parametrize(("main", "argv", "flag"), [
+    (watch.main, ["--interval", "5"], "--request-file"),
+    (watchdog.main, [], "--output-root"),
+    (service.parse_args, ["--output-root", "/srv/run"], "--stations-dir"),
+    (service.parse_args, ["--stations-dir", "/srv/stations"], "--output-root"),
+    (health.main, [], "--config"),
+    (metrics.main, [], "--config"),
+    (status.main, ["--output-dir", "/srv/status"], "--config"),
+])
+def test_a_program_run_without_a_path_says_which_flag_it_needs(main: Any, argv: list[str], flag: str,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("HLS_OUTPUT_ROOT", "HLS_STATIONS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert flag in capsys.readouterr().err
