@@ -2,8 +2,8 @@
 
 The specs are the one source of the roles' variable docs (as in prometheus-community/ansible): a role's
 defaults/main.yml holds values only. `--check` (run by `make lint`) fails when the defaults and the specs
-of a role disagree (a variable in one and not the other, or another default) or when docs/reference.md is not
-what this script writes.
+of a role disagree (a variable in one and not the other, or another default), when a description holds Jinja
+(Ansible templates the specs on every run), or when docs/reference.md is not what this script writes.
 
     python3 tools/reference.py            # write docs/reference.md
     python3 tools/reference.py --check    # say what disagrees, exit 1 if anything does
@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE = Path("docs/reference.md")
 # The entry point whose options defaults/main.yml provides values for.
 MAIN = "main"
+JINJA_MARKERS = ("{{", "{%", "{#")
 
 HEADER = """\
 # Variable reference
@@ -135,6 +136,25 @@ def render(root: Path) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def templated_texts(role: Path) -> list[str]:
+    """Spec descriptions holding Jinja: Ansible templates the whole spec when it checks a run's variables, so
+    `{{ x }}` in a description fails every run on which x is undefined."""
+    found = []
+
+    def walk(where: str, node: dict[str, Any]) -> None:
+        for key in ("short_description", "description"):
+            texts = node.get(key) or []
+            if any(marker in text for text in ([texts] if isinstance(texts, str) else texts)
+                   for marker in JINJA_MARKERS):
+                found.append(f"roles/{role.name}: the {key} of {where} holds Jinja, which Ansible would evaluate")
+        for name, option in (node.get("options") or {}).items():
+            walk(name, option)
+
+    for entry, spec in load_yaml(role / "meta/argument_specs.yml")["argument_specs"].items():
+        walk(f"entry point {entry}", spec)
+    return found
+
+
 def check_role(role: Path) -> list[str]:
     """Where a role's defaults and its main entry point's options disagree, one message each."""
     options = load_yaml(role / "meta/argument_specs.yml")["argument_specs"].get(MAIN, {}).get("options", {})
@@ -155,7 +175,7 @@ def check_role(role: Path) -> list[str]:
         if name not in defaults and "default" in option:
             problems.append(f"{where}: {name} has a default in meta/argument_specs.yml but is not in "
                             "defaults/main.yml")
-    return problems
+    return problems + templated_texts(role)
 
 
 def check(root: Path) -> list[str]:

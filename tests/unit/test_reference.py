@@ -121,6 +121,14 @@ def test_default_without_a_spec_default_fails(checkout: Path) -> None:
         "roles/demo: demo_port has no default in meta/argument_specs.yml; defaults/main.yml says `8000`"]
 
 
+def test_jinja_in_a_description_fails(checkout: Path) -> None:
+    specs = checkout / "roles/demo/meta/argument_specs.yml"
+    specs.write_text(specs.read_text().replace("Port it listens on.", "Port, e.g. {{ vault_port }}."))
+    reference.main(["--root", str(checkout)])
+    assert reference.check(checkout) == [
+        "roles/demo: the description of demo_port holds Jinja, which Ansible would evaluate"]
+
+
 def test_stale_reference_fails(checkout: Path) -> None:
     specs = checkout / "roles/demo/meta/argument_specs.yml"
     specs.write_text(specs.read_text().replace("Port it listens on.", "Port it listens on, on every address."))
