@@ -74,65 +74,63 @@ def checkout(tmp_path: Path) -> Path:
     return tmp_path
 
 
+DEFAULTS_FILE = "roles/demo/defaults/main.yml"
+SPECS_FILE = "roles/demo/meta/argument_specs.yml"
+
+
+def problems_after(checkout: Path, file: str, old: str, new: str, regenerate: bool = False) -> list[str]:
+    """What the check says once `old` in one file of the checkout reads `new` (and, with regenerate, once the
+    reference was written again, so only the rule under test can fail)."""
+    path = checkout / file
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    if regenerate:
+        reference.main(["--root", str(checkout)])
+    return reference.check(checkout)
+
+
 def test_agreeing_checkout_passes(checkout: Path) -> None:
     assert reference.check(checkout) == []
 
 
 def test_default_missing_from_the_specs_fails(checkout: Path) -> None:
-    with (checkout / "roles/demo/defaults/main.yml").open("a") as defaults:
-        defaults.write("demo_extra: 1\n")
-    assert reference.check(checkout) == [
+    assert problems_after(checkout, DEFAULTS_FILE, "demo_port: 8000\n", "demo_port: 8000\ndemo_extra: 1\n") == [
         "roles/demo: demo_extra is in defaults/main.yml but not in meta/argument_specs.yml"]
 
 
 def test_spec_default_missing_from_the_defaults_fails(checkout: Path) -> None:
-    defaults = checkout / "roles/demo/defaults/main.yml"
-    defaults.write_text(defaults.read_text().replace("demo_mode: fast\n", ""))
-    assert reference.check(checkout) == [
+    assert problems_after(checkout, DEFAULTS_FILE, "demo_mode: fast\n", "") == [
         "roles/demo: demo_mode has a default in meta/argument_specs.yml but is not in defaults/main.yml"]
 
 
 def test_differing_default_fails(checkout: Path) -> None:
-    defaults = checkout / "roles/demo/defaults/main.yml"
-    defaults.write_text(defaults.read_text().replace("demo_port: 8000", "demo_port: 8001"))
-    assert reference.check(checkout) == [
+    assert problems_after(checkout, DEFAULTS_FILE, "demo_port: 8000", "demo_port: 8001") == [
         "roles/demo: demo_port defaults to `8001` in defaults/main.yml but to `8000` in meta/argument_specs.yml"]
 
 
 def test_a_string_is_not_the_number_it_spells(checkout: Path) -> None:
-    defaults = checkout / "roles/demo/defaults/main.yml"
-    defaults.write_text(defaults.read_text().replace("demo_port: 8000", 'demo_port: "8000"'))
-    assert len(reference.check(checkout)) == 1
+    assert len(problems_after(checkout, DEFAULTS_FILE, "demo_port: 8000", 'demo_port: "8000"')) == 1
 
 
 def test_differing_nested_default_fails(checkout: Path) -> None:
-    defaults = checkout / "roles/demo/defaults/main.yml"
-    defaults.write_text(defaults.read_text().replace("size: 1", "size: 2"))
-    assert reference.check(checkout) == [
+    assert problems_after(checkout, DEFAULTS_FILE, "size: 1", "size: 2") == [
         "roles/demo: demo_items defaults to `[{name: a, size: 2}]` in defaults/main.yml but to "
         "`[{name: a, size: 1}]` in meta/argument_specs.yml"]
 
 
 def test_default_without_a_spec_default_fails(checkout: Path) -> None:
-    specs = checkout / "roles/demo/meta/argument_specs.yml"
-    specs.write_text(specs.read_text().replace("        default: 8000\n", ""))
-    reference.main(["--root", str(checkout)])
-    assert reference.check(checkout) == [
+    assert problems_after(checkout, SPECS_FILE, "        default: 8000\n", "", regenerate=True) == [
         "roles/demo: demo_port has no default in meta/argument_specs.yml; defaults/main.yml says `8000`"]
 
 
 def test_jinja_in_a_description_fails(checkout: Path) -> None:
-    specs = checkout / "roles/demo/meta/argument_specs.yml"
-    specs.write_text(specs.read_text().replace("Port it listens on.", "Port, e.g. {{ vault_port }}."))
-    reference.main(["--root", str(checkout)])
-    assert reference.check(checkout) == [
+    assert problems_after(checkout, SPECS_FILE, "Port it listens on.", "Port, e.g. {{ vault_port }}.",
+                          regenerate=True) == [
         "roles/demo: the description of demo_port holds Jinja, which Ansible would evaluate"]
 
 
 def test_stale_reference_fails(checkout: Path) -> None:
-    specs = checkout / "roles/demo/meta/argument_specs.yml"
-    specs.write_text(specs.read_text().replace("Port it listens on.", "Port it listens on, on every address."))
-    assert reference.check(checkout) == [
+    assert problems_after(checkout, SPECS_FILE, "Port it listens on.", "Port it listens on, on every address.") == [
         "docs/reference.md is not what tools/reference.py writes: run python3 tools/reference.py"]
     reference.main(["--root", str(checkout)])
     assert reference.check(checkout) == []
