@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 README_LIMIT = 12 * 1024
 # The flat modules the package replaced: a page naming one describes code that no longer exists.
 OLD_SCRIPT = re.compile(r"\bhls_(?:analytics|graphql|health|icy|launcher|logparse|logreader|metrics|nowplaying|"
-                        r"sessions|snapshot|spool|station|status|sync|watch|watchdog)\.py\b|(?<!operations/)hlsctl\.py\b|/opt/hls/lib\b")
+                        r"sessions|snapshot|spool|station|status|sync|watch|watchdog)\.py\b"
+                        r"|(?<!operations/)hlsctl\.py\b|/opt/hls/lib\b")
 # [text](target): inline links, not images' alt texts nor code.
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
