@@ -43,6 +43,7 @@ $(BIN)/.installed: requirements-dev.txt files/scripts/requirements.txt files/scr
 # ruff: every Python file of the repository (ruff.toml); mypy --strict: the package (files/scripts/pyproject.toml).
 lint: $(BIN)/.installed
 	$(BIN)/yamllint --strict .
+	$(BIN)/python tools/reference.py --check
 	$(BIN)/ansible-lint --profile production --offline
 	$(BIN)/ruff check .
 	cd files/scripts && ../../$(BIN)/mypy
