@@ -44,6 +44,7 @@ $(BIN)/.installed: requirements-dev.txt files/scripts/requirements.txt
 
 lint: $(BIN)/.installed
 	$(BIN)/yamllint --strict .
+	$(BIN)/python tools/reference.py --check
 	$(BIN)/ansible-lint --profile production --offline
 
 unit: $(BIN)/.installed
