@@ -886,25 +886,24 @@ def test_ffmpegs_lines_reach_the_log_without_tokens_even_on_a_stop(tmp_path: Pat
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS_THAT_OPEN_STATION_URLS = ("hls@.service.j2", "hls-nowplaying.service.j2")
+SANDBOX = REPO / "templates/macros/sandbox.j2"
 # What systemd's IPAddressDeny= keywords stand for (systemd.resource-control(5)).
 SYSTEMD_KEYWORDS = {"localhost": ("127.0.0.0/8", "::1/128"), "link-local": ("169.254.0.0/16", "fe80::/64"),
                     "multicast": ("224.0.0.0/4", "ff00::/8")}
 
 
-def denied_networks(template: str) -> list[str]:
-    text = (REPO / "templates/etc/systemd/system" / template).read_text(encoding="utf-8")
-    [line] = [line for line in text.splitlines() if line.startswith("IPAddressDeny=")]
-    return line.removeprefix("IPAddressDeny=").split()
-
-
 def test_the_units_deny_every_network_the_sync_refuses() -> None:
     # The sync refuses a URL naming an internal address; the units refuse the same networks whatever a redirect or a
-    # DNS answer leads to.
+    # DNS answer leads to: both call the sandbox with network 'stations', whose IPAddressDeny= is checked here.
     import ipaddress
 
-    lists = [denied_networks(template) for template in UNITS_THAT_OPEN_STATION_URLS]
-    assert lists[0] == lists[1]
-    denied = [ipaddress.ip_network(network) for item in lists[0] for network in SYSTEMD_KEYWORDS.get(item, (item,))]
+    for template in UNITS_THAT_OPEN_STATION_URLS:
+        text = (REPO / "templates/etc/systemd/system" / template).read_text(encoding="utf-8")
+        assert "{{ sandbox('stations'" in text, template
+    stations = SANDBOX.read_text(encoding="utf-8").split("{% if network == 'stations' %}", 1)[1]
+    line = next(line for line in stations.splitlines() if line.startswith("IPAddressDeny="))
+    items = line.removeprefix("IPAddressDeny=").split()
+    denied = [ipaddress.ip_network(network) for item in items for network in SYSTEMD_KEYWORDS.get(item, (item,))]
     for network in hls_station.INTERNAL_NETWORKS:
         assert any(network.subnet_of(wider) for wider in denied if wider.version == network.version), network
 
