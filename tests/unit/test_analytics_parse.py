@@ -1,4 +1,4 @@
-"""Tests of files/scripts/hls_logparse.py: fields, hostile values, classification, aggregation, events."""
+"""Tests of radio_hls/analytics/logparse.py: fields, hostile values, classification, aggregation, events."""
 
 from __future__ import annotations
 

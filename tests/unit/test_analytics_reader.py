@@ -1,4 +1,4 @@
-"""Tests of files/scripts/hls_logreader.py on real files: new lines only, partial lines, rename and copytruncate
+"""Tests of radio_hls/analytics/logreader.py on real files: new lines only, partial lines, rename and copytruncate
 rotation, replaced files, first runs. Every scenario checks that each line is read exactly once."""
 
 from __future__ import annotations

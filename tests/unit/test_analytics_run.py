@@ -1,4 +1,4 @@
-"""Whole runs of files/scripts/hls_analytics.py against the fake backend over loopback: real log files, real
+"""Whole runs of radio_hls/analytics/run.py against the fake backend over loopback: real log files, real
 spool, real HTTP. Each scenario checks that the backend received every logged request exactly once, but for the
 one case that cannot be (an answer lost after the backend processed the batch), where it checks what arrived twice
 and that the re-send was counted, and for batches the backend refuses for good, which go to the dead letters."""

@@ -1,4 +1,4 @@
-"""Tests of files/scripts/hls_sessions.py: joining requests without s=, keyed hashes, timeouts, live listeners."""
+"""Tests of radio_hls/analytics/sessions.py: joining requests without s=, keyed hashes, timeouts, live listeners."""
 
 from __future__ import annotations
 

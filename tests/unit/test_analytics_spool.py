@@ -1,4 +1,4 @@
-"""Tests of files/scripts/hls_spool.py: atomic batches in order, the size bound, unreadable batches."""
+"""Tests of radio_hls/analytics/spool.py: atomic batches in order, the size bound, unreadable batches."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of files/scripts/hls_graphql.py against the fake backend over loopback: every failure is a BackendError."""
+"""Tests of radio_hls/common/graphql.py against the fake backend over loopback: every failure is a BackendError."""
 
 from __future__ import annotations
 

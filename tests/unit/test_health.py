@@ -1,4 +1,4 @@
-"""Tests of hls_snapshot.py, hls_health.py and hls_status.py (the files behind /health*) on real station files,
+"""Tests of snapshot.py, health.py and status.py (the files behind /health*) on real station files,
 with systemd faked."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests of files/scripts/hls_icy.py's parsing of hostile metadata blocks and titles (what an upstream sends is
+"""Tests of radio_hls/nowplaying/icy.py's parsing of hostile metadata blocks and titles (what an upstream sends is
 outside input: it reaches now-playing.json, the journal and `hlsctl status` on an operator's terminal)."""
 
 from __future__ import annotations

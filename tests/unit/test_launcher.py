@@ -1,4 +1,4 @@
-"""Tests of files/scripts/hls_launcher.py: settings from the env file, the FFmpeg command and its input document,
+"""Tests of radio_hls/stations/launcher.py: settings from the env file, the FFmpeg command and its input document,
 where a station URL with credentials leads (against local HTTP servers), and main()."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests of hls_metrics.py (checked with prometheus-client's own parser) and hls_status.py (the served files)."""
+"""Tests of metrics.py (checked with prometheus-client's own parser) and status.py (the served files)."""
 
 from __future__ import annotations
 

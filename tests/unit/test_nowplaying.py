@@ -1,4 +1,4 @@
-"""Tests of hls_icy.py and hls_nowplaying.py: ICY parsing on real byte streams from a local server,
+"""Tests of icy.py and service.py: ICY parsing on real byte streams from a local server,
 now-playing.json, and trigger_metadata_fetch against the fake backend."""
 
 from __future__ import annotations

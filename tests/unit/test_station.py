@@ -1,4 +1,4 @@
-"""Tests of files/scripts/hls_station.py: what may become a unit name, a path, an FFmpeg input or an env line."""
+"""Tests of radio_hls/stations/station.py: what may become a unit name, a path, an FFmpeg input or an env line."""
 
 from __future__ import annotations
 

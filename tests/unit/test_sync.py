@@ -1,4 +1,4 @@
-"""Tests of files/scripts/hls_sync.py: selection, planning, and whole runs against the fake backend.
+"""Tests of radio_hls/stations/sync.py: selection, planning, and whole runs against the fake backend.
 
 systemd is replaced by FakeSystemctl, which records every argument list and answers `is-enabled` and
 `list-units` from its own state. The real systemctl can never run here (see `no_real_systemctl`).

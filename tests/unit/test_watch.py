@@ -1,4 +1,4 @@
-"""Tests of files/scripts/hls_watch.py: when the fast path starts hls-sync, and when it leaves things alone.
+"""Tests of radio_hls/stations/watch.py: when the fast path starts hls-sync, and when it leaves things alone.
 
 The watcher runs against the fake backend; "starting hls-sync" runs the real sync with a FakeSystemctl, as
 hls-sync.service would, so every test sees the files a real sync leaves behind.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 # The non-default paths of molecule.yml.
 INSTALL_DIR = "/opt/radio"
