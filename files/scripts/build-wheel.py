@@ -62,7 +62,8 @@ def build(root: Path, files: list[Path], version: str, destination: Path) -> Pat
                        check=True, env={**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}, stdout=sys.stderr)
         [wheel] = out.glob("*.whl")
         destination.mkdir(parents=True, exist_ok=True)
-        partial = destination / f".{wheel.name}.partial"
+        # Unique per build: two checkouts converging at once may build the same wheel side by side.
+        partial = destination / f".{wheel.name}.{os.getpid()}.partial"
         shutil.copyfile(wheel, partial)
         return partial.replace(destination / wheel.name)
 
