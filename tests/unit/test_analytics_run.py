@@ -216,7 +216,7 @@ def copies(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 def test_a_batch_whose_answer_is_lost_arrives_twice_alike(environ: dict[str, str], backend: FakeBackend,
                                                          held_hang: HeldHang) -> None:
-    """The limit README's design notes name: the backend processes a batch after the client gave up on it, and
+    """The limit docs/analytics.md names: the backend processes a batch after the client gave up on it, and
     the next run sends it again. Nothing in the contract identifies a batch (ListeningEventInput has no id, the
     spool's seq is not sent), so all a backend has to drop the second copy by is its content: the same events,
     field for field, each one alone with its session, station, type and timestamp."""
@@ -347,7 +347,7 @@ def run_over(environ: dict[str, str], seconds_per_request: float) -> bool:
 
 def test_a_run_sends_for_at_most_the_budget_and_the_next_run_sends_the_rest(environ: dict[str, str],
                                                                            backend: FakeBackend) -> None:
-    assert SEND_BUDGET_SECONDS == 120  # as README says
+    assert SEND_BUDGET_SECONDS == 120  # as docs/analytics.md says
     lines = [text for number in range(45) for text in listening(f"sess-{number:02d}", seconds=2)]
     write(environ, *lines)
     environ = {**environ, "BATCH_SIZE": "20"}  # 90 events: 5 batches
