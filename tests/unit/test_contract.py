@@ -13,7 +13,7 @@ import pytest
 from loglines import line
 
 from radio_hls.analytics import run
-from radio_hls.analytics.logparse import SESSION_LOG, Aggregator, LogFields
+from radio_hls.analytics.logparse import SESSION_ID, SESSION_LOG, Aggregator, LogFields
 from radio_hls.common import contract
 from radio_hls.nowplaying import service
 from radio_hls.operations import health, metrics, status, watchdog
@@ -26,6 +26,7 @@ def test_the_programs_read_the_file_the_roles_read() -> None:
     committed = json.loads(CONTRACT_FILE.read_text(encoding="utf-8"))
     assert station.SLUG_PATTERN.pattern == contract.SLUG_PATTERN == committed["slug_pattern"]
     assert list(contract.SESSION_LOG_FIELDS) == committed["session_log_fields"]
+    assert SESSION_ID.pattern == contract.SESSION_ID_PATTERN == committed["session_id_pattern"]
     assert LogFields.of(committed["session_log_fields"]) == SESSION_LOG
 
 
@@ -110,3 +111,18 @@ def test_a_program_run_without_a_path_says_which_flag_it_needs(main: Any, argv: 
         main(argv)
     assert caught.value.code == 2
     assert flag in capsys.readouterr().err
+
+
+def test_only_the_contract_writes_the_patterns() -> None:
+    """The roles, their templates and the package take the slug and session id patterns from contract.json; a
+    copy written anywhere else could drift from it (the slug pattern was written 9 times before)."""
+    repo = CONTRACT_FILE.parents[4]
+    committed = json.loads(CONTRACT_FILE.read_text(encoding="utf-8"))
+    patterns = (committed["slug_pattern"], committed["session_id_pattern"])
+    places = [path for top in ("files", "roles", "templates") for path in sorted((repo / top).rglob("*"))
+              if path.is_file() and not path.is_symlink() and path != CONTRACT_FILE
+              and not any(part.startswith(".") or part.endswith(".egg-info") for part in path.relative_to(repo).parts)
+              and path.suffix not in (".pyc", ".whl")]
+    copies = [str(path.relative_to(repo)) for path in places
+              if any(pattern in path.read_text(encoding="utf-8", errors="replace") for pattern in patterns)]
+    assert places and copies == []

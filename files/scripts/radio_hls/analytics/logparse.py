@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
-from radio_hls.common.contract import SESSION_LOG_FIELDS
+from radio_hls.common.contract import SESSION_ID_PATTERN, SESSION_LOG_FIELDS
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,9 @@ SESSION_LOG = LogFields.of(SESSION_LOG_FIELDS)
 PLAYLIST = "playlist_request"
 SEGMENT = "segment_request"
 
-# What an `s` value may be once unescaped: an app's UUID or any similar opaque token.
-SESSION_ID = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
+# What an `s` value may be once unescaped: an app's UUID or any similar opaque token (contract.json; nginx's map
+# $hls_session uses the same pattern).
+SESSION_ID = re.compile(SESSION_ID_PATTERN)
 # A raw (percent-encoded) value longer than this cannot decode to a valid session id.
 MAX_RAW_SESSION_ID = 3 * 128
 MAX_TEXT = 512  # user agents and referers are cut to this many characters

@@ -1,7 +1,8 @@
 """The contract between the roles and the programs, and the names every program of the package agrees on.
 
 contract.json (package data) holds what the roles and the programs must both know: the slug pattern (unit
-names, directories, nginx's locations) and the session log's fields, in the order of nginx's `log_format
+names, directories, nginx's locations), the listener session id nginx passes on and the analytics count (s=), and
+the session log's fields, in the order of nginx's `log_format
 hls_session`. The roles read the same file, so neither side can change them alone. Paths are not here: the role
 passes each program every path it uses (env files, unit arguments), and a missing one is a BadSetting, never a
 guess.
@@ -30,6 +31,7 @@ def _package_data(name: str) -> Any:
 
 CONTRACT = _package_data("contract.json")
 SLUG_PATTERN: str = CONTRACT["slug_pattern"]
+SESSION_ID_PATTERN: str = CONTRACT["session_id_pattern"]
 SESSION_LOG_FIELDS: tuple[str, ...] = tuple(CONTRACT["session_log_fields"])
 
 # What the programs call themselves to upstreams and backends.
