@@ -29,6 +29,13 @@ class Family:
             self.samples.append((labels, float(value)))
 
 
+def single(name: str, kind: str, help: str, value: float | None) -> Family:
+    """A family of one unlabelled sample (none when the value is unknown)."""
+    family = Family(name, kind, help)
+    family.add(value)
+    return family
+
+
 def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -83,33 +90,32 @@ def families(snapshot: Snapshot, health: Sequence[StationHealth]) -> list[Family
         last_success.add(job.last_success, job_name=job.name)
         failures.add(job.failures_total, job_name=job.name)
     analytics = snapshot.analytics
-    updated = Family("hls_analytics_updated_timestamp_seconds", "gauge",
-                     "Unix time the analytics last wrote the listener numbers.")
-    updated.add(analytics.updated_at)
-    batches = Family("hls_analytics_spool_batches", "gauge", "Event batches spooled, waiting for the backend.")
-    batches.add(analytics.spool_batches)
-    spool_bytes = Family("hls_analytics_spool_bytes", "gauge", "Size of the analytics spool.")
-    spool_bytes.add(analytics.spool_bytes)
-    dropped = Family("hls_analytics_dropped_events_total", "counter",
-                     "Events dropped because the spool was full.")
-    dropped.add(analytics.dropped_events_total)
-    dead_batches = Family("hls_analytics_dead_letter_batches", "gauge",
-                          "Event batches the backend refused for good, kept in the dead-letter directory (bounded).")
-    dead_batches.add(analytics.dead_letter_batches)
-    dead_bytes = Family("hls_analytics_dead_letter_bytes", "gauge", "Size of the dead-letter directory.")
-    dead_bytes.add(analytics.dead_letter_bytes)
-    dead_events = Family("hls_analytics_dead_letter_events_total", "counter",
-                         "Events in batches the backend refused for good (it accepted other batches).")
-    dead_events.add(analytics.dead_letter_events_total)
-    resent = Family("hls_analytics_resent_batches_total", "counter",
-                    "Batches sent again after an attempt whose answer was lost (timeout, connection dropped after "
-                    "sending, gateway timeout): the backend may have received each of them twice.")
-    resent.add(analytics.resent_batches_total)
-    generated = Family("hls_status_generated_timestamp_seconds", "gauge",
-                       "Unix time these metrics were collected (alert when it falls behind).")
-    generated.add(round(snapshot.generated_at, 3))
+    totals = [
+        single("hls_analytics_updated_timestamp_seconds", "gauge",
+               "Unix time the analytics last wrote the listener numbers.", analytics.updated_at),
+        single("hls_analytics_spool_batches", "gauge", "Event batches spooled, waiting for the backend.",
+               analytics.spool_batches),
+        single("hls_analytics_spool_bytes", "gauge", "Size of the analytics spool.", analytics.spool_bytes),
+        single("hls_analytics_dropped_events_total", "counter", "Events dropped because the spool was full.",
+               analytics.dropped_events_total),
+        single("hls_analytics_dead_letter_batches", "gauge",
+               "Event batches the backend refused for good, kept in the dead-letter directory (bounded).",
+               analytics.dead_letter_batches),
+        single("hls_analytics_dead_letter_bytes", "gauge", "Size of the dead-letter directory.",
+               analytics.dead_letter_bytes),
+        single("hls_analytics_dead_letter_events_total", "counter",
+               "Events in batches the backend refused for good (it accepted other batches).",
+               analytics.dead_letter_events_total),
+        single("hls_analytics_resent_batches_total", "counter",
+               "Batches sent again after an attempt whose answer was lost (timeout, connection dropped after "
+               "sending, gateway timeout): the backend may have received each of them twice.",
+               analytics.resent_batches_total),
+        single("hls_status_generated_timestamp_seconds", "gauge",
+               "Unix time these metrics were collected (alert when it falls behind).",
+               round(snapshot.generated_at, 3)),
+    ]
     return [up, enabled, ok, age, segments, newest, restarts, uptime, info, listeners, last_ok, last_success, failures,
-            updated, batches, spool_bytes, dropped, dead_batches, dead_bytes, dead_events, resent, generated]
+            *totals]
 
 
 def render(snapshot: Snapshot, health: Sequence[StationHealth]) -> str:
