@@ -33,12 +33,15 @@ CONTRACT = _package_data("contract.json")
 SLUG_PATTERN: str = CONTRACT["slug_pattern"]
 SESSION_ID_PATTERN: str = CONTRACT["session_id_pattern"]
 SESSION_LOG_FIELDS: tuple[str, ...] = tuple(CONTRACT["session_log_fields"])
+# <output root>/<this>/<slug>.m3u8: every station's media playlist, written by hls-playlists, served by nginx as
+# /hls/<slug>/index.m3u8. Outside the station directories, which systemd removes on a stop; never a slug.
+PLAYLISTS_DIR_NAME: str = CONTRACT["playlists_dir_name"]
 
 # What the programs call themselves to upstreams and backends.
 USER_AGENT = "radio-hls/1.0"
-# A station's output directory (<output root>/<slug>): written by the launcher and hls-nowplaying, read by
-# hls-status, hlsctl and the watchdog; nginx serves the playlist and the segments.
-PLAYLIST_NAME = "index.m3u8"
+# A station's output directory (<output root>/<slug>): written by FFmpeg, the launcher and hls-nowplaying, read by
+# hls-playlists, hls-status, hlsctl and the watchdog; nginx serves the segments from it.
+PLAYLIST_NAME = "index.m3u8"  # the name in the URL, /hls/<slug>/index.m3u8
 LAUNCH_INFO_NAME = ".launch.json"  # what the last start decided (codec, copy or transcode)
 NOW_PLAYING_NAME = "now-playing.json"
 # A station's env file in the stations directory: <slug>.env.
