@@ -14,6 +14,7 @@ LOG_DIR = "/var/log/radio"
 SESSION_LOG = "/var/log/radio-nginx/session.log"
 PAGE_DIR = "/srv/radio-www"
 TEXTFILE_DIR = "/var/lib/radio-textfile"
+OUTPUT_DISK_DIR = "/srv/radio/hls-output"  # hls_output_storage disk
 SLUG = "paths-aac"
 NGINX = "http://127.0.0.1"
 T = TypeVar("T")
@@ -82,6 +83,21 @@ def test_a_segment_decodes(host):
     codecs = host.check_output("ffprobe -v error -show_entries stream=codec_name -of csv=p=0 /tmp/paths-segment.ts")
     assert set(codecs.split()) == {"aac"}
     host.check_output("ffmpeg -v error -xerror -i /tmp/paths-segment.ts -f null -")
+
+
+def test_the_segments_are_on_disk_in_the_moved_directory(host):
+    # /run/hls is that directory, bound (findmnt names a bind mount's source as device[path]) and locked down.
+    source, options = host.check_output("findmnt --noheadings --output SOURCE,OPTIONS /run/hls").split()
+    assert source.endswith(f"[{OUTPUT_DISK_DIR}]"), source
+    assert {"nosuid", "nodev", "noexec"} <= set(options.split(",")), options
+    status, playlist = get(host, f"/hls/{SLUG}/index.m3u8")
+    assert status == 200
+    segment = [line for line in playlist.splitlines() if line.endswith(".ts")][-1]
+    assert host.file(f"{OUTPUT_DISK_DIR}/{SLUG}/{segment}").size > 0
+    assert host.file(f"{OUTPUT_DISK_DIR}/_playlists/{SLUG}.m3u8").exists
+    # Emptied at boot, like a tmpfs: systemd-tmpfiles' rule for /run/hls.
+    assert host.file("/etc/tmpfiles.d/hls-output.conf").contains("^D /run/hls ")
+    assert not host.file("/var/lib/hls/output").exists  # the default directory was never made
 
 
 def test_the_analytics_read_the_moved_session_log(host):
