@@ -29,10 +29,10 @@ from radio_hls.stations.launcher import (
     LaunchError,
     StationSettings,
     Upstream,
+    begin_run,
     build_command,
     choose_mode,
     input_document,
-    begin_run,
     remove_partial_segments,
     upstream_options,
 )
@@ -326,7 +326,8 @@ def test_transcode_mode() -> None:
     assert option(command, "-b:a") == "96k"
     assert option(command, "-aac_coder") == "fast"
     assert command.index("-i") < command.index("-aac_coder")
-    assert option(build_command(settings(HLS_AAC_CODER="twoloop"), OUTPUT, run_of("transcode")), "-aac_coder") == "twoloop"
+    twoloop = build_command(settings(HLS_AAC_CODER="twoloop"), OUTPUT, run_of("transcode"))
+    assert option(twoloop, "-aac_coder") == "twoloop"
 
 
 def test_segment_output_options(tmp_path: Path) -> None:
