@@ -222,9 +222,11 @@ def test_a_stopped_station_loses_its_playlist(root: Path) -> None:
     station.finish_segments(2)
     hls.tick(NOW + 15)
     assert (root / "_playlists" / "joy.m3u8").exists()
+    hls.next_discovery = NOW + 3600  # not thanks to the listing of the output root: at the next poll
     shutil.rmtree(station.directory)  # systemd's RuntimeDirectory on stop
-    hls.tick(NOW + 20)
+    hls.tick(NOW + 15.5)
     assert not (root / "_playlists" / "joy.m3u8").exists()
+    assert hls.stations == {}
 
 
 def test_a_playlist_left_from_a_station_that_stopped_meanwhile_goes(root: Path) -> None:
