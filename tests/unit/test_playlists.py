@@ -163,7 +163,7 @@ def test_segments_are_listed_as_ffmpeg_finishes_them(root: Path) -> None:
     hls.tick(NOW + 19)
     playlist = playlist_of(root)
     assert [s.index for s in playlist.segments] == [0, 1, 2]
-    assert playlist.media_sequence == int(NOW + 19) and playlist.target == T
+    assert playlist.media_sequence == playlist.discontinuity_sequence == int(NOW + 19) and playlist.target == T
     assert playlist.segments[0].start == pytest.approx(NOW + 0.3)
     for before, after in zip(playlist.segments, list(playlist.segments)[1:], strict=False):
         assert after.start == pytest.approx(before.end, abs=0.001)

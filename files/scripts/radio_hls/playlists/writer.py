@@ -147,9 +147,11 @@ class Station:
             if last is not None and (run.run, listed.index) <= (last.run, last.index):
                 continue
             if self.playlist is None:
-                # A new playlist starts its media sequence at the Unix time: above any number an earlier playlist
-                # of this station reached (one segment a second at most), so a sequence never goes back.
-                self.playlist = MediaPlaylist(run.segment_seconds, int(now))
+                # A new playlist (the station was stopped, the host rebooted) starts both sequences at the Unix
+                # time: above any number an earlier playlist of this station reached (one segment or discontinuity
+                # a second at most), so a player that polled the old one sees neither go back, and its next
+                # segments in another discontinuity sequence.
+                self.playlist = MediaPlaylist(run.segment_seconds, int(now), int(now))
             last = self.playlist.append(listed.name, run.run, listed.index, listed.start, listed.duration)
             added = True
         if not added or self.playlist is None:
