@@ -675,9 +675,9 @@ def test_the_role_checks_the_launchers_bounds() -> None:
 
 
 @pytest.mark.parametrize(("variables", "accepted"), [
-    ({"hls_playlist_size": 100, "hls_segment_seconds": 60, "hls_stall_seconds": 3600,
+    ({"hls_window_minutes": 120, "hls_segment_seconds": 60, "hls_stall_seconds": 3600,
       "hls_health_max_playlist_age": 3600}, True),
-    ({"hls_playlist_size": 101}, False),
+    ({"hls_window_minutes": 121}, False),
     ({"hls_read_timeout_seconds": "7.5"}, False),
 ])
 def test_the_role_refuses_what_the_launcher_refuses(tmp_path: Path, variables: dict[str, object],
