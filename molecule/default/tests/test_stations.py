@@ -87,7 +87,8 @@ def test_stop_removes_the_files_and_a_fresh_start_never_reuses_names(host):
     before = station_ready(host, slug)
     host.check_output(f"systemctl stop hls@{slug}")
     assert not host.file(f"/run/hls/{slug}").exists
-    assert playlist(host, slug) is None
+    # hls-playlists removes the playlist at its next poll (every 0.5 s) after systemd removed the directory.
+    wait_for(lambda: playlist(host, slug) is None, timeout=30, what="hls-playlists to remove the playlist")
     host.check_output(f"systemctl start hls@{slug}")
     after = station_ready(host, slug, min_segments=1)
     # The playlist was gone, yet the sequence still moves forward and no name comes back.
