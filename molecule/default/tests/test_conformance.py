@@ -20,19 +20,22 @@ from test_trust_serving import WATCHDOG_RESTART
 PORT = os.environ.get("HLS_MOLECULE_HTTP_PORT", "18080")  # nginx, published on the controller's loopback
 SLUGS = [station["slug"] for station in STATIONS]
 T = 2  # molecule.yml's hls_segment_seconds
-WINDOW = 150  # s of polling
+WINDOW = 155  # s of polling
 POLL = 1.0  # s between two rounds of fetches
 # What the test does, when (s into the window), to which station. The feed's stop ends at "feed back".
 DISRUPTIONS = [
-    (15, "demo-aac", "kill -9", "systemctl kill -s KILL hls@demo-aac"),
-    (40, "demo-mp3", "restart", "systemctl restart --no-block hls@demo-mp3"),
-    (65, "demo-aac", "upstream drop", "systemctl stop hls-demo-feed@demo-aac"),
-    (110, "demo-mp3", "watchdog restart", WATCHDOG_RESTART),
+    (10, "demo-aac", "kill -9", "systemctl kill -s KILL hls@demo-aac"),
+    (35, "demo-mp3", "restart", "systemctl restart --no-block hls@demo-mp3"),
+    (55, "demo-aac", "upstream drop", "systemctl stop hls-demo-feed@demo-aac"),
+    (115, "demo-mp3", "watchdog restart", WATCHDOG_RESTART),
 ]
-FEED_BACK = (85, "systemctl start hls-demo-feed@demo-aac")  # a 20 s drop
+FEED_BACK = (75, "systemctl start hls-demo-feed@demo-aac")  # a 20 s drop
 # How long after a disruption (after the feed is back, for the drop) a station may list no new segment: RestartSec,
-# the start backoff (molecule: up to 8 s), the probe, one segment. Generous: CI shares 2 cores.
+# the start backoff (molecule: up to 8 s), the probe, one segment; measured 2-3 s, 14 s after the drop. Generous: CI
+# shares 2 cores. Each disruption of a station is at least this long after the previous one ended.
 RECOVERY = 40
+# A late update outside the disruptions is reported from 1.5 x T + this: the host's own delays on 2 shared cores.
+CADENCE_TOLERANCE = T
 
 
 @dataclass
@@ -80,7 +83,8 @@ def probe(host, wanted: dict[str, list[str]]) -> dict[str, dict[str, SegmentFact
 
 
 def served(host, slug: str):
-    """The callback of segment-availability: which of these segments the host still has to serve."""
+    """The callback of segment-availability: which of these segments the host still has (nginx serves
+    /hls/<slug>/<name> from that directory; a file test needs no request under nginx's rate limit)."""
     def still_there(names: list[str]) -> set[str]:
         tests = "; ".join(f"test -e {shlex.quote(name)} && echo {shlex.quote(name)}" for name in names)
         return set(host.run(f"cd /run/hls/{shlex.quote(slug)} && {{ {tests}; true; }}").stdout.split())
@@ -139,7 +143,7 @@ def test_playlists_conform_across_kill_restart_upstream_drop_and_watchdog(host):
     for slug, station in stations.items():
         assert not station.failures, station.failures
         violations = check(station.snapshots, facts=station.facts, target_duration=T, excused=excused(done[slug]),
-                           fetch=served(host, slug))
+                           cadence_tolerance=CADENCE_TOLERANCE, fetch=served(host, slug))
         # Per rule: how often, and its first two cases (a playlist without PDT has one per segment).
         for code in dict.fromkeys(violation.rule.code for violation in violations):
             cases = [violation for violation in violations if violation.rule.code == code]
