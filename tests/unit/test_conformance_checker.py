@@ -325,3 +325,26 @@ def test_ffmpegs_hls_muxer_after_a_restart_is_reported():
     assert codes(history(segs, edit=seed), segs, facts=known) == {
         "pdt-present", "discontinuity-sequence-present", "discontinuity-sequence", "independent-segments",
         "media-timestamps"}
+
+
+# --- hls-playlists' own playlist model through the checker ----------------------------------------------------------
+
+def test_the_playlists_hls_playlists_writes_conform():
+    """radio_hls.playlists.model, as hls-playlists drives it (append each finished segment, trim to the window,
+    write): runs that continue the timeline, one after a gap, discontinuities leaving the window."""
+    from radio_hls.playlists.model import MediaPlaylist
+
+    window = 20.0  # s: ten segments, so discontinuities leave the window within the history
+    first = runs()
+    third_start = first[-1].end  # a restart that continues the timeline without a gap
+    third = [Seg(f"{round(third_start * 1000)}-{i}.ts", third_start + i * T, discontinuity=i == 0) for i in range(12)]
+    segs = first + third
+    playlist = MediaPlaylist(T, int(START), int(START))
+    snapshots = []
+    for seg in segs:
+        run, _, index = seg.name.removesuffix(".ts").partition("-")
+        playlist.append(seg.name, int(run), int(index), seg.start, seg.duration)
+        playlist.trim(window)
+        snapshots.append(Snapshot(playlist.text(), seg.end + 0.2, headers(seg.end + 0.2, seg.end)))
+    assert sum(seg.discontinuity for seg in segs) == 2
+    assert codes(snapshots, segs, fetch=None) == set()
