@@ -11,7 +11,7 @@ import pytest
 from radio_hls.common.contract import BadSetting
 from radio_hls.playlists.model import MediaPlaylist, iso_ms, parse_iso_ms
 from radio_hls.playlists.writer import Config, Writer
-from radio_hls.stations.runs import Run, parse_list, timeline_end
+from radio_hls.stations.runs import Run, last_timeline, parse_list
 
 NOW = 1_700_000_000.0
 T = 6
@@ -27,8 +27,8 @@ class FakeStation:
         self.lines: list[str] = []
 
     def start(self, at: float) -> Run:
-        previous = timeline_end(self.directory)
-        self.run = Run.begin(at if previous is None else max(at, previous + 0.001), T, "copy", "aac", at)
+        previous = last_timeline(self.directory)
+        self.run = Run.begin(at if previous is None else max(at, previous.end + 0.1), T, "copy", "aac", at)
         self.run.write(self.directory)
         self.lines = []
         return self.run
