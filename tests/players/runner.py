@@ -3,10 +3,11 @@
 A runner (ffmpeg.py, mpv.py, vlc.py, gstreamer.py, hlsjs.py) plays all the URLs it is given at once, each for a
 window of --seconds that begins when that player's own position first moves, and prints JSON lines:
   {"event": "playing", "url": ...}   when a window begins (the player plays);
-  one report per URL at the end:     played seconds, stalls, whether and why the player stopped early.
+  one report per URL at the end:     played seconds, stalls, position jumps, whether and why it stopped early.
 Played seconds are the advance of the player's position, read every POLL_SECONDS; a reading is never credited with
 more than the wall time since the one before (plus one reading's resolution), so a timestamp that jumps forward
-across an outage does not count as played, and one that jumps back counts nothing. Usage:
+across an outage does not count as played (it is reported as skipped), and one that jumps back counts nothing
+(reported as went_back: the player's timeline went backwards). Usage:
   python3 tests/players/<player>.py [--seconds 100] [--startup 90] URL [URL ...]
 The runners use only the standard library (gstreamer.py: Debian's python3-gi, so run them with /usr/bin/python3).
 """
@@ -118,6 +119,8 @@ class Account:
     last_position: float = 0.0
     moved_at: float = 0.0
     played: float = 0.0
+    skipped: float = 0.0  # position passed over faster than the wall clock (a gap jumped, a timestamp jump)
+    went_back: int = 0  # readings whose position fell by more than a reading's resolution
     stalls: int = 0
     stalled: float = 0.0
     end: float | None = None
@@ -136,7 +139,11 @@ class Account:
             return False
         now = min(now, self.start + self.window)
         step = position - self.last_position
-        self.played += min(max(step, 0.0), now - self.last_time + RESOLUTION_SECONDS)
+        credit = min(max(step, 0.0), now - self.last_time + RESOLUTION_SECONDS)
+        self.played += credit
+        self.skipped += max(step, 0.0) - credit
+        if step < -RESOLUTION_SECONDS:
+            self.went_back += 1
         if abs(step) >= MOVED:
             self._close_stall(now)
             self.moved_at = now
@@ -161,7 +168,8 @@ class Account:
     def report(self, player: str, log: list[str]) -> dict[str, Any]:
         return {
             "player": player, "url": self.url, "window": self.window,
-            "played": round(min(self.played, self.window), 1), "stalls": self.stalls,
+            "played": round(min(self.played, self.window), 1), "skipped": round(self.skipped, 1),
+            "went_back": self.went_back, "stalls": self.stalls,
             "stalled": round(self.stalled, 1), "early": self.why is not None, "why": self.why,
             "exit": self.status,
             "ended_after": None if self.start is None or self.end is None else round(self.end - self.start, 1),
