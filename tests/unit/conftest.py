@@ -160,7 +160,8 @@ class StatusTree:
             for name in names:
                 lines += ["#EXTINF:2.000000,", name]
                 (directory / name).write_bytes(b"\x47" * (newest_bytes if name == names[-1] else 500))
-            playlist = directory / "index.m3u8"
+            playlist = snapshot.playlist_path(self.config.output_root, slug)
+            playlist.parent.mkdir(exist_ok=True)
             playlist.write_text("\n".join(lines) + "\n")
             os.utime(playlist, (NOW - playlist_age, NOW - playlist_age))
         info = {"upstream_codec": "mp3", "mode": "transcode", "started_at": NOW - uptime} if launch is None else launch

@@ -17,6 +17,7 @@ from radio_hls.operations import health as hls_health
 from radio_hls.operations import snapshot as hls_snapshot
 from radio_hls.operations import status as hls_status
 from radio_hls.operations.health import HostHealth, evaluate, host_health, lines, report
+from radio_hls.operations.snapshot import playlist_path
 
 if TYPE_CHECKING:
     from conftest import StatusTree
@@ -271,7 +272,9 @@ def served(out: Path, path: str, at: float) -> tuple[int, dict[str, object] | No
 
 
 def set_playlist_age(directory: Path, seconds: float) -> None:
-    os.utime(directory / "index.m3u8", (NOW - seconds, NOW - seconds))
+    """Of the station whose output directory this is."""
+    playlist = playlist_path(directory.parent, directory.name)
+    os.utime(playlist, (NOW - seconds, NOW - seconds))
 
 
 @pytest.fixture

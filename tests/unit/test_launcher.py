@@ -29,13 +29,14 @@ from radio_hls.stations.launcher import (
     LaunchError,
     StationSettings,
     Upstream,
+    begin_run,
     build_command,
     choose_mode,
     input_document,
     remove_partial_segments,
-    start_number,
     upstream_options,
 )
+from radio_hls.stations.runs import Run
 from radio_hls.stations.station import Station, station_env
 
 NOW = 1_700_000_000.123
@@ -47,6 +48,10 @@ AUTHORIZATION = "Basic dXNlcjpzM2NyZXQ="  # user:s3cret
 
 def settings(**overrides: str) -> StationSettings:
     return StationSettings.from_env({**BASE, **overrides})
+
+
+def run_of(mode: str = "copy", segment_seconds: int = 6, start: float = NOW) -> Run:
+    return Run.begin(start, segment_seconds, mode, None, start)
 
 
 def option(command: list[str], name: str) -> str:
@@ -171,15 +176,15 @@ def execs(monkeypatch: pytest.MonkeyPatch, stdin_handed_over: list[str]) -> list
 
 def test_from_env_defaults() -> None:
     assert settings() == StationSettings(slug="radio-joy", stream_url=BASE["HLS_STREAM_URL"], segment_seconds=6,
-                                         playlist_size=10, aac_bitrate="128k", codec="auto",
+                                         aac_bitrate="128k", codec="auto",
                                          read_timeout_seconds=15, aac_coder="fast")
 
 
 def test_from_env_values() -> None:
-    got = settings(HLS_SEGMENT_SECONDS="4", HLS_PLAYLIST_SIZE="5", HLS_AAC_BITRATE="96k", HLS_CODEC="transcode",
+    got = settings(HLS_SEGMENT_SECONDS="4", HLS_AAC_BITRATE="96k", HLS_CODEC="transcode",
                    HLS_READ_TIMEOUT_SECONDS="30", HLS_AAC_CODER="twoloop")
-    assert (got.segment_seconds, got.playlist_size, got.aac_bitrate, got.codec, got.read_timeout_seconds,
-            got.aac_coder) == (4, 5, "96k", "transcode", 30, "twoloop")
+    assert (got.segment_seconds, got.aac_bitrate, got.codec, got.read_timeout_seconds,
+            got.aac_coder) == (4, "96k", "transcode", 30, "twoloop")
 
 
 def test_from_env_empty_values_mean_defaults() -> None:
@@ -206,7 +211,7 @@ def test_from_env_empty_values_mean_defaults() -> None:
     ({"HLS_SEGMENT_SECONDS": "61"}, "HLS_SEGMENT_SECONDS='61' is not a whole number from 1 to 60"),
     ({"HLS_SEGMENT_SECONDS": "-1"}, "HLS_SEGMENT_SECONDS='-1' is not a whole number"),
     ({"HLS_SEGMENT_SECONDS": "1.5"}, "HLS_SEGMENT_SECONDS='1.5' is not a whole number"),
-    ({"HLS_PLAYLIST_SIZE": "2"}, "HLS_PLAYLIST_SIZE='2' is not a whole number from 3 to 100"),
+    ({"HLS_SEGMENT_SECONDS": "61"}, "HLS_SEGMENT_SECONDS='61' is not a whole number from 1 to 60"),
     ({"HLS_READ_TIMEOUT_SECONDS": "601"}, "HLS_READ_TIMEOUT_SECONDS='601' is not a whole number from 1 to 600"),
 ])
 def test_from_env_refuses(overrides: dict[str, str | None], message: str) -> None:
@@ -220,7 +225,7 @@ def test_from_env_refuses_unicode_digits() -> None:
         settings(HLS_SEGMENT_SECONDS="²")
 
 
-# --- choose_mode, start_number -----------------------------------------------------------------------------
+# --- choose_mode, begin_run --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("codec_setting", "upstream", "mode"), [
     ("auto", "aac", "copy"),
@@ -235,16 +240,35 @@ def test_choose_mode(codec_setting: str, upstream: str | None, mode: str) -> Non
     assert choose_mode(settings(HLS_CODEC=codec_setting), upstream) == mode
 
 
-def test_start_number(tmp_path: Path) -> None:
-    assert start_number(tmp_path, NOW) == 1_700_000_000
-    (tmp_path / "index.m3u8").write_text("#EXTM3U\n")
-    assert start_number(tmp_path, NOW) is None
+def test_the_first_run_starts_at_the_wall_clock(tmp_path: Path) -> None:
+    run = begin_run(tmp_path, settings(HLS_SEGMENT_SECONDS="4"), "copy", "aac", NOW)
+    assert (run.run, run.start, run.base, run.segment_seconds) == (1_700_000_000_123, 1_700_000_000.123,
+                                                                   1_700_000_000 - 1_700_000_000 % 4, 4)
+    assert run.offset == round(run.start - run.base, 3) and 0 <= run.offset < 4
+
+
+def test_a_run_starts_after_the_last_runs_timeline(tmp_path: Path) -> None:
+    # The last run listed segments up to NOW + 8.5 (Icecast's burst put it ahead of the clock): the next starts after.
+    previous = run_of(segment_seconds=2, start=NOW - 20)
+    previous.write(tmp_path)
+    end = previous.start - previous.base + 28.5
+    previous.list_path(tmp_path).write_text(f"{previous.run}-0.ts,0.000000,1.0\n"
+                                            f"{previous.run}-13.ts,26.0,{end:.6f}\n")
+    run = begin_run(tmp_path, settings(HLS_SEGMENT_SECONDS="2"), "copy", "aac", NOW)
+    assert run.start == pytest.approx(NOW + 8.5 + 0.001, abs=0.002)
+    # Once the clock is ahead again, the wall clock wins: timestamps follow it, with the outage as their gap.
+    assert begin_run(tmp_path, settings(), "copy", "aac", NOW + 60).start == pytest.approx(NOW + 60, abs=0.001)
+
+
+def test_a_run_that_listed_nothing_still_moves_the_next_one_on(tmp_path: Path) -> None:
+    run_of(start=NOW + 5).write(tmp_path)  # its start is ahead of the clock, and it never finished a segment
+    assert begin_run(tmp_path, settings(), "copy", "aac", NOW).start > NOW + 5
 
 
 # --- build_command and the input document ---------------------------------------------------------------
 
 def test_the_command_line_holds_no_url_and_reads_its_input_on_stdin() -> None:
-    command = build_command(settings(), OUTPUT, "copy", NOW)
+    command = build_command(settings(), OUTPUT, run_of())
     first_input = command.index("-i")
     assert command[0] == "ffmpeg"
     assert command[1 : 1 + len(GLOBAL_OPTIONS)] == list(GLOBAL_OPTIONS)
@@ -290,45 +314,46 @@ def test_rw_timeout_is_in_microseconds() -> None:
 
 
 def test_copy_mode() -> None:
-    command = build_command(settings(), OUTPUT, "copy", NOW)
+    command = build_command(settings(), OUTPUT, run_of())
     assert option(command, "-c:a") == "copy"
     assert "-b:a" not in command and "-profile:a" not in command and "-aac_coder" not in command
 
 
 def test_transcode_mode() -> None:
-    command = build_command(settings(HLS_AAC_BITRATE="96k"), OUTPUT, "transcode", NOW)
+    command = build_command(settings(HLS_AAC_BITRATE="96k"), OUTPUT, run_of("transcode"))
     assert option(command, "-c:a") == "aac"
     assert option(command, "-profile:a") == "aac_low"
     assert option(command, "-b:a") == "96k"
     assert option(command, "-aac_coder") == "fast"
     assert command.index("-i") < command.index("-aac_coder")
-    assert option(build_command(settings(HLS_AAC_CODER="twoloop"), OUTPUT, "transcode", NOW), "-aac_coder") == "twoloop"
+    twoloop = build_command(settings(HLS_AAC_CODER="twoloop"), OUTPUT, run_of("transcode"))
+    assert option(twoloop, "-aac_coder") == "twoloop"
 
 
-def test_hls_output_options(tmp_path: Path) -> None:
-    command = build_command(settings(HLS_SEGMENT_SECONDS="4", HLS_PLAYLIST_SIZE="8"), tmp_path, "copy", NOW)
-    output = command[command.index("-i") + 2 :]  # every output option sits between the input and the playlist
-    assert set(option(output, "-hls_flags").split("+")) == {"delete_segments", "append_list", "omit_endlist",
-                                                            "temp_file"}
-    assert option(output, "-f") == "hls"
+def test_segment_output_options(tmp_path: Path) -> None:
+    run = run_of(segment_seconds=4)
+    command = build_command(settings(HLS_SEGMENT_SECONDS="4"), tmp_path, run)
+    output = command[command.index("-i") + 2 :]  # every output option sits between the input and the segments
+    assert option(output, "-f") == "segment"
     assert option(output, "-map") == "0:a:0"
-    assert option(output, "-hls_time") == "4"
-    assert option(output, "-hls_list_size") == "8"
-    assert option(output, "-hls_segment_type") == "mpegts"
-    assert option(output, "-hls_segment_filename") == f"{tmp_path}/1700000000123-%d.ts"
-    assert option(output, "-start_number") == "1700000000"
+    assert option(output, "-segment_time") == "4"
+    assert option(output, "-segment_format") == "mpegts"
+    assert option(output, "-segment_list") == f"{tmp_path}/1700000000123.csv"
+    assert option(output, "-segment_list_type") == "csv"
+    assert option(output, "-segment_list_size") == "50"
     assert option(output, "-c:a") == "copy"
-    assert command[-1] == f"{tmp_path}/index.m3u8"
+    assert command[-1] == f"{tmp_path}/1700000000123-%d.ts"
+    # Cut on the clock: the first audio sits at the start's place in its 4-second cell.
+    assert option(output, "-output_ts_offset") == "0.123"
+    assert option(output, "-muxdelay") == "0" and option(output, "-muxpreload") == "0"
 
 
-def test_start_number_passed_only_without_a_playlist(tmp_path: Path) -> None:
-    command = build_command(settings(), tmp_path, "copy", NOW)
-    assert option(command, "-start_number") == "1700000000"
-
-    (tmp_path / "index.m3u8").write_text("#EXTM3U\n")
-    command = build_command(settings(), tmp_path, "copy", NOW + 5)
-    assert "-start_number" not in command
-    assert option(command, "-hls_segment_filename") == f"{tmp_path}/1700000005123-%d.ts"
+def test_timestamps_are_the_wall_clock_on_the_33_bit_mpeg_ts_clock() -> None:
+    command = build_command(settings(), OUTPUT, run_of())
+    initial, offset = float(option(command, "-initial_offset")), float(option(command, "-output_ts_offset"))
+    assert 0 <= initial < 2**33 / 90000
+    # The first packet's timestamp (initial + offset, 90 kHz) is the run's start, modulo 2^33.
+    assert round((initial + offset) * 90000) % 2**33 == round(NOW * 90000) % 2**33
 
 
 # --- probe_codec -------------------------------------------------------------------------------------------
@@ -380,15 +405,15 @@ def test_hand_over_puts_the_document_on_stdin(execs: list[Exec]) -> None:
 # --- remove_partial_segments -------------------------------------------------------------------------------
 
 def test_remove_partial_segments_deletes_tmp_only(tmp_path: Path) -> None:
-    names = ["index.m3u8", "index.m3u8.tmp", "1700000000123-5.ts", "1700000000123-6.ts.tmp", "notes.tmpx",
-             "tmp", "a.TMP"]
+    names = ["1700000000123.csv", "1700000000123.csv.tmp", "1700000000123-5.ts", "1700000000123-6.ts.tmp",
+             "notes.tmpx", "tmp", "a.TMP"]
     for name in names:
         (tmp_path / name).write_text("x")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "deep.tmp").write_text("x")
     remove_partial_segments(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["index.m3u8", "1700000000123-5.ts", "notes.tmpx", "tmp", "a.TMP", "sub"])
+        ["1700000000123.csv", "1700000000123-5.ts", "notes.tmpx", "tmp", "a.TMP", "sub"])
     assert (tmp_path / "sub" / "deep.tmp").exists()
 
 
@@ -408,7 +433,8 @@ def test_main_dry_run_prints_the_command(tmp_path: Path, capsys: pytest.CaptureF
     assert hls_launcher.main([str(env_file), "--output-dir", str(output), "--dry-run"]) == 0
     out, err = capsys.readouterr()
     printed = shlex.split(out)
-    assert printed == build_command(settings(HLS_CODEC="copy", HLS_SEGMENT_SECONDS="4"), output, "copy", NOW)
+    assert printed == build_command(settings(HLS_CODEC="copy", HLS_SEGMENT_SECONDS="4"), output,
+                                    run_of(segment_seconds=4))
     assert option(printed, "-c:a") == "copy"
     assert err == ("hls-launcher: radio-joy: upstream http://***@joy.example:8000/live.mp3 codec not probed, "
                    "mode copy\n")
@@ -421,7 +447,7 @@ def test_main_dry_run_uses_runtime_directory(tmp_path: Path, capsys: pytest.Capt
     env_file = write_env(tmp_path / "radio-joy.env", HLS_CODEC="transcode")
     assert hls_launcher.main([str(env_file), "--dry-run"]) == 0
     printed = shlex.split(capsys.readouterr().out)
-    assert printed[-1] == f"{tmp_path}/runtime/index.m3u8"
+    assert printed[-1].startswith(f"{tmp_path}/runtime/") and printed[-1].endswith("-%d.ts")
     assert option(printed, "-c:a") == "aac"
 
 
@@ -515,7 +541,7 @@ def test_backoff_survives_a_damaged_state_file(tmp_path: Path) -> None:
 def test_no_in_stream_reconnect() -> None:
     # A silent upstream must end FFmpeg (systemd restarts it and the codec is probed again).
     settings = StationSettings(slug="joy", stream_url="http://joy.example/s")
-    assert "-reconnect_streamed" not in build_command(settings, Path("/run/hls/joy"), "copy", 1.0)
+    assert "-reconnect_streamed" not in build_command(settings, Path("/run/hls/joy"), run_of())
 
 
 def test_a_full_log_does_not_stop_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -545,7 +571,8 @@ def test_main_records_the_codec_and_mode_before_exec(tmp_path: Path, monkeypatch
     monkeypatch.setattr(hls_launcher.os, "execvp", lambda file, args: seen.append(
         json.loads((tmp_path / ".launch.json").read_text())))
     hls_launcher.main([str(write_env(tmp_path / "radio-joy.env")), "--output-dir", str(tmp_path)])
-    assert seen == [{"upstream_codec": "mp3", "mode": "transcode", "started_at": NOW}]
+    assert seen == [{"run": 1_700_000_000_123, "start": 1_700_000_000.123, "base": 1_699_999_998,
+                     "segment_seconds": 6, "mode": "transcode", "upstream_codec": "mp3", "started_at": NOW}]
     info = tmp_path / ".launch.json"
     assert stat.S_IMODE(info.stat().st_mode) == 0o644  # the status programs run as other users
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
@@ -572,12 +599,12 @@ def test_a_full_output_filesystem_does_not_stop_the_start(tmp_path: Path, monkey
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(hls_launcher, "write_atomically", full)
+    monkeypatch.setattr(Run, "write", full)
     execs: list[str] = []
     monkeypatch.setattr(hls_launcher.os, "execvp", lambda file, args: execs.append(file))
     hls_launcher.main([str(write_env(tmp_path / "radio-joy.env", HLS_CODEC="copy")), "--output-dir", str(tmp_path)])
     assert execs == ["ffmpeg"]
-    assert "cannot record the launch" in capsys.readouterr().err
+    assert "cannot record the run" in capsys.readouterr().err
 
 
 # --- refused settings back off too -------------------------------------------------------------------------
@@ -597,7 +624,7 @@ class FakeClock:
 
 
 @pytest.mark.parametrize(("bad_setting", "ceiling"), [
-    ({"HLS_PLAYLIST_SIZE": "101"}, {"HLS_RESTART_MAX_SECONDS": "4"}),
+    ({"HLS_SEGMENT_SECONDS": "61"}, {"HLS_RESTART_MAX_SECONDS": "4"}),
     ({"HLS_CODEC": "bogus"}, {"HLS_RESTART_MAX_SECONDS": "4"}),
     ({"HLS_RESTART_MAX_SECONDS": "0"}, {}),  # refused itself: the default ceiling (60 s) holds
 ])
@@ -847,6 +874,9 @@ FAKE_FFMPEG = """#!/bin/bash
 # Prints what FFmpeg prints when a stop interrupts its open: the URL of its input document.
 url=$(sed -n "s/^file '\\\\(.*\\\\)'$/\\\\1/p")
 echo "fake ffmpeg started, reading $url" >&2
+echo "[segment @ 0x55e1] NOTE: the option initial_offset is deprecated,you can use output_ts_offset instead of it" >&2
+echo "[mpegts @ 0x55e2] frame size not set" >&2
+echo "[mpegts @ 0x55e3] frame size not set, and something else" >&2
 trap 'echo "[concat @ 0x1] Impossible to open '"'"'$url'"'"'" >&2
       echo "pipe:0: Immediate exit requested" >&2; exit 255' TERM
 sleep 60 & wait
@@ -881,6 +911,9 @@ def test_ffmpegs_lines_reach_the_log_without_tokens_even_on_a_stop(tmp_path: Pat
     assert "Impossible to open 'http://127.0.0.1:9/live?***" in text
     assert "hls-launcher: radio-joy: upstream http://127.0.0.1:9/live?*** codec not probed, mode copy" in text
     assert "t0ken" not in text
+    # The segment muxer's noise is gone, and only it.
+    assert "initial_offset" not in text and "] frame size not set\n" not in text
+    assert "[mpegts @ 0x55e3] frame size not set, and something else" in text
 
 
 # --- the units' firewall -------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from radio_hls.operations import watchdog as hls_watchdog
 from radio_hls.operations.watchdog import RunningStation, parse_show, stalled
+from radio_hls.stations.runs import Run
 
 SHOW = """Id=hls@fresh.service
 SubState=running
@@ -34,20 +35,30 @@ def test_parse_show_keeps_running_hls_units_only() -> None:
     assert parse_show(SHOW) == [RunningStation("fresh", 1000.0), RunningStation("stuck", 2000.0)]
 
 
-def playlist(root: Path, slug: str, mtime: float) -> None:
+def progress(root: Path, slug: str, mtime: float, run_began: float | None = None) -> None:
+    """A station whose FFmpeg last finished a segment at `mtime` (its segment list), in a run begun at run_began."""
+    run = Run.begin(mtime - 60, 6, "copy", "aac", mtime - 60)
     (root / slug).mkdir()
-    (root / slug / "index.m3u8").write_text("#EXTM3U\n")
-    os.utime(root / slug / "index.m3u8", (mtime, mtime))
+    run.write(root / slug)
+    run.list_path(root / slug).write_text(f"{run.run}-0.ts,0.000000,6.000000\n")
+    os.utime(run.list_path(root / slug), (mtime, mtime))
+    began = mtime - 60 if run_began is None else run_began
+    os.utime(root / slug / ".launch.json", (began, began))
 
 
-def test_stalled_compares_playlist_age_and_run_time(tmp_path: Path) -> None:
+def test_stalled_compares_ffmpegs_progress_and_run_time(tmp_path: Path) -> None:
     now_wall, now_mono = 100_000.0, 5_000.0
-    playlist(tmp_path, "fresh", now_wall - 5)
-    playlist(tmp_path, "stuck", now_wall - 300)
-    playlist(tmp_path, "restarted", now_wall - 300)  # an old playlist, but FFmpeg started 10 s ago
+    progress(tmp_path, "fresh", now_wall - 5)
+    progress(tmp_path, "stuck", now_wall - 300)
+    progress(tmp_path, "restarted", now_wall - 300)  # nothing new for long, but FFmpeg started 10 s ago
+    progress(tmp_path, "new-run", now_wall - 300, run_began=now_wall - 20)  # a run that has not cut a segment yet
+    # The playlist is not FFmpeg's: an old one (hls-playlists stopped) says nothing about the station.
+    (tmp_path / "_playlists").mkdir()
+    (tmp_path / "_playlists" / "fresh.m3u8").write_text("#EXTM3U\n")
+    os.utime(tmp_path / "_playlists" / "fresh.m3u8", (now_wall - 900, now_wall - 900))
     stations = [RunningStation("fresh", 0.0), RunningStation("stuck", 0.0),
                 RunningStation("restarted", now_mono - 10), RunningStation("no-playlist-yet", now_mono - 30),
-                RunningStation("no-playlist-ever", now_mono - 500)]
+                RunningStation("no-playlist-ever", now_mono - 500), RunningStation("new-run", 0.0)]
     assert stalled(stations, tmp_path, 120, now_wall, now_mono) == ["stuck", "no-playlist-ever"]
 
 
@@ -70,7 +81,7 @@ def run_main(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeSystemct
         RunningStation("stuck", 0.0), RunningStation("stopping", 0.0), RunningStation("fresh", time.monotonic())])
     monkeypatch.setattr(hls_watchdog.subprocess, "run", fake)
     for slug in ("stuck", "stopping", "fresh"):
-        playlist(tmp_path, slug, time.time() - (1 if slug == "fresh" else 300))
+        progress(tmp_path, slug, time.time() - (1 if slug == "fresh" else 300))
     return hls_watchdog.main(["--stall-seconds", "120", "--output-root", str(tmp_path)])
 
 

@@ -17,10 +17,11 @@ def set_owner_group(path: Path | str, mode: int, group: str | None) -> None:
 
 
 def write_atomically(path: Path, content: str | bytes, mode: int = 0o640, group: str | None = None,
-                     make_parents: bool = True) -> None:
+                     make_parents: bool = True, durable: bool = True) -> None:
     """Write a file so that readers see the old or the new content, never a half-written one.
 
     make_parents=False: fail (FileNotFoundError) rather than create a directory that someone removed.
+    durable=False: no fsync, for a file rewritten every few seconds that nothing needs after a crash (a playlist).
     """
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,7 +30,8 @@ def write_atomically(path: Path, content: str | bytes, mode: int = 0o640, group:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content.encode("utf-8") if isinstance(content, str) else content)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         set_owner_group(tmp_name, mode, group)
         os.replace(tmp_name, path)
     except BaseException:

@@ -20,7 +20,14 @@ from typing import Any
 from dotenv import dotenv_values
 
 from radio_hls.common import clock
-from radio_hls.common.contract import ENV_SUFFIX, LAUNCH_INFO_NAME, NOW_PLAYING_NAME, PLAYLIST_NAME, BadSetting, setting
+from radio_hls.common.contract import (
+    ENV_SUFFIX,
+    LAUNCH_INFO_NAME,
+    NOW_PLAYING_NAME,
+    PLAYLISTS_DIR_NAME,
+    BadSetting,
+    setting,
+)
 from radio_hls.common.files import read_json
 from radio_hls.stations.station import station_env_file, unit_name
 
@@ -174,8 +181,14 @@ def playlist_segments(text: str) -> list[str]:
     return [line for line in text.splitlines() if line and not line.startswith("#")]
 
 
-def apply_output(station: Station, directory: Path, now: float) -> None:
-    playlist = directory / PLAYLIST_NAME
+def playlist_path(output_root: Path, slug: str) -> Path:
+    """Where hls-playlists writes the station's playlist (nginx serves it as /hls/<slug>/index.m3u8)."""
+    return output_root / PLAYLISTS_DIR_NAME / f"{slug}.m3u8"
+
+
+def apply_output(station: Station, output_root: Path, now: float) -> None:
+    directory = output_root / station.slug
+    playlist = playlist_path(output_root, station.slug)
     try:
         station.playlist_age = max(0.0, now - playlist.stat().st_mtime)
         station.segments = playlist_segments(playlist.read_text(encoding="utf-8", errors="replace"))
@@ -249,7 +262,7 @@ def collect(config: Config, systemctl: Systemctl = run_systemctl, now: float | N
         station = Station(slug)
         read_identity(station, station_env_file(config.stations_dir, slug))
         apply_unit(station, units.get(unit_name(slug), {}), monotonic_now)
-        apply_output(station, config.output_root / slug, now)
+        apply_output(station, config.output_root, now)
         station.listeners = listeners.get(slug, 0)
         stations.append(station)
     status_files = {"sync": config.sync_status_file}

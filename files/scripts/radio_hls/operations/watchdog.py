@@ -1,4 +1,4 @@
-"""hls-watchdog: restart a station whose FFmpeg runs but has not written its playlist for too long.
+"""hls-watchdog: restart a station whose FFmpeg runs but has not finished a segment for too long.
 
 A silent upstream already ends FFmpeg through its read timeout; this catches the rest: an FFmpeg that
 is stuck (stopped, deadlocked, fed a trickle that never makes a segment). Run by hls-watchdog.timer.
@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from radio_hls.common import logs
-from radio_hls.common.contract import PLAYLIST_NAME
+from radio_hls.common.contract import LAUNCH_INFO_NAME
 from radio_hls.operations.snapshot import parse_show as parse_units
+from radio_hls.stations.runs import read_run
 from radio_hls.stations.station import UNIT_PREFIX, UNIT_SUFFIX, slug_of_unit, unit_name
 
 log = logging.getLogger("hls-watchdog")
@@ -43,16 +44,30 @@ def parse_show(text: str) -> list[RunningStation]:
     return stations
 
 
+def last_progress(directory: Path) -> float | None:
+    """When FFmpeg last finished a segment (its run's segment list is replaced after each), or the run began.
+
+    FFmpeg's own files, not the playlist: hls-playlists writes that one, and its failure is not the station's."""
+    run = read_run(directory)
+    if run is None:
+        return None
+    times = []
+    for path in (directory / LAUNCH_INFO_NAME, run.list_path(directory)):
+        try:
+            times.append(path.stat().st_mtime)
+        except OSError:
+            pass
+    return max(times, default=None)
+
+
 def stalled(stations: Iterable[RunningStation], output_root: Path, stall_seconds: float,
             now_wall: float, now_monotonic: float) -> list[str]:
-    """Slugs whose playlist is older than stall_seconds, or missing that long after the start."""
+    """Slugs that finished no segment for stall_seconds, or none that long after the start."""
     result = []
     for station in stations:
         running_for = now_monotonic - station.started_monotonic
-        try:
-            quiet_for = min(now_wall - (output_root / station.slug / PLAYLIST_NAME).stat().st_mtime, running_for)
-        except OSError:
-            quiet_for = running_for
+        progress = last_progress(output_root / station.slug)
+        quiet_for = running_for if progress is None else min(now_wall - progress, running_for)
         if quiet_for > stall_seconds:
             result.append(station.slug)
     return result

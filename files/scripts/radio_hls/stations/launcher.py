@@ -8,11 +8,10 @@ ffprobe and FFmpeg read it, its options and its credentials from an ffconcat doc
 redirects here (station.open_upstream), FFmpeg gets the URL where they led, and the Authorization only when
 that URL is on the credentials' origin, with max_redirects 0 (FFmpeg re-sends its headers on every hop).
 
-Segment names never repeat: each start names its segments `<start time in ms>-<sequence>.ts`, so a name
-can only be reused if the clock runs backwards by the lifetime of a station. The media sequence continues
-from the playlist when it survived (systemd keeps the runtime directory across restarts); when it did not,
-it starts at the current Unix time in seconds, which is always ahead of any sequence a station reached
-before (a sequence grows by one per segment, at most one per second).
+FFmpeg's segment muxer writes the segments and their list; hls-playlists, one process for the whole host, turns
+the lists into the playlists (runs.py has the files). Each start is a run whose timeline continues where the last
+one ended, or at the wall clock when that is later: segment timestamps are Unix time x 90 kHz (modulo 2^33), so
+they never go back across a restart, and players that ignore EXT-X-DISCONTINUITY play on across it.
 """
 
 from __future__ import annotations
@@ -35,8 +34,9 @@ from pathlib import Path
 import ffmpeg
 from dotenv import dotenv_values
 
-from radio_hls.common.contract import LAUNCH_INFO_NAME, PLAYLIST_NAME, USER_AGENT
-from radio_hls.common.files import read_json_object, write_atomically
+from radio_hls.common.contract import USER_AGENT
+from radio_hls.common.files import read_json_object
+from radio_hls.stations.runs import LIST_SIZE, Run, timeline_end
 from radio_hls.stations.station import (
     CONTROL_CHARS,
     InvalidStation,
@@ -58,9 +58,13 @@ INPUT_OPTIONS: dict[str, object] = {"f": "concat", "safe": 0, "protocol_whitelis
 # standard error (sed -E, GNU: [[:space:]]), redact_urls to the launcher's own text.
 URL_USERINFO = re.compile(r"(://)[^/@\s]*@")
 URL_QUERY = re.compile(r"(://[^?#\s]*)([?#])\S*")
-REDACT_SED = ("sed", "-u", "-E", "-e", r"s|(://)[^/@[:space:]]*@|\1***@|g",
+# It also drops two lines FFmpeg 5.1's segment muxer prints that say nothing about the station: one per segment
+# ("frame size not set", the inner MPEG-TS muxer of every segment) and one per start (initial_offset, which
+# build_command needs, is deprecated), so `hlsctl status <slug>` shows the station's real last lines.
+REDACT_SED = ("sed", "-u", "-E", "-e", r"/^\[mpegts @ 0x[0-9a-f]+\] frame size not set$/d",
+              "-e", r"/^\[segment @ 0x[0-9a-f]+\] NOTE: the option initial_offset is deprecated/d",
+              "-e", r"s|(://)[^/@[:space:]]*@|\1***@|g",
               "-e", r"s|(://[^?#[:space:]]*)([?#])[^[:space:]]*|\1\2***|g")
-HLS_FLAGS = "delete_segments+append_list+omit_endlist+temp_file"
 GLOBAL_OPTIONS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning")
 CODEC_CHOICES = ("auto", "copy", "transcode")
 # FFmpeg's native AAC encoder: "fast" (constant quantizer) costs about two thirds of "twoloop" (FFmpeg's
@@ -78,7 +82,6 @@ HEALTHY_RUN_SECONDS = 30
 # on hls_<name in lower case> before a deployment writes them.
 NUMBER_SETTINGS = {
     "HLS_SEGMENT_SECONDS": (6, 1, 60),
-    "HLS_PLAYLIST_SIZE": (10, 3, 100),
     "HLS_READ_TIMEOUT_SECONDS": (15, 1, 600),
     "HLS_RESTART_MAX_SECONDS": (60, 1, 3600),
 }
@@ -96,7 +99,6 @@ class StationSettings:
     slug: str
     stream_url: str
     segment_seconds: int = 6
-    playlist_size: int = 10
     aac_bitrate: str = "128k"
     codec: str = "auto"
     read_timeout_seconds: int = 15
@@ -130,7 +132,6 @@ class StationSettings:
             slug=slug,
             stream_url=url,
             segment_seconds=number("HLS_SEGMENT_SECONDS"),
-            playlist_size=number("HLS_PLAYLIST_SIZE"),
             aac_bitrate=bitrate,
             codec=codec,
             read_timeout_seconds=number("HLS_READ_TIMEOUT_SECONDS"),
@@ -310,46 +311,56 @@ def wait_before_start(output_dir: Path, values: Mapping[str, str | None], name: 
 
 
 def remove_partial_segments(output_dir: Path) -> None:
-    """A killed FFmpeg leaves its unfinished temp_file segment behind; nothing will ever finish it."""
+    """A killed FFmpeg leaves its half-written segment list (<run>.csv.tmp) behind; nothing will ever finish it."""
     for leftover in output_dir.glob("*.tmp"):
         leftover.unlink(missing_ok=True)
 
 
-def start_number(output_dir: Path, now: float) -> int | None:
-    """None to continue the surviving playlist's sequence, else a fresh, always-higher start."""
-    return None if (output_dir / PLAYLIST_NAME).exists() else int(now)
+def begin_run(output_dir: Path, settings: StationSettings, mode: str, upstream_codec: str | None,
+              now: float) -> Run:
+    """This start's run: its timeline starts at the wall clock, or just after the last run's when that is later
+    (its last segment may end ahead of the clock: Icecast sends a few seconds of audio at once on connect)."""
+    previous_end = timeline_end(output_dir)
+    start = now if previous_end is None else max(now, previous_end + 0.001)
+    return Run.begin(start, settings.segment_seconds, mode, upstream_codec, now)
 
 
-def write_launch_info(output_dir: Path, upstream_codec: str | None, mode: str, now: float) -> None:
-    """Record the upstream codec (None when not probed) and copy/transcode for the status programs."""
-    info = {"upstream_codec": upstream_codec, "mode": mode, "started_at": round(now, 3)}
+def record_run(output_dir: Path, run: Run) -> None:
+    """Tell hls-playlists and the status programs about the run (copy or transcode, the upstream codec)."""
     try:
-        write_atomically(output_dir / LAUNCH_INFO_NAME, json.dumps(info) + "\n", mode=0o644)
+        run.write(output_dir)
     except OSError as error:  # a full output filesystem: start without it rather than not at all
-        say(f"cannot record the launch in {output_dir}: {error.strerror}")
+        say(f"cannot record the run in {output_dir}: {error.strerror}")
 
 
-def build_command(settings: StationSettings, output_dir: Path, mode: str, now: float) -> list[str]:
-    """FFmpeg's command line: no URL in it, FFmpeg reads its input document on standard input (hand_over)."""
+def build_command(settings: StationSettings, output_dir: Path, run: Run) -> list[str]:
+    """FFmpeg's command line: no URL in it, FFmpeg reads its input document on standard input (hand_over).
+
+    The segment muxer cuts where the timeline reaches a multiple of the segment length: output_ts_offset puts the
+    first audio at the run's offset into its first segment. initial_offset then moves every timestamp onto the
+    wall clock (modulo 2^33, the MPEG-TS clock), after the cut is decided. muxdelay and muxpreload 0: a segment's
+    timestamps are its audio's time, not 1.4 s later.
+    """
     stream = ffmpeg.input(STDIN_INPUT, **INPUT_OPTIONS)
     audio_options: dict[str, object] = {"c:a": "copy"}
-    if mode == "transcode":
+    if run.mode == "transcode":
         # Debian's FFmpeg has no libfdk_aac: the native encoder makes AAC-LC.
         audio_options = {"c:a": "aac", "profile:a": "aac_low", "b:a": settings.aac_bitrate,
                          "aac_coder": settings.aac_coder}
-    hls_options: dict[str, object] = {
-        "format": "hls",
+    segment_options: dict[str, object] = {
         "map": "0:a:0",
-        "hls_time": settings.segment_seconds,
-        "hls_list_size": settings.playlist_size,
-        "hls_flags": HLS_FLAGS,
-        "hls_segment_type": "mpegts",
-        "hls_segment_filename": str(output_dir / f"{int(now * 1000)}-%d.ts"),
+        "output_ts_offset": f"{run.offset:.3f}",
+        "muxdelay": 0,
+        "muxpreload": 0,
+        "format": "segment",
+        "segment_time": settings.segment_seconds,
+        "segment_format": "mpegts",
+        "segment_list": str(run.list_path(output_dir)),
+        "segment_list_type": "csv",
+        "segment_list_size": LIST_SIZE,
+        "initial_offset": f"{run.pts_base:.6f}",
     }
-    first = start_number(output_dir, now)
-    if first is not None:
-        hls_options["start_number"] = first
-    command = stream.output(str(output_dir / PLAYLIST_NAME), **audio_options, **hls_options).compile()
+    command = stream.output(run.segment_pattern(output_dir), **audio_options, **segment_options).compile()
     # Global options go first: FFmpeg may ignore options that trail the output file.
     return [command[0], *GLOBAL_OPTIONS, *command[1:]]
 
@@ -424,8 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         upstream = resolve_upstream(settings)
         upstream_codec = probe_codec(settings, upstream) if settings.codec == "auto" else None
         mode = choose_mode(settings, upstream_codec)
-        started = time.time()
-        command = build_command(settings, args.output_dir, mode, started)
+        run = begin_run(args.output_dir, settings, mode, upstream_codec, time.time())
+        command = build_command(settings, args.output_dir, run)
         document = input_document(upstream, upstream_options(settings, upstream))
     except LaunchError as error:
         say(f"{args.env_file}: {error}")
@@ -436,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(shlex.join(command))
         return 0
     remove_partial_segments(args.output_dir)
-    write_launch_info(args.output_dir, upstream_codec, mode, started)
+    record_run(args.output_dir, run)
     hand_over(document)
     redact_stderr()
     os.execvp(command[0], command)

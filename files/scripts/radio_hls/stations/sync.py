@@ -45,7 +45,6 @@ STATIONS_QUERY = "query GetHLSStations { stations { id title slug stream_url gen
 # Deployment-wide settings copied into every station's env file: changing one restarts every station.
 STATION_SETTINGS = (
     "HLS_SEGMENT_SECONDS",
-    "HLS_PLAYLIST_SIZE",
     "HLS_AAC_BITRATE",
     "HLS_AAC_CODER",
     "HLS_CODEC",

@@ -1,0 +1,135 @@
+"""One station's live media playlist: what it lists, how it grows and shrinks, and its text (RFC 8216).
+
+The rules it keeps (docs/conformance.md has each with its number):
+- the target duration is the segment length, constant; the segment muxer cuts on it, so no EXTINF exceeds it by
+  more than one audio frame;
+- segments are only appended and removed from the head, the media sequence counts the removed ones, and the
+  discontinuity sequence counts the removed EXT-X-DISCONTINUITY tags, so every listed segment keeps both numbers;
+- every segment has its EXT-X-PROGRAM-DATE-TIME, the wall-clock time of its timestamps;
+- EXT-X-DISCONTINUITY starts each run (a restart of FFmpeg: new encoder, maybe another codec) and marks segments
+  hls-playlists missed;
+- the playlist keeps `window` seconds of audio and never less than three target durations.
+
+The playlist file is the only state: hls-playlists reads it back when it starts (from_text).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from collections import deque
+from dataclasses import dataclass
+
+VERSION = 3  # decimal EXTINF (RFC 8216 section 7); nothing this playlist uses needs more
+PDT_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+def iso_ms(epoch: float) -> str:
+    """2026-11-30T09:05:03.250Z: Unix seconds as EXT-X-PROGRAM-DATE-TIME writes them."""
+    milliseconds = round(epoch * 1000)
+    return time.strftime(PDT_FORMAT, time.gmtime(milliseconds // 1000)) + f".{milliseconds % 1000:03d}Z"
+
+
+def parse_iso_ms(text: str) -> float:
+    """iso_ms() read back."""
+    whole, _, fraction = text.removesuffix("Z").partition(".")
+    return calendar.timegm(time.strptime(whole, PDT_FORMAT)) + float(f"0.{fraction or 0}")
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str  # <run>-<index>.ts, relative to the playlist's URL
+    run: int
+    index: int
+    start: float  # Unix seconds: its EXT-X-PROGRAM-DATE-TIME
+    duration: float
+    discontinuity: bool
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+    def lines(self) -> str:
+        return ("#EXT-X-DISCONTINUITY\n" if self.discontinuity else "") + \
+            f"#EXT-X-PROGRAM-DATE-TIME:{iso_ms(self.start)}\n#EXTINF:{self.duration:.3f},\n{self.name}\n"
+
+
+SEGMENT_NAME = re.compile(r"([0-9]+)-([0-9]+)\.ts")
+
+
+class MediaPlaylist:
+    def __init__(self, target: int, media_sequence: int, discontinuity_sequence: int = 0) -> None:
+        self.target = target
+        self.media_sequence = media_sequence  # of the first listed segment
+        self.discontinuity_sequence = discontinuity_sequence
+        self.segments: deque[Segment] = deque()
+        self.duration = 0.0
+
+    @property
+    def last(self) -> Segment | None:
+        return self.segments[-1] if self.segments else None
+
+    def append(self, name: str, run: int, index: int, start: float, duration: float) -> Segment:
+        """List a finished segment after the last; EXT-X-DISCONTINUITY when it starts a run or follows a gap."""
+        last = self.last
+        discontinuity = last is not None and (run != last.run or index != last.index + 1)
+        segment = Segment(name, run, index, start, duration, discontinuity)
+        self.segments.append(segment)
+        self.duration += duration
+        return segment
+
+    def trim(self, window: float) -> list[Segment]:
+        """Remove the oldest segments while the rest still hold `window` seconds and three target durations;
+        returns them."""
+        keep = max(window, 3 * self.target)
+        removed = []
+        while self.segments and self.duration - self.segments[0].duration >= keep:
+            segment = self.segments.popleft()
+            self.duration -= segment.duration
+            self.media_sequence += 1
+            # RFC 8216 6.2.2: the remaining segments keep their discontinuity sequence numbers.
+            if segment.discontinuity:
+                self.discontinuity_sequence += 1
+            removed.append(segment)
+        return removed
+
+    def text(self) -> str:
+        head = (f"#EXTM3U\n#EXT-X-VERSION:{VERSION}\n#EXT-X-TARGETDURATION:{self.target}\n"
+                f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}\n"
+                f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuity_sequence}\n#EXT-X-INDEPENDENT-SEGMENTS\n")
+        return head + "".join(segment.lines() for segment in self.segments)
+
+    @classmethod
+    def from_text(cls, text: str) -> MediaPlaylist | None:
+        """A playlist this module wrote (hls-playlists restarting); None when the text is not one."""
+        tags: dict[str, str] = {}
+        pending: dict[str, str] = {}
+        discontinuity = False
+        playlist: MediaPlaylist | None = None
+        for line in text.splitlines():
+            if line.startswith("#EXT-X-DISCONTINUITY") and ":" not in line:
+                discontinuity = True
+            elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:") or line.startswith("#EXTINF:"):
+                tag, _, value = line.partition(":")
+                pending[tag] = value.rstrip(",")
+            elif line.startswith("#"):
+                tag, _, value = line.partition(":")
+                tags[tag] = value
+            elif line:
+                found = SEGMENT_NAME.fullmatch(line)
+                try:
+                    if playlist is None:
+                        playlist = cls(int(tags["#EXT-X-TARGETDURATION"]), int(tags["#EXT-X-MEDIA-SEQUENCE"]),
+                                       int(tags["#EXT-X-DISCONTINUITY-SEQUENCE"]))
+                    if found is None:
+                        return None
+                    start = parse_iso_ms(pending["#EXT-X-PROGRAM-DATE-TIME"])
+                    duration = float(pending["#EXTINF"])
+                except (KeyError, ValueError):
+                    return None
+                segment = Segment(line, int(found[1]), int(found[2]), start, duration, discontinuity)
+                playlist.segments.append(segment)
+                playlist.duration += duration
+                pending, discontinuity = {}, False
+        return playlist

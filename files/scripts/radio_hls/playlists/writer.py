@@ -1,0 +1,239 @@
+"""hls-playlists: every station's media playlist, from the segment lists FFmpeg writes. One process per host.
+
+FFmpeg cuts the segments and lists the finished ones (stations/runs.py); this program lists them in
+<output root>/_playlists/<slug>.m3u8, which nginx serves as /hls/<slug>/index.m3u8, and deletes segments once they
+have been out of the playlist long enough. Owning the playlist is what gives it EXT-X-PROGRAM-DATE-TIME and an
+EXT-X-DISCONTINUITY-SEQUENCE that survive restarts, which FFmpeg's hls muxer cannot write.
+
+It costs two stat() calls per station per poll: the run file (.launch.json) and the run's segment list; a file is
+read only when one of them changed. A station whose directory systemd removed (stopped) loses its playlist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from radio_hls.common import logs
+from radio_hls.common.contract import LAUNCH_INFO_NAME, PLAYLISTS_DIR_NAME, SLUG_PATTERN, BadSetting, setting
+from radio_hls.common.files import write_atomically
+from radio_hls.playlists.model import MediaPlaylist
+from radio_hls.stations.runs import LIST_SUFFIX, SEGMENT_SUFFIX, Run, read_list, read_run
+
+log = logging.getLogger("hls-playlists")
+
+POLL_SECONDS = 0.5
+# How often the output root is listed for stations that started or stopped.
+DISCOVER_SECONDS = 2.0
+SLUG = re.compile(SLUG_PATTERN)
+PLAYLIST_SUFFIX = ".m3u8"
+
+
+@dataclass(frozen=True)
+class Config:
+    output_root: Path
+    window_seconds: float
+
+    @classmethod
+    def from_env(cls, values: Mapping[str, str | None]) -> Config:
+        minutes = setting(values, "HLS_WINDOW_MINUTES")
+        if not minutes.isascii() or not minutes.isdigit() or not 1 <= int(minutes) <= 1440:
+            raise BadSetting(f"HLS_WINDOW_MINUTES={minutes!r} is not a whole number of minutes from 1 to 1440")
+        return cls(Path(setting(values, "HLS_OUTPUT_ROOT")), int(minutes) * 60.0)
+
+
+def stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file is replaced or rewritten; None when it is missing."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_ino, status.st_mtime_ns, status.st_size
+
+
+class Deletions:
+    """Files to delete at a time: segments that left a playlist stay available for as long as a client holding the
+    last playlist that listed them may ask (RFC 8216 6.2.2)."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, str]] = []
+
+    def add(self, path: Path, due: float) -> None:
+        heapq.heappush(self._due, (due, str(path)))
+
+    def run(self, now: float) -> None:
+        while self._due and self._due[0][0] <= now:
+            Path(heapq.heappop(self._due)[1]).unlink(missing_ok=True)
+
+
+class Station:
+    def __init__(self, slug: str, directory: Path, playlist_path: Path, config: Config, deletions: Deletions,
+                 now: float) -> None:
+        self.slug, self.directory, self.playlist_path = slug, directory, playlist_path
+        self.config, self.deletions = config, deletions
+        self.run: Run | None = None
+        self.run_stamp: tuple[int, int, int] | None = None
+        self.list_stamp: tuple[int, int, int] | None = None
+        self.playlist = self._read_playlist()
+        self._clear_leftovers(read_run(directory), now)
+
+    def _read_playlist(self) -> MediaPlaylist | None:
+        try:
+            return MediaPlaylist.from_text(self.playlist_path.read_text(encoding="utf-8"))
+        except OSError:
+            return None
+
+    @property
+    def keep_seconds(self) -> float:
+        """How long a segment stays on disk after it left the playlist: the playlist's length plus its own."""
+        return self.config.window_seconds + (self.playlist.target if self.playlist else 60)
+
+    def _clear_leftovers(self, current: Run | None, now: float) -> None:
+        """At start: segments this program no longer knows about (it was stopped while they left, or never listed
+        them) go after the usual wait; lists of runs other than the current one go now."""
+        listed = {segment.name for segment in self.playlist.segments} if self.playlist else set()
+        current_prefix = f"{current.run}-" if current else None
+        for entry in os.scandir(self.directory):
+            if entry.name.endswith(SEGMENT_SUFFIX) and entry.name not in listed and not (
+                    current_prefix and entry.name.startswith(current_prefix)):
+                self.deletions.add(Path(entry.path), now + self.keep_seconds)
+            elif entry.name.endswith(LIST_SUFFIX) and (current is None or entry.name != f"{current.run}{LIST_SUFFIX}"):
+                Path(entry.path).unlink(missing_ok=True)
+
+    def poll(self, now: float) -> bool:
+        """Take in what FFmpeg finished since the last poll; False when the station is gone (stopped)."""
+        run_stamp = stamp(self.directory / LAUNCH_INFO_NAME)
+        if run_stamp is None and not self.directory.is_dir():
+            return False
+        if run_stamp != self.run_stamp:
+            self.run_stamp = run_stamp
+            run = read_run(self.directory)
+            if run is not None and (self.run is None or run.run != self.run.run):
+                self._begin(run, now)
+        if self.run is not None:
+            list_stamp = stamp(self.run.list_path(self.directory))
+            if list_stamp != self.list_stamp:
+                self.list_stamp = list_stamp
+                self._list(self.run, now)
+        return True
+
+    def _begin(self, run: Run, now: float) -> None:
+        previous = self.run
+        if previous is not None:
+            self._list(previous, now)  # its last segments, finished as it stopped
+            previous.list_path(self.directory).unlink(missing_ok=True)
+            # The segment it was writing when it was killed, never listed, if any.
+            last = self.playlist.last if self.playlist else None
+            unfinished = (last.index + 1) if last is not None and last.run == previous.run else 0
+            self.deletions.add(self.directory / f"{previous.run}-{unfinished}{SEGMENT_SUFFIX}", now)
+        self.run, self.list_stamp = run, None
+        log.info("%s: run %d (%s, %s s segments)", self.slug, run.run, run.mode, run.segment_seconds)
+
+    def _list(self, run: Run, now: float) -> None:
+        """Append the run's newly finished segments; rewrite the playlist when there were any."""
+        last = self.playlist.last if self.playlist else None
+        added = False
+        for listed in read_list(self.directory, run):
+            if last is not None and (run.run, listed.index) <= (last.run, last.index):
+                continue
+            if self.playlist is None:
+                # A new playlist (the station was stopped, the host rebooted) starts both sequences at the Unix
+                # time: above any number an earlier playlist of this station reached (one segment or discontinuity
+                # a second at most), so a player that polled the old one sees neither go back, and its next
+                # segments in another discontinuity sequence.
+                self.playlist = MediaPlaylist(run.segment_seconds, int(now), int(now))
+            last = self.playlist.append(listed.name, run.run, listed.index, listed.start, listed.duration)
+            added = True
+        if not added or self.playlist is None:
+            return
+        for segment in self.playlist.trim(self.config.window_seconds):
+            self.deletions.add(self.directory / segment.name, now + self.keep_seconds)
+        try:
+            write_atomically(self.playlist_path, self.playlist.text(), mode=0o644, durable=False)
+        except OSError as error:
+            log.error("%s: cannot write %s: %s", self.slug, self.playlist_path, error.strerror)
+
+    def remove(self) -> None:
+        """The station stopped: systemd removed its directory, segments included."""
+        self.playlist_path.unlink(missing_ok=True)
+
+
+class Writer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.playlists_dir = config.output_root / PLAYLISTS_DIR_NAME
+        self.stations: dict[str, Station] = {}
+        self.deletions = Deletions()
+        self.next_discovery = 0.0
+
+    def discover(self, now: float) -> None:
+        present = {entry.name for entry in os.scandir(self.config.output_root)
+                   if SLUG.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)}
+        for slug in present - self.stations.keys():
+            try:
+                self.stations[slug] = Station(slug, self.config.output_root / slug,
+                                              self.playlists_dir / f"{slug}{PLAYLIST_SUFFIX}", self.config,
+                                              self.deletions, now)
+            except OSError as error:  # removed between the listing and now: seen again at the next discovery
+                log.debug("%s: %s", slug, error)
+        for slug in self.stations.keys() - present:
+            self.forget(slug)
+        for playlist in self.playlists_dir.glob(f"*{PLAYLIST_SUFFIX}"):
+            if playlist.name.removesuffix(PLAYLIST_SUFFIX) not in present:
+                playlist.unlink(missing_ok=True)  # a station that stopped while this program did not run
+
+    def forget(self, slug: str) -> None:
+        self.stations.pop(slug).remove()
+        log.info("%s: stopped, playlist removed", slug)
+
+    def tick(self, now: float) -> None:
+        if now >= self.next_discovery:
+            self.discover(now)
+            self.next_discovery = now + DISCOVER_SECONDS
+        gone = []
+        for station in self.stations.values():
+            try:
+                if not station.poll(now):
+                    gone.append(station.slug)
+            except OSError as error:
+                log.warning("%s: %s", station.slug, error)
+        for slug in gone:  # at once, not at the next discovery: a stopped station's playlist must not linger
+            self.forget(slug)
+        self.deletions.run(now)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            self.tick(time.time())
+            stop.wait(max(0.0, POLL_SECONDS - (time.monotonic() - started)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argparse.ArgumentParser(description="Write every station's HLS media playlist (hls-playlists.service). "
+                            "Settings from the environment: HLS_OUTPUT_ROOT, HLS_WINDOW_MINUTES.").parse_args(argv)
+    logs.setup()
+    try:
+        config = Config.from_env(os.environ)
+    except BadSetting as error:
+        log.error("%s", error)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    log.info("writing the playlists of %s: %g minutes each", config.output_root, config.window_seconds / 60)
+    Writer(config).run(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

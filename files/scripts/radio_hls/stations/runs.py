@@ -1,0 +1,131 @@
+"""A station's runs: what the launcher tells hls-playlists about each start of FFmpeg, and FFmpeg's segment list.
+
+Every start of a station is a run. The launcher picks the run's timeline start (Unix seconds), never before the
+end of what the previous run listed, and records the run in .launch.json. FFmpeg's segment muxer then writes,
+into the station's directory:
+- `<run>-<i>.ts`: the run's segments (`<run>` = the timeline start in Unix milliseconds, `<i>` from 0), cut where
+  the timeline crosses a multiple of the segment length, so segments are clock-aligned;
+- `<run>.csv`: the last LIST_SIZE finished segments, `<name>,<start>,<end>` (seconds on the cutting timeline,
+  which begins at `start - base`; the first line says 0), replaced atomically after every segment.
+Times on the cutting timeline plus `base` are Unix seconds: the segment's program date-time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from radio_hls.common.contract import LAUNCH_INFO_NAME
+from radio_hls.common.files import read_json_object, write_atomically
+
+SEGMENT_SUFFIX = ".ts"
+LIST_SUFFIX = ".csv"
+# Finished segments FFmpeg keeps in a run's list: hls-playlists may be away this long (times the segment length)
+# before it misses one. The list is rewritten whole after each segment, so it stays small.
+LIST_SIZE = 50
+# MPEG-TS timestamps: 33 bits of a 90 kHz clock, so they wrap every 2^33 / 90000 s (about 26.5 hours).
+PTS_WRAP_SECONDS = 2**33 / 90000
+
+
+@dataclass(frozen=True)
+class Run:
+    run: int  # the timeline start in Unix milliseconds: the run's name
+    start: float  # Unix seconds of the run's first audio
+    base: int  # Unix seconds, a multiple of segment_seconds: where the cutting timeline is 0
+    segment_seconds: int
+    mode: str  # copy or transcode
+    upstream_codec: str | None  # None when it was not probed
+    started_at: float  # when the launcher decided (Unix seconds)
+
+    @classmethod
+    def begin(cls, start: float, segment_seconds: int, mode: str, upstream_codec: str | None,
+              now: float) -> Run:
+        run = math.ceil(start * 1000)
+        start = run / 1000
+        return cls(run=run, start=start, base=int(start // segment_seconds) * segment_seconds,
+                   segment_seconds=segment_seconds, mode=mode, upstream_codec=upstream_codec,
+                   started_at=round(now, 3))
+
+    @property
+    def offset(self) -> float:
+        """Where the first audio sits on the cutting timeline: FFmpeg's -output_ts_offset."""
+        return round(self.start - self.base, 3)
+
+    @property
+    def pts_base(self) -> float:
+        """The base on the 33-bit MPEG-TS clock: the segment muxer's initial_offset, so that a segment's
+        timestamps are its Unix time x 90 kHz, modulo 2^33."""
+        return round(self.base % PTS_WRAP_SECONDS, 6)
+
+    def segment_pattern(self, directory: Path) -> str:
+        return str(directory / f"{self.run}-%d{SEGMENT_SUFFIX}")
+
+    def list_path(self, directory: Path) -> Path:
+        return directory / f"{self.run}{LIST_SUFFIX}"
+
+    def write(self, directory: Path) -> None:
+        write_atomically(directory / LAUNCH_INFO_NAME, json.dumps(asdict(self)) + "\n", mode=0o644)
+
+
+def read_run(directory: Path) -> Run | None:
+    """The station's current run, None before the first or when the file is not one (an older version's)."""
+    document = read_json_object(directory / LAUNCH_INFO_NAME)
+    try:
+        codec = document.get("upstream_codec")
+        return Run(run=int(document["run"]), start=float(document["start"]), base=int(document["base"]),
+                   segment_seconds=int(document["segment_seconds"]), mode=str(document["mode"]),
+                   upstream_codec=codec if isinstance(codec, str) else None,
+                   started_at=float(document["started_at"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A finished segment, as its run's list reports it."""
+
+    name: str
+    index: int
+    start: float  # Unix seconds: the program date-time
+    duration: float
+
+
+def parse_list(text: str, run: Run) -> list[Listed]:
+    """The finished segments of `run` in its list; a line that is not whole (or not one of this run's) is left."""
+    prefix = f"{run.run}-"
+    segments = []
+    for line in text.split("\n")[:-1]:  # the last piece has no newline yet: not whole
+        fields = line.split(",")
+        if len(fields) != 3 or not fields[0].startswith(prefix) or not fields[0].endswith(SEGMENT_SUFFIX):
+            continue
+        index = fields[0][len(prefix):-len(SEGMENT_SUFFIX)]
+        try:
+            start, end = float(fields[1]), float(fields[2])
+        except ValueError:
+            continue
+        if not index.isascii() or not index.isdigit():
+            continue
+        # FFmpeg reports the first segment from 0; its audio starts at the run's offset.
+        start = max(start, run.offset) if int(index) == 0 else start
+        if end > start:
+            segments.append(Listed(fields[0], int(index), round(run.base + start, 3), round(end - start, 3)))
+    return segments
+
+
+def read_list(directory: Path, run: Run) -> list[Listed]:
+    try:
+        return parse_list(run.list_path(directory).read_text(encoding="utf-8", errors="replace"), run)
+    except OSError:
+        return []
+
+
+def timeline_end(directory: Path) -> float | None:
+    """Where the last run's timeline got to: the end of its last listed segment, or its start when it listed none.
+    The next run starts after it, so timestamps never go back across a restart."""
+    run = read_run(directory)
+    if run is None:
+        return None
+    listed = read_list(directory, run)
+    return max([run.start, *(segment.start + segment.duration for segment in listed)])

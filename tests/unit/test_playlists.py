@@ -1,0 +1,259 @@
+"""Tests of hls-playlists (radio_hls/playlists) and the run files it reads (radio_hls/stations/runs.py): FFmpeg's
+segment lists in, RFC 8216 media playlists out, across restarts of FFmpeg and of hls-playlists itself."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from radio_hls.common.contract import BadSetting
+from radio_hls.playlists.model import MediaPlaylist, iso_ms, parse_iso_ms
+from radio_hls.playlists.writer import Config, Writer
+from radio_hls.stations.runs import Run, parse_list, timeline_end
+
+NOW = 1_700_000_000.0
+T = 6
+
+
+class FakeStation:
+    """What the launcher and FFmpeg's segment muxer leave in a station's directory, run by run."""
+
+    def __init__(self, root: Path, slug: str = "joy") -> None:
+        self.directory = root / slug
+        self.directory.mkdir(parents=True)
+        self.run: Run | None = None
+        self.lines: list[str] = []
+
+    def start(self, at: float) -> Run:
+        previous = timeline_end(self.directory)
+        self.run = Run.begin(at if previous is None else max(at, previous + 0.001), T, "copy", "aac", at)
+        self.run.write(self.directory)
+        self.lines = []
+        return self.run
+
+    def finish_segments(self, count: int) -> None:
+        """FFmpeg finishes `count` more segments: each is written, then listed (the list replaced whole)."""
+        assert self.run is not None
+        for _ in range(count):
+            index = len(self.lines)
+            start = float(self.lines[-1].split(",")[2]) if self.lines else 0.0
+            end = (index + 1) * T + 0.02  # the first packet at or after the next multiple of T
+            (self.directory / f"{self.run.run}-{index}.ts").write_bytes(b"G" * 188)
+            self.lines.append(f"{self.run.run}-{index}.ts,{start:.6f},{end:.6f}")
+        self.run.list_path(self.directory).write_text("\n".join(self.lines[-50:]) + "\n")
+
+    def begin_unfinished(self) -> Path:
+        """The segment FFmpeg is writing now: on disk, not listed."""
+        assert self.run is not None
+        path = self.directory / f"{self.run.run}-{len(self.lines)}.ts"
+        path.write_bytes(b"G")
+        return path
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "_playlists").mkdir()
+    return tmp_path
+
+
+def writer(root: Path, minutes: int = 1) -> Writer:
+    return Writer(Config.from_env({"HLS_OUTPUT_ROOT": str(root), "HLS_WINDOW_MINUTES": str(minutes)}))
+
+
+def playlist_of(root: Path, slug: str = "joy") -> MediaPlaylist:
+    playlist = MediaPlaylist.from_text((root / "_playlists" / f"{slug}.m3u8").read_text())
+    assert playlist is not None
+    return playlist
+
+
+# --- the run files ---------------------------------------------------------------------------------------
+
+def test_a_list_gives_program_date_times_and_durations() -> None:
+    run = Run.begin(NOW + 3.25, T, "copy", "aac", NOW)  # base NOW - 2 (a multiple of 6), offset 5.25
+    text = (f"{run.run}-0.ts,0.000000,6.016256\n{run.run}-1.ts,6.016256,12.007011\n"
+            f"{run.run}-2.ts,12.007011,18.0")  # the last line is not whole yet
+    first, second = parse_list(text, run)
+    # FFmpeg says the first segment starts at 0: its audio starts at the run's offset.
+    assert (first.name, first.index, first.start, first.duration) == (f"{run.run}-0.ts", 0, NOW + 3.25, 0.766)
+    assert (second.start, second.duration) == (run.base + 6.016, 5.991)
+
+
+@pytest.mark.parametrize("line", ["1-0.ts,0,6", "{run}-x.ts,0,6", "{run}-1.ts,a,6", "{run}-1.ts,6,6",
+                                  "{run}-1.ts,0,6,7", "{run}-1.mp4,0,6", "{run}-١.ts,0,6"])
+def test_lines_that_are_not_this_runs_segments_are_left(line: str) -> None:
+    run = Run.begin(NOW, T, "copy", "aac", NOW)
+    assert parse_list(line.format(run=run.run) + "\n", run) == []
+
+
+def test_timestamps_sit_on_the_wall_clock_modulo_33_bits() -> None:
+    run = Run.begin(NOW + 0.5, T, "transcode", "mp3", NOW)
+    assert run.base % T == 0 and run.offset == pytest.approx(NOW + 0.5 - run.base)
+    assert round((run.pts_base + run.offset) * 90000) % 2**33 == round((NOW + 0.5) * 90000) % 2**33
+
+
+# --- the playlist model ----------------------------------------------------------------------------------
+
+def test_the_playlist_text() -> None:
+    playlist = MediaPlaylist(6, 1000)
+    playlist.append("5-0.ts", 5, 0, NOW, 5.5)
+    playlist.append("5-1.ts", 5, 1, NOW + 5.5, 6.02)
+    playlist.append("9-0.ts", 9, 0, NOW + 20, 6.0)
+    assert playlist.text() == (
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:6\n#EXT-X-MEDIA-SEQUENCE:1000\n"
+        "#EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+        "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n#EXTINF:5.500,\n5-0.ts\n"
+        "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:25.500Z\n#EXTINF:6.020,\n5-1.ts\n"
+        "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:40.000Z\n#EXTINF:6.000,\n9-0.ts\n")
+    assert MediaPlaylist.from_text(playlist.text()).text() == playlist.text()  # type: ignore[union-attr]
+
+
+def test_a_gap_inside_a_run_is_a_discontinuity() -> None:
+    playlist = MediaPlaylist(6, 1)
+    playlist.append("5-0.ts", 5, 0, NOW, 6)
+    assert playlist.append("5-2.ts", 5, 2, NOW + 12, 6).discontinuity
+
+
+def test_trimming_keeps_the_window_and_the_numbers_of_what_stays() -> None:
+    playlist = MediaPlaylist(6, 100)
+    for index in range(20):
+        # A new run at 5 and at 12: segments 5 and 12 carry EXT-X-DISCONTINUITY.
+        run, first = (1, 0) if index < 5 else (2, 5) if index < 12 else (3, 12)
+        playlist.append(f"{run}-{index - first}.ts", run, index - first, NOW + 6 * index, 6)
+    numbers = {s.name: number for number, s in discontinuity_numbers(playlist)}
+    removed = playlist.trim(60)
+    assert [s.name for s in removed] == ["1-0.ts", "1-1.ts", "1-2.ts", "1-3.ts", "1-4.ts", "2-0.ts", "2-1.ts",
+                                         "2-2.ts", "2-3.ts", "2-4.ts"]
+    assert playlist.duration == 60 and playlist.media_sequence == 110
+    # RFC 8216 6.2.2: the discontinuity sequence counts the tag that left; every remaining segment keeps its number.
+    assert playlist.discontinuity_sequence == 1
+    assert {s.name: number for number, s in discontinuity_numbers(playlist)}.items() <= numbers.items()
+
+
+def discontinuity_numbers(playlist: MediaPlaylist) -> list[tuple[int, object]]:
+    number, result = playlist.discontinuity_sequence, []
+    for segment in playlist.segments:
+        number += segment.discontinuity
+        result.append((number, segment))
+    return result
+
+
+def test_never_shorter_than_three_target_durations() -> None:
+    playlist = MediaPlaylist(6, 1)
+    for index in range(10):
+        playlist.append(f"1-{index}.ts", 1, index, NOW + 6 * index, 6)
+    playlist.trim(1)
+    assert len(playlist.segments) == 3
+
+
+def test_program_date_time_round_trip() -> None:
+    assert iso_ms(NOW + 0.0456) == "2023-11-14T22:13:20.046Z"
+    assert parse_iso_ms("2023-11-14T22:13:20.046Z") == pytest.approx(NOW + 0.046)
+
+
+# --- hls-playlists on a real directory tree ---------------------------------------------------------------
+
+def test_segments_are_listed_as_ffmpeg_finishes_them(root: Path) -> None:
+    station, hls = FakeStation(root), writer(root)
+    station.start(NOW + 0.3)
+    hls.tick(NOW + 1)
+    assert not (root / "_playlists" / "joy.m3u8").exists()  # nothing to list yet: 404 rather than empty
+    station.finish_segments(3)
+    hls.tick(NOW + 19)
+    playlist = playlist_of(root)
+    assert [s.index for s in playlist.segments] == [0, 1, 2]
+    assert playlist.media_sequence == playlist.discontinuity_sequence == int(NOW + 19) and playlist.target == T
+    assert playlist.segments[0].start == pytest.approx(NOW + 0.3)
+    for before, after in zip(playlist.segments, list(playlist.segments)[1:], strict=False):
+        assert after.start == pytest.approx(before.end, abs=0.001)
+
+
+def test_a_restart_continues_the_playlist_with_a_discontinuity(root: Path) -> None:
+    station, hls = FakeStation(root), writer(root)
+    first = station.start(NOW)
+    station.finish_segments(4)
+    unfinished = station.begin_unfinished()  # then kill -9
+    hls.tick(NOW + 25)
+    second = station.start(NOW + 26)
+    station.finish_segments(2)
+    hls.tick(NOW + 40)
+    playlist = playlist_of(root)
+    assert [(s.run, s.index, s.discontinuity) for s in playlist.segments] == [
+        (first.run, 0, False), (first.run, 1, False), (first.run, 2, False), (first.run, 3, False),
+        (second.run, 0, True), (second.run, 1, False)]
+    assert playlist.segments[4].start >= playlist.segments[3].end  # the timeline never goes back
+    assert not unfinished.exists()  # never listed: gone at once
+    assert not first.list_path(station.directory).exists()
+
+
+def test_segments_that_left_stay_downloadable_for_a_window_more(root: Path) -> None:
+    station, hls = FakeStation(root), writer(root, minutes=1)
+    station.start(NOW)
+    station.finish_segments(17)  # 17 segments of 6 s: 102 s, the window is 60
+    hls.tick(NOW + 105)
+    playlist = playlist_of(root)
+    assert playlist.duration >= 60 and playlist.duration - playlist.segments[0].duration < 60
+    first_listed = playlist.segments[0].index
+    gone = [station.directory / f"{station.run.run}-{index}.ts" for index in range(first_listed)]  # type: ignore[union-attr]
+    hls.tick(NOW + 105 + 60)
+    assert all(path.exists() for path in gone)
+    hls.tick(NOW + 105 + 60 + T + 0.1)
+    assert not any(path.exists() for path in gone)
+
+
+def test_a_restarted_writer_continues_where_it_stopped(root: Path) -> None:
+    station = FakeStation(root)
+    station.start(NOW)
+    station.finish_segments(3)
+    writer(root).tick(NOW + 20)
+    before = playlist_of(root)
+    station.finish_segments(2)
+    writer(root).tick(NOW + 40)  # a new process: its only state is the playlist
+    after = playlist_of(root)
+    assert after.media_sequence == before.media_sequence
+    assert [s.index for s in after.segments] == [0, 1, 2, 3, 4]
+    assert not any(s.discontinuity for s in after.segments)
+
+
+def test_a_stopped_station_loses_its_playlist(root: Path) -> None:
+    station, hls = FakeStation(root), writer(root)
+    station.start(NOW)
+    station.finish_segments(2)
+    hls.tick(NOW + 15)
+    assert (root / "_playlists" / "joy.m3u8").exists()
+    hls.next_discovery = NOW + 3600  # not thanks to the listing of the output root: at the next poll
+    shutil.rmtree(station.directory)  # systemd's RuntimeDirectory on stop
+    hls.tick(NOW + 15.5)
+    assert not (root / "_playlists" / "joy.m3u8").exists()
+    assert hls.stations == {}
+
+
+def test_a_playlist_left_from_a_station_that_stopped_meanwhile_goes(root: Path) -> None:
+    (root / "_playlists" / "gone.m3u8").write_text("#EXTM3U\n")
+    writer(root).tick(NOW)
+    assert not (root / "_playlists" / "gone.m3u8").exists()
+
+
+def test_files_nobody_lists_are_cleared_at_start(root: Path) -> None:
+    station = FakeStation(root)
+    old = station.start(NOW)
+    station.finish_segments(2)
+    current = station.start(NOW + 20)  # hls-playlists did not run meanwhile: run `old` was never read
+    hls = writer(root)
+    hls.tick(NOW + 21)
+    assert not old.list_path(station.directory).exists()
+    assert current.run  # its files stay; the old run's segments go after the usual wait
+    hls.tick(NOW + 21 + 60 + 60)
+    assert not list(station.directory.glob(f"{old.run}-*.ts"))
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"HLS_WINDOW_MINUTES": "25"}, "HLS_OUTPUT_ROOT is not set"),
+    ({"HLS_OUTPUT_ROOT": "/run/hls"}, "HLS_WINDOW_MINUTES is not set"),
+    ({"HLS_OUTPUT_ROOT": "/run/hls", "HLS_WINDOW_MINUTES": "0"}, "not a whole number of minutes"),
+    ({"HLS_OUTPUT_ROOT": "/run/hls", "HLS_WINDOW_MINUTES": "2.5"}, "not a whole number of minutes"),
+])
+def test_settings_are_checked(values: dict[str, str | None], message: str) -> None:
+    with pytest.raises(BadSetting, match=message):
+        Config.from_env(values)
