@@ -4,11 +4,9 @@
 // Prints JSON lines: {"url", "position"} every half second (the element's currentTime), {"url", "ended"} when
 // hls.js gives up (a fatal error) or the element ends. Runs until SIGTERM or SIGINT.
 // Usage: node hls.mjs <playlist url> [<playlist url> ...]   (tests/players/hlsjs.py runs it)
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { run } from "./chromium.mjs";
 
 const urls = process.argv.slice(2);
 if (urls.length === 0) {
@@ -16,10 +14,6 @@ if (urls.length === 0) {
   process.exit(2);
 }
 
-// A closed network: without the background-networking flags Chromium floods it with connection attempts.
-const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--autoplay-policy=no-user-gesture-required", "--mute-audio"];
 const POLL_MS = 500;
 const TIMEOUT_MS = 60000;
 const base = new URL("/__hls-player__/", urls[0]);
@@ -44,45 +38,35 @@ const page = `<!doctype html><meta charset="utf-8"><title>hls.js player matrix</
 </script>`;
 
 const print = (record) => process.stdout.write(`${JSON.stringify(record)}\n`);
-const profile = mkdtempSync(join(tmpdir(), "hls-chromium-"));
-let context;
 let running = true;
 for (const signal of ["SIGTERM", "SIGINT"]) process.on(signal, () => { running = false; });
+// A signal ends the loop below, which closes the browser: Playwright must not close it under us first.
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ARGS,
-    // A signal ends the loop below, which closes the browser: Playwright must not close it under us first.
-    handleSIGTERM: false,
-    handleSIGINT: false,
-  });
-  const tab = context.pages()[0] || (await context.newPage());
-  tab.on("pageerror", (error) => console.error(`page error: ${error}`));
-  await tab.route(`${base.href}**`, (route) => {
-    const name = new URL(route.request().url()).pathname.slice(base.pathname.length);
-    if (name === "") return route.fulfill({ contentType: "text/html", body: page });
-    if (name === "hls.min.js") return route.fulfill({ contentType: "text/javascript", body: hlsJs });
-    return route.fulfill({ status: 404, body: "" });
-  });
-  await tab.goto(base.href, { timeout: TIMEOUT_MS });
-  const reported = new Set();
-  while (running) {
-    const state = await tab.evaluate(() => ({
-      positions: window.players.map(({ url, audio }) => ({ url, position: audio.currentTime })),
-      ended: window.ended,
-    }));
-    for (const reading of state.positions) print(reading);
-    for (const [url, why] of Object.entries(state.ended)) {
-      if (!reported.has(url)) print({ url, ended: why });
-      reported.add(url);
+  await run({ handleSIGTERM: false, handleSIGINT: false }, async (context) => {
+    const tab = context.pages()[0] || (await context.newPage());
+    tab.on("pageerror", (error) => console.error(`page error: ${error}`));
+    await tab.route(`${base.href}**`, (route) => {
+      const name = new URL(route.request().url()).pathname.slice(base.pathname.length);
+      if (name === "") return route.fulfill({ contentType: "text/html", body: page });
+      if (name === "hls.min.js") return route.fulfill({ contentType: "text/javascript", body: hlsJs });
+      return route.fulfill({ status: 404, body: "" });
+    });
+    await tab.goto(base.href, { timeout: TIMEOUT_MS });
+    const reported = new Set();
+    while (running) {
+      const state = await tab.evaluate(() => ({
+        positions: window.players.map(({ url, audio }) => ({ url, position: audio.currentTime })),
+        ended: window.ended,
+      }));
+      for (const reading of state.positions) print(reading);
+      for (const [url, why] of Object.entries(state.ended)) {
+        if (!reported.has(url)) print({ url, ended: why });
+        reported.add(url);
+      }
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-  }
+  });
 } catch (error) {
   console.error(`hls.mjs: ${error.message}`);
   process.exitCode = 1;
-} finally {
-  await context?.close();
-  rmSync(profile, { recursive: true, force: true });
 }

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +34,7 @@ RESOLUTION_SECONDS = 1.0
 MOVED = 0.01  # seconds of position that count as a move
 LOG_LINES = 6
 STOP_SECONDS = 10
+ASK_SECONDS = 2.0
 
 
 class Session:
@@ -105,6 +107,38 @@ class LineSession(Session):
 
     def line(self, text: str) -> None:
         raise NotImplementedError
+
+
+class SocketSession(Session):
+    """A player asked for its position over a Unix socket it listens on (`socket` in its directory)."""
+
+    connection: socket.socket | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.workdir / "socket"
+
+    def ask(self, request: bytes, answered: Callable[[bytes], bool]) -> bytes | None:
+        """Send `request`; what the player wrote back once answered() holds for it, or None when the socket does
+        not answer (not listening yet, or gone: the runner sees the exit)."""
+        received = b""
+        try:
+            if self.connection is None:
+                self.connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.connection.settimeout(ASK_SECONDS)
+                self.connection.connect(str(self.socket_path))
+            self.connection.sendall(request)
+            while not answered(received):
+                chunk = self.connection.recv(4096)
+                if not chunk:
+                    raise ConnectionError(f"{self.name} closed its socket")
+                received += chunk
+        except OSError:
+            if self.connection is not None:
+                self.connection.close()
+            self.connection = None
+            return None
+        return received
 
 
 @dataclass

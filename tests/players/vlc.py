@@ -6,25 +6,23 @@ from __future__ import annotations
 
 import os
 import pwd
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runner import Session, main
+from runner import SocketSession, main
 
 USER = "nobody"
-RC_TIMEOUT = 2.0
 
 
-class Vlc(Session):
+def seconds(received: bytes) -> str:
+    """The answer to get_time: a line of whole seconds, after any status lines VLC wrote since."""
+    lines = received.split(b"\n")
+    return lines[-2].strip().decode() if len(lines) > 1 else ""
+
+
+class Vlc(SocketSession):
     name = "vlc"
-    connection: socket.socket | None = None
-
-    def command(self) -> list[str]:
-        return ["setpriv", f"--reuid={USER}", f"--regid={self.account.pw_gid}", "--clear-groups", "--",
-                "cvlc", "--no-video", "--aout=adummy", "--extraintf=oldrc", "--rc-fake-tty",
-                f"--rc-unix={self.workdir / 'rc'}", "--play-and-exit", self.urls[0]]
 
     def __init__(self, urls: Sequence[str], workdir: Path) -> None:
         super().__init__(urls, workdir)
@@ -32,30 +30,18 @@ class Vlc(Session):
         self.account = pwd.getpwnam(USER)
         os.chown(workdir, self.account.pw_uid, self.account.pw_gid)
 
+    def command(self) -> list[str]:
+        return ["setpriv", f"--reuid={USER}", f"--regid={self.account.pw_gid}", "--clear-groups", "--",
+                "cvlc", "--no-video", "--aout=adummy", "--extraintf=oldrc", "--rc-fake-tty",
+                f"--rc-unix={self.socket_path}", "--play-and-exit", self.urls[0]]
+
     def environment(self) -> dict[str, str] | None:
         return {**os.environ, "HOME": str(self.workdir)}
 
     def refresh(self) -> None:
-        try:
-            if self.connection is None:
-                self.connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.connection.settimeout(RC_TIMEOUT)
-                self.connection.connect(str(self.workdir / "rc"))
-            self.connection.sendall(b"get_time\n")
-            # The answer is a line of whole seconds, after any status lines VLC wrote since.
-            replies = b""
-            while not replies.endswith(b"\n") or not replies.strip().splitlines()[-1].strip().isdigit():
-                chunk = self.connection.recv(4096)
-                if not chunk:
-                    raise ConnectionError("VLC closed its control socket")
-                replies += chunk
-        except OSError:
-            # Not listening yet, or gone: the runner sees the exit.
-            if self.connection is not None:
-                self.connection.close()
-            self.connection = None
-            return
-        self.positions[self.urls[0]] = float(replies.strip().splitlines()[-1])
+        received = self.ask(b"get_time\n", lambda received: seconds(received).isdigit())
+        if received is not None:
+            self.positions[self.urls[0]] = float(seconds(received))
 
 
 if __name__ == "__main__":
