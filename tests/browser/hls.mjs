@@ -16,6 +16,7 @@ if (urls.length === 0) {
 
 const POLL_MS = 500;
 const TIMEOUT_MS = 60000;
+const HUNG_MS = 15000;
 const base = new URL("/__hls-player__/", urls[0]);
 const hlsJs = readFileSync(createRequire(import.meta.url).resolve("hls.js/dist/hls.min.js"), "utf8");
 const page = `<!doctype html><meta charset="utf-8"><title>hls.js player matrix</title>
@@ -54,10 +55,18 @@ try {
     await tab.goto(base.href, { timeout: TIMEOUT_MS });
     const reported = new Set();
     while (running) {
-      const state = await tab.evaluate(() => ({
+      // A page whose main thread hangs never answers: say so instead of waiting for it.
+      let timer;
+      const hung = new Promise((resolve) => { timer = setTimeout(() => resolve(null), HUNG_MS); });
+      const state = await Promise.race([hung, tab.evaluate(() => ({
         positions: window.players.map(({ url, audio }) => ({ url, position: audio.currentTime })),
         ended: window.ended,
-      }));
+      }))]);
+      clearTimeout(timer);
+      if (state === null) {
+        for (const url of urls) print({ url, ended: `the page stopped answering for ${HUNG_MS / 1000} s (hung)` });
+        break;
+      }
       for (const reading of state.positions) print(reading);
       for (const [url, why] of Object.entries(state.ended)) {
         if (!reported.has(url)) print({ url, ended: why });
