@@ -5,7 +5,7 @@ window of --seconds that begins when that player's own position first moves, and
   {"event": "playing", "url": ...}   when a window begins (the player plays);
   one report per URL at the end:     played seconds, stalls, position jumps, whether and why it stopped early.
 Played seconds are the advance of the player's position, read every POLL_SECONDS; a reading is never credited with
-more than the wall time since the one before (plus one reading's resolution), so a timestamp that jumps forward
+more than the wall time since the one before (plus the player's resolution), so a timestamp that jumps forward
 across an outage does not count as played (it is reported as skipped), and one that jumps back counts nothing
 (reported as went_back: the player's timeline went backwards). Usage:
   python3 tests/players/<player>.py [--seconds 100] [--startup 90] URL [URL ...]
@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import IO, Any
 
 POLL_SECONDS = 0.5
-# VLC reports whole seconds: its position stands still for up to a second (and a poll) while it plays.
-STALL_SECONDS = 2.0
+# A position read may run ahead of the wall clock by this much (a poll and the player's own update period);
+# VLC's is coarser (vlc.py). A stall is the position standing still for a second beyond it.
 RESOLUTION_SECONDS = 1.0
+STALL_BEYOND_RESOLUTION = 1.0
 MOVED = 0.01  # seconds of position that count as a move
 LOG_LINES = 6
 STOP_SECONDS = 10
@@ -43,6 +44,7 @@ class Session:
     which the runner calls every poll, or from a thread reading the player's output (LineSession)."""
 
     name = "player"
+    resolution = RESOLUTION_SECONDS
 
     def __init__(self, urls: Sequence[str], workdir: Path) -> None:
         self.urls = list(urls)
@@ -147,6 +149,7 @@ class Account:
 
     url: str
     window: float
+    resolution: float = RESOLUTION_SECONDS
     first: float | None = None  # the first position read: the window begins when the position leaves it
     start: float | None = None
     last_time: float = 0.0
@@ -173,10 +176,10 @@ class Account:
             return False
         now = min(now, self.start + self.window)
         step = position - self.last_position
-        credit = min(max(step, 0.0), now - self.last_time + RESOLUTION_SECONDS)
+        credit = min(max(step, 0.0), now - self.last_time + self.resolution)
         self.played += credit
         self.skipped += max(step, 0.0) - credit
-        if step < -RESOLUTION_SECONDS:
+        if step < -self.resolution:
             self.went_back += 1
         if abs(step) >= MOVED:
             self._close_stall(now)
@@ -190,7 +193,7 @@ class Account:
         return self.start is not None and now >= self.start + self.window
 
     def _close_stall(self, now: float) -> None:
-        if now - self.moved_at >= STALL_SECONDS:
+        if now - self.moved_at >= self.resolution + STALL_BEYOND_RESOLUTION:
             self.stalls += 1
             self.stalled += now - self.moved_at
 
@@ -228,7 +231,7 @@ def main(session: type[Session], one_process_per_url: bool = True, argv: Sequenc
             sessions = [session([url], root / str(index)) for index, url in enumerate(args.urls)]
         else:
             sessions = [session(args.urls, root / "0")]
-        accounts = {url: Account(url, args.seconds) for url in args.urls}
+        accounts = {url: Account(url, args.seconds, session.resolution) for url in args.urls}
         began = time.monotonic()
         try:
             for each in sessions:

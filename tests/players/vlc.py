@@ -23,6 +23,9 @@ def seconds(received: bytes) -> str:
 
 class Vlc(SocketSession):
     name = "vlc"
+    # get_time is the time of what VLC has demuxed, in whole seconds: near the live edge (after a restart) it moves
+    # a segment at a time, standing still and then jumping 2 s with molecule's 2 s segments.
+    resolution = 2.5
 
     def __init__(self, urls: Sequence[str], workdir: Path) -> None:
         super().__init__(urls, workdir)
