@@ -95,8 +95,14 @@ def test_the_segments_are_on_disk_in_the_moved_directory(host):
     segment = [line for line in playlist.splitlines() if line.endswith(".ts")][-1]
     assert host.file(f"{OUTPUT_DISK_DIR}/{SLUG}/{segment}").size > 0
     assert host.file(f"{OUTPUT_DISK_DIR}/_playlists/{SLUG}.m3u8").exists
-    # Emptied at boot, like a tmpfs: systemd-tmpfiles' rule for /run/hls.
-    assert host.file("/etc/tmpfiles.d/hls-output.conf").contains("^D /run/hls ")
+    # At boot systemd-tmpfiles empties the stations' directories, as a tmpfs would be, and keeps _playlists (the
+    # sequences a station's next playlist continues from). Its rule, applied to a copy of such a tree:
+    host.check_output("rm -rf /tmp/boot && mkdir -p /tmp/boot/demo-aac /tmp/boot/_playlists"
+                      " && touch /tmp/boot/demo-aac/1-0.ts /tmp/boot/_playlists/demo-aac.json"
+                      " && sed 's|/run/hls|/tmp/boot|g' /etc/tmpfiles.d/hls-output.conf > /tmp/boot.conf"
+                      " && systemd-tmpfiles --create --remove /tmp/boot.conf")
+    assert host.check_output("cd /tmp/boot && find . | sort").split() == [".", "./_playlists",
+                                                                          "./_playlists/demo-aac.json"]
     assert not host.file("/var/lib/hls/output").exists  # the default directory was never made
 
 
