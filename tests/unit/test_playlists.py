@@ -3,6 +3,7 @@ segment lists in, RFC 8216 media playlists out, across restarts of FFmpeg and of
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def root(tmp_path: Path) -> Path:
 
 
 def writer(root: Path, minutes: int = 1) -> Writer:
-    return Writer(Config.from_env({"HLS_OUTPUT_ROOT": str(root), "HLS_WINDOW_MINUTES": str(minutes)}))
+    return Writer(Config.from_env({"HLS_OUTPUT_ROOT": str(root), "HLS_WINDOW_MINUTES": str(minutes),
+                                   "HLS_STOP_GRACE_SECONDS": "6"}))
 
 
 def playlist_of(root: Path, slug: str = "joy") -> MediaPlaylist:
@@ -257,6 +259,28 @@ def test_after_a_stop_neither_sequence_goes_back(root: Path, writer_restarts: bo
     assert after.discontinuity_sequence == before.discontinuity_sequence + 1 + 1
 
 
+def test_a_station_stopped_on_a_disk_output_goes_after_the_grace(root: Path) -> None:
+    # On a disk, systemd leaves a stopped station's directory; hls@.service's ExecStopPost marks the stop, and the
+    # next start (ExecStartPre) clears the mark.
+    station, hls = FakeStation(root), writer(root)
+    station.start(NOW)
+    station.finish_segments(2)
+    hls.tick(NOW + 15)
+    marker = station.directory / ".stopped"
+    marker.touch()
+    os.utime(marker, (NOW + 15, NOW + 15))
+    hls.tick(NOW + 20)  # within the grace (6 s): a restart may be on its way
+    assert (root / "_playlists" / "joy.m3u8").exists() and station.directory.exists()
+    marker.unlink()  # restarted: nothing goes
+    hls.tick(NOW + 40)
+    assert (root / "_playlists" / "joy.m3u8").exists()
+    marker.touch()
+    os.utime(marker, (NOW + 40, NOW + 40))
+    hls.tick(NOW + 46.5)
+    assert not (root / "_playlists" / "joy.m3u8").exists() and not station.directory.exists()
+    assert hls.stations == {}
+
+
 def test_a_playlist_left_from_a_station_that_stopped_meanwhile_goes(root: Path) -> None:
     (root / "_playlists" / "gone.m3u8").write_text("#EXTM3U\n")
     writer(root).tick(NOW)
@@ -276,11 +300,16 @@ def test_files_nobody_lists_are_cleared_at_start(root: Path) -> None:
     assert not list(station.directory.glob(f"{old.run}-*.ts"))
 
 
+GOOD = {"HLS_OUTPUT_ROOT": "/run/hls", "HLS_WINDOW_MINUTES": "25", "HLS_STOP_GRACE_SECONDS": "6"}
+
+
 @pytest.mark.parametrize(("values", "message"), [
-    ({"HLS_WINDOW_MINUTES": "25"}, "HLS_OUTPUT_ROOT is not set"),
-    ({"HLS_OUTPUT_ROOT": "/run/hls"}, "HLS_WINDOW_MINUTES is not set"),
-    ({"HLS_OUTPUT_ROOT": "/run/hls", "HLS_WINDOW_MINUTES": "0"}, "not a whole number of minutes"),
-    ({"HLS_OUTPUT_ROOT": "/run/hls", "HLS_WINDOW_MINUTES": "2.5"}, "not a whole number of minutes"),
+    ({**GOOD, "HLS_OUTPUT_ROOT": None}, "HLS_OUTPUT_ROOT is not set"),
+    ({**GOOD, "HLS_WINDOW_MINUTES": ""}, "HLS_WINDOW_MINUTES is not set"),
+    ({**GOOD, "HLS_STOP_GRACE_SECONDS": None}, "HLS_STOP_GRACE_SECONDS is not set"),
+    ({**GOOD, "HLS_WINDOW_MINUTES": "0"}, "HLS_WINDOW_MINUTES='0' is not a whole number from 1 to 1440"),
+    ({**GOOD, "HLS_WINDOW_MINUTES": "2.5"}, "not a whole number"),
+    ({**GOOD, "HLS_STOP_GRACE_SECONDS": "-1"}, "HLS_STOP_GRACE_SECONDS='-1' is not a whole number"),
 ])
 def test_settings_are_checked(values: dict[str, str | None], message: str) -> None:
     with pytest.raises(BadSetting, match=message):

@@ -115,3 +115,17 @@ def test_the_analytics_read_the_moved_session_log(host):
     assert get(host, f"/hls/{SLUG}/{segment}", into="/dev/null")[0] == 200
     assert until(lambda: "paths-listener-1" in host.file(SESSION_LOG).content_string, "the session log line")
     until(lambda: (metric(host, f'hls_station_listeners{{station="{SLUG}"}}') or 0) >= 1, "a listener in /metrics")
+
+
+def test_a_stopped_station_leaves_nothing_on_the_disk(host):
+    """systemd removes a stopped unit's runtime directory from a tmpfs only: on a disk output hls@.service marks the
+    stop and hls-playlists removes what is left once the station stayed stopped; a start brings it back."""
+    host.check_output(f"systemctl stop hls@{SLUG}")
+    try:
+        assert get(host, f"/hls/{SLUG}/index.m3u8")[0] == 404
+        until(lambda: not host.file(f"{OUTPUT_DISK_DIR}/{SLUG}").exists, "the station's directory to go", timeout=60)
+        assert not host.file(f"{OUTPUT_DISK_DIR}/_playlists/{SLUG}.m3u8").exists
+        assert host.file(f"{OUTPUT_DISK_DIR}/_playlists/{SLUG}.json").exists  # the sequences, for its next playlist
+    finally:
+        host.check_output(f"systemctl start hls@{SLUG}")
+    until(lambda: get(host, f"/hls/{SLUG}/index.m3u8")[0] == 200, "the station to serve again")

@@ -36,6 +36,9 @@ SESSION_LOG_FIELDS: tuple[str, ...] = tuple(CONTRACT["session_log_fields"])
 # <output root>/<this>/<slug>.m3u8: every station's media playlist, written by hls-playlists, served by nginx as
 # /hls/<slug>/index.m3u8. Outside the station directories, which systemd removes on a stop; never a slug.
 PLAYLISTS_DIR_NAME: str = CONTRACT["playlists_dir_name"]
+# In a station's output directory from its stop to its next start (hls@.service writes it): systemd removes the
+# directory of a stopped station from a tmpfs but not from a disk, so on a disk output hls-playlists does.
+STOPPED_MARKER_NAME: str = CONTRACT["stopped_marker_name"]
 
 # What the programs call themselves to upstreams and backends.
 USER_AGENT = "radio-hls/1.0"

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -26,7 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from radio_hls.common import logs
-from radio_hls.common.contract import LAUNCH_INFO_NAME, PLAYLISTS_DIR_NAME, SLUG_PATTERN, BadSetting, setting
+from radio_hls.common.contract import (
+    LAUNCH_INFO_NAME,
+    PLAYLISTS_DIR_NAME,
+    SLUG_PATTERN,
+    STOPPED_MARKER_NAME,
+    BadSetting,
+    setting,
+)
 from radio_hls.common.files import read_json_object, write_atomically
 from radio_hls.playlists.model import MediaPlaylist
 from radio_hls.stations.runs import LIST_SUFFIX, SEGMENT_SUFFIX, Run, read_list, read_run
@@ -47,13 +55,18 @@ LONGEST_SEGMENT = 60  # seconds: the launcher's bound on HLS_SEGMENT_SECONDS
 class Config:
     output_root: Path
     window_seconds: float
+    stop_grace_seconds: float  # a station stopped this long stays stopped: its restart would have come
 
     @classmethod
     def from_env(cls, values: Mapping[str, str | None]) -> Config:
-        minutes = setting(values, "HLS_WINDOW_MINUTES")
-        if not minutes.isascii() or not minutes.isdigit() or not 1 <= int(minutes) <= 1440:
-            raise BadSetting(f"HLS_WINDOW_MINUTES={minutes!r} is not a whole number of minutes from 1 to 1440")
-        return cls(Path(setting(values, "HLS_OUTPUT_ROOT")), int(minutes) * 60.0)
+        def whole(name: str, low: int, high: int) -> int:
+            value = setting(values, name)
+            if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
+                raise BadSetting(f"{name}={value!r} is not a whole number from {low} to {high}")
+            return int(value)
+
+        return cls(Path(setting(values, "HLS_OUTPUT_ROOT")), whole("HLS_WINDOW_MINUTES", 1, 1440) * 60.0,
+                   float(whole("HLS_STOP_GRACE_SECONDS", 1, 86400)))
 
 
 def stamp(path: Path) -> tuple[int, int, int] | None:
@@ -123,6 +136,9 @@ class Station:
         run_stamp = stamp(self.directory / LAUNCH_INFO_NAME)
         if run_stamp is None and not self.directory.is_dir():
             return False
+        stopped = stamp(self.directory / STOPPED_MARKER_NAME)
+        if stopped is not None and now - stopped[1] / 1e9 > self.config.stop_grace_seconds:
+            return False
         if run_stamp != self.run_stamp:
             self.run_stamp = run_stamp
             run = read_run(self.directory)
@@ -168,8 +184,9 @@ class Station:
             log.error("%s: cannot write %s: %s", self.slug, self.playlist_path, error.strerror)
 
     def remove(self) -> None:
-        """The station stopped: systemd removed its directory, segments included."""
+        """The station stopped: its playlist goes, and its directory if systemd left it (on a disk output)."""
         retire(self.playlist_path, self.playlist)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def sequences_path(playlist_path: Path) -> Path:
@@ -253,7 +270,8 @@ class Writer:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argparse.ArgumentParser(description="Write every station's HLS media playlist (hls-playlists.service). "
-                            "Settings from the environment: HLS_OUTPUT_ROOT, HLS_WINDOW_MINUTES.").parse_args(argv)
+                            "Settings from the environment: HLS_OUTPUT_ROOT, HLS_WINDOW_MINUTES, "
+                            "HLS_STOP_GRACE_SECONDS.").parse_args(argv)
     logs.setup()
     try:
         config = Config.from_env(os.environ)
