@@ -122,8 +122,8 @@ def test_a_stopped_station_leaves_nothing_on_the_disk(host):
     stop and hls-playlists removes what is left once the station stayed stopped; a start brings it back."""
     host.check_output(f"systemctl stop hls@{SLUG}")
     try:
-        assert get(host, f"/hls/{SLUG}/index.m3u8")[0] == 404
         until(lambda: not host.file(f"{OUTPUT_DISK_DIR}/{SLUG}").exists, "the station's directory to go", timeout=60)
+        assert get(host, f"/hls/{SLUG}/index.m3u8")[0] == 404
         assert not host.file(f"{OUTPUT_DISK_DIR}/_playlists/{SLUG}.m3u8").exists
         assert host.file(f"{OUTPUT_DISK_DIR}/_playlists/{SLUG}.json").exists  # the sequences, for its next playlist
     finally:
