@@ -874,6 +874,9 @@ FAKE_FFMPEG = """#!/bin/bash
 # Prints what FFmpeg prints when a stop interrupts its open: the URL of its input document.
 url=$(sed -n "s/^file '\\\\(.*\\\\)'$/\\\\1/p")
 echo "fake ffmpeg started, reading $url" >&2
+echo "[segment @ 0x55e1] NOTE: the option initial_offset is deprecated,you can use output_ts_offset instead of it" >&2
+echo "[mpegts @ 0x55e2] frame size not set" >&2
+echo "[mpegts @ 0x55e3] frame size not set, and something else" >&2
 trap 'echo "[concat @ 0x1] Impossible to open '"'"'$url'"'"'" >&2
       echo "pipe:0: Immediate exit requested" >&2; exit 255' TERM
 sleep 60 & wait
@@ -908,6 +911,9 @@ def test_ffmpegs_lines_reach_the_log_without_tokens_even_on_a_stop(tmp_path: Pat
     assert "Impossible to open 'http://127.0.0.1:9/live?***" in text
     assert "hls-launcher: radio-joy: upstream http://127.0.0.1:9/live?*** codec not probed, mode copy" in text
     assert "t0ken" not in text
+    # The segment muxer's noise is gone, and only it.
+    assert "initial_offset" not in text and "] frame size not set\n" not in text
+    assert "[mpegts @ 0x55e3] frame size not set, and something else" in text
 
 
 # --- the units' firewall -------------------------------------------------------------------------------------

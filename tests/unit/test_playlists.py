@@ -163,7 +163,7 @@ def test_segments_are_listed_as_ffmpeg_finishes_them(root: Path) -> None:
     hls.tick(NOW + 19)
     playlist = playlist_of(root)
     assert [s.index for s in playlist.segments] == [0, 1, 2]
-    assert playlist.media_sequence == int(NOW + 19) and playlist.target == T
+    assert playlist.media_sequence == playlist.discontinuity_sequence == int(NOW + 19) and playlist.target == T
     assert playlist.segments[0].start == pytest.approx(NOW + 0.3)
     for before, after in zip(playlist.segments, list(playlist.segments)[1:], strict=False):
         assert after.start == pytest.approx(before.end, abs=0.001)
@@ -222,9 +222,11 @@ def test_a_stopped_station_loses_its_playlist(root: Path) -> None:
     station.finish_segments(2)
     hls.tick(NOW + 15)
     assert (root / "_playlists" / "joy.m3u8").exists()
+    hls.next_discovery = NOW + 3600  # not thanks to the listing of the output root: at the next poll
     shutil.rmtree(station.directory)  # systemd's RuntimeDirectory on stop
-    hls.tick(NOW + 20)
+    hls.tick(NOW + 15.5)
     assert not (root / "_playlists" / "joy.m3u8").exists()
+    assert hls.stations == {}
 
 
 def test_a_playlist_left_from_a_station_that_stopped_meanwhile_goes(root: Path) -> None:

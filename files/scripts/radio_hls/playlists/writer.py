@@ -110,8 +110,11 @@ class Station:
             elif entry.name.endswith(LIST_SUFFIX) and (current is None or entry.name != f"{current.run}{LIST_SUFFIX}"):
                 Path(entry.path).unlink(missing_ok=True)
 
-    def poll(self, now: float) -> None:
+    def poll(self, now: float) -> bool:
+        """Take in what FFmpeg finished since the last poll; False when the station is gone (stopped)."""
         run_stamp = stamp(self.directory / LAUNCH_INFO_NAME)
+        if run_stamp is None and not self.directory.is_dir():
+            return False
         if run_stamp != self.run_stamp:
             self.run_stamp = run_stamp
             run = read_run(self.directory)
@@ -122,6 +125,7 @@ class Station:
             if list_stamp != self.list_stamp:
                 self.list_stamp = list_stamp
                 self._list(self.run, now)
+        return True
 
     def _begin(self, run: Run, now: float) -> None:
         previous = self.run
@@ -143,9 +147,11 @@ class Station:
             if last is not None and (run.run, listed.index) <= (last.run, last.index):
                 continue
             if self.playlist is None:
-                # A new playlist starts its media sequence at the Unix time: above any number an earlier playlist
-                # of this station reached (one segment a second at most), so a sequence never goes back.
-                self.playlist = MediaPlaylist(run.segment_seconds, int(now))
+                # A new playlist (the station was stopped, the host rebooted) starts both sequences at the Unix
+                # time: above any number an earlier playlist of this station reached (one segment or discontinuity
+                # a second at most), so a player that polled the old one sees neither go back, and its next
+                # segments in another discontinuity sequence.
+                self.playlist = MediaPlaylist(run.segment_seconds, int(now), int(now))
             last = self.playlist.append(listed.name, run.run, listed.index, listed.start, listed.duration)
             added = True
         if not added or self.playlist is None:
@@ -181,21 +187,28 @@ class Writer:
             except OSError as error:  # removed between the listing and now: seen again at the next discovery
                 log.debug("%s: %s", slug, error)
         for slug in self.stations.keys() - present:
-            self.stations.pop(slug).remove()
-            log.info("%s: stopped, playlist removed", slug)
+            self.forget(slug)
         for playlist in self.playlists_dir.glob(f"*{PLAYLIST_SUFFIX}"):
             if playlist.name.removesuffix(PLAYLIST_SUFFIX) not in present:
                 playlist.unlink(missing_ok=True)  # a station that stopped while this program did not run
+
+    def forget(self, slug: str) -> None:
+        self.stations.pop(slug).remove()
+        log.info("%s: stopped, playlist removed", slug)
 
     def tick(self, now: float) -> None:
         if now >= self.next_discovery:
             self.discover(now)
             self.next_discovery = now + DISCOVER_SECONDS
+        gone = []
         for station in self.stations.values():
             try:
-                station.poll(now)
+                if not station.poll(now):
+                    gone.append(station.slug)
             except OSError as error:
                 log.warning("%s: %s", station.slug, error)
+        for slug in gone:  # at once, not at the next discovery: a stopped station's playlist must not linger
+            self.forget(slug)
         self.deletions.run(now)
 
     def run(self, stop: threading.Event) -> None:

@@ -58,7 +58,12 @@ INPUT_OPTIONS: dict[str, object] = {"f": "concat", "safe": 0, "protocol_whitelis
 # standard error (sed -E, GNU: [[:space:]]), redact_urls to the launcher's own text.
 URL_USERINFO = re.compile(r"(://)[^/@\s]*@")
 URL_QUERY = re.compile(r"(://[^?#\s]*)([?#])\S*")
-REDACT_SED = ("sed", "-u", "-E", "-e", r"s|(://)[^/@[:space:]]*@|\1***@|g",
+# It also drops two lines FFmpeg 5.1's segment muxer prints that say nothing about the station: one per segment
+# ("frame size not set", the inner MPEG-TS muxer of every segment) and one per start (initial_offset, which
+# build_command needs, is deprecated), so `hlsctl status <slug>` shows the station's real last lines.
+REDACT_SED = ("sed", "-u", "-E", "-e", r"/^\[mpegts @ 0x[0-9a-f]+\] frame size not set$/d",
+              "-e", r"/^\[segment @ 0x[0-9a-f]+\] NOTE: the option initial_offset is deprecated/d",
+              "-e", r"s|(://)[^/@[:space:]]*@|\1***@|g",
               "-e", r"s|(://[^?#[:space:]]*)([?#])[^[:space:]]*|\1\2***|g")
 GLOBAL_OPTIONS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning")
 CODEC_CHOICES = ("auto", "copy", "transcode")
