@@ -31,6 +31,7 @@ from benchcommon import (
     log,
     median,
     older_segments,
+    playlist_path,
     process_memory,
     progress_marker,
     show,
@@ -185,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window-minutes", type=int, help="the playlists' window (default: hls-playlists')")
     args = parser.parse_args(argv)
     minutes = args.window_minutes or window_minutes(ENV_FILE)
+    # Every running station (its directory) with a playlist first: each of them is made full.
+    stations = [entry.name for entry in PLAYLISTS.parent.iterdir() if entry.is_dir() and entry != PLAYLISTS]
+    if not wait_for(lambda: all(progress_marker(playlist_path(slug)) for slug in stations), timeout=180, interval=1):
+        log("  not every running station has a playlist: filling those there are")
     filled = fill_service_playlists(minutes * 60.0)
     log(f"{filled} playlists made {minutes} minutes long; waiting for hls-playlists to rewrite them")
     playlists = sorted(PLAYLISTS.glob("*.m3u8"))
