@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -227,6 +227,15 @@ def backend_stations(slugs: Iterable[str], enabled: Callable[[str], bool] = lamb
     return [{"id": index, "slug": slug, "title": slug, "stream_url": f"http://127.0.0.1:8000/{slug}",
              "generate_hls_stream": enabled(slug), "disabled": False}
             for index, slug in enumerate(slugs, start=1)]
+
+
+def rotations(items: Sequence[T], rounds: int) -> Iterator[tuple[int, T]]:
+    """(round, item): every item once a round, in an order that rotates from round to round, so that a noisy
+    neighbour favours none of them."""
+    for round_index in range(rounds):
+        shift = round_index % len(items)
+        for item in [*items[shift:], *items[:shift]]:
+            yield round_index, item
 
 
 def median(values: Sequence[float]) -> float:

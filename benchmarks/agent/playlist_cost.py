@@ -34,6 +34,7 @@ from benchcommon import (
     playlist_path,
     process_memory,
     progress_marker,
+    rotations,
     show,
     systemctl,
     wait_for,
@@ -198,26 +199,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     timeout=max(60.0, 4 * args.segment_seconds), interval=1):
         log("  not every playlist moved on: measuring anyway (the table's advancing column tells)")
     peers = peer_workloads(args.peer_stations, minutes, args.segment_seconds)
-    names = [SERVICE, *(peer.name for peer in peers)]
-    samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    writers: list[Workload | None] = [None, *peers]  # None: the deployed hls-playlists
+    samples: dict[str, list[dict[str, float]]] = {SERVICE: []} | {peer.name: [] for peer in peers}
     failures: list[str] = []
-    for round_index in range(args.rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            log(f"round {round_index + 1}/{args.rounds}: {name}")
-            try:
-                if name == SERVICE:
-                    figures = measure_service(args.window)
-                else:
-                    figures = measure(next(peer for peer in peers if peer.name == name), args.window,
-                                      args.warmup)["copy"]
-            except RuntimeError as error:  # one broken window must not lose the whole run
-                log(f"  skipped: {error}")
-                failures.append(f"round {round_index + 1}, {name}: {error}")
-                continue
-            samples[name].append(figures)
-            log(f"  {figures['cpu_pct']:.4f} % CPU, {figures['pss_mib']:.2f} MiB PSS per station, "
-                f"{figures['advancing']:.0f}/{figures['stations']:.0f} advancing")
+    for round_index, peer in rotations(writers, args.rounds):
+        name = peer.name if peer else SERVICE
+        log(f"round {round_index + 1}/{args.rounds}: {name}")
+        try:
+            figures = measure(peer, args.window, args.warmup)["copy"] if peer else measure_service(args.window)
+        except RuntimeError as error:  # one broken window must not lose the whole run
+            log(f"  skipped: {error}")
+            failures.append(f"round {round_index + 1}, {name}: {error}")
+            continue
+        samples[name].append(figures)
+        log(f"  {figures['cpu_pct']:.4f} % CPU, {figures['pss_mib']:.2f} MiB PSS per station, "
+            f"{figures['advancing']:.0f}/{figures['stations']:.0f} advancing")
     result = {"window_s": args.window, "rounds": args.rounds, "window_minutes": minutes,
               "segment_seconds": args.segment_seconds, "failures": failures, "workloads": {}}
     for name, rounds in samples.items():

@@ -29,6 +29,7 @@ from benchcommon import (
     median,
     playlist_path,
     progress_marker,
+    rotations,
     run,
     show,
     systemctl,
@@ -218,20 +219,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         workload.stop()  # the deployed stations run from the start: every workload starts from nothing
     samples: dict[str, dict[str, list[dict[str, float]]]] = {w.name: {mode: [] for mode in args.modes} for w in runs}
     failures: list[str] = []
-    for round_index in range(args.rounds):
-        shift = round_index % len(runs)
-        for workload in runs[shift:] + runs[:shift]:
-            log(f"round {round_index + 1}/{args.rounds}: {workload.name}, {args.stations} stations per codec")
-            try:
-                measured = measure(workload, args.window, args.warmup)
-            except RuntimeError as error:  # one broken window must not lose the whole run
-                log(f"  skipped: {error}")
-                failures.append(f"round {round_index + 1}, {workload.name}: {error}")
-                continue
-            for mode, figures in measured.items():
-                samples[workload.name][mode].append(figures)
-                log(f"  {mode}: {figures['cpu_pct']:.3f} % CPU, {figures['pss_mib']:.1f} MiB PSS per station, "
-                    f"{figures['advancing']}/{figures['stations']} advancing")
+    for round_index, workload in rotations(runs, args.rounds):
+        log(f"round {round_index + 1}/{args.rounds}: {workload.name}, {args.stations} stations per codec")
+        try:
+            measured = measure(workload, args.window, args.warmup)
+        except RuntimeError as error:  # one broken window must not lose the whole run
+            log(f"  skipped: {error}")
+            failures.append(f"round {round_index + 1}, {workload.name}: {error}")
+            continue
+        for mode, figures in measured.items():
+            samples[workload.name][mode].append(figures)
+            log(f"  {mode}: {figures['cpu_pct']:.3f} % CPU, {figures['pss_mib']:.1f} MiB PSS per station, "
+                f"{figures['advancing']}/{figures['stations']} advancing")
     project = [w for w in runs if w.name == "project" and not w.keep_running]
     for workload in project:  # leave the deployed stations running, as they were
         workload.start()
