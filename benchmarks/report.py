@@ -105,7 +105,8 @@ def cost_rows(cost: dict[str, Any]) -> list[str]:
 def writer_costs(cost: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Per writer: CPU and PSS in total and per station; the peers' difference is FFmpeg's own playlist."""
     figures = {}
-    for name, f in cost["workloads"].items():
+    for name in [name for name in WRITER_NAMES if name in cost["workloads"]]:
+        f = cost["workloads"][name]
         stations = f["stations"]
         total = name == "hls-playlists.service"
         figures[name] = {
