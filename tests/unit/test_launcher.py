@@ -255,7 +255,7 @@ def test_a_run_starts_after_the_last_runs_timeline(tmp_path: Path) -> None:
     previous.list_path(tmp_path).write_text(f"{previous.run}-0.ts,0.000000,1.0\n"
                                             f"{previous.run}-13.ts,26.0,{end:.6f}\n")
     run = begin_run(tmp_path, settings(HLS_SEGMENT_SECONDS="2"), "copy", "aac", NOW)
-    assert run.start == pytest.approx(NOW + 8.5 + 0.001, abs=0.002)
+    assert run.start == pytest.approx(NOW + 8.5 + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
     # Once the clock is ahead again, the wall clock wins: timestamps follow it, with the outage as their gap.
     assert begin_run(tmp_path, settings(), "copy", "aac", NOW + 60).start == pytest.approx(NOW + 60, abs=0.001)
 

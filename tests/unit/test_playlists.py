@@ -196,9 +196,10 @@ def test_segments_that_left_stay_downloadable_for_a_window_more(root: Path) -> N
     assert playlist.duration >= 60 and playlist.duration - playlist.segments[0].duration < 60
     first_listed = playlist.segments[0].index
     gone = [station.directory / f"{station.run.run}-{index}.ts" for index in range(first_listed)]  # type: ignore[union-attr]
-    hls.tick(NOW + 105 + 60)
+    # RFC 8216 6.2.2: available for its own duration plus the longest playlist that listed it (window + T).
+    hls.tick(NOW + 105 + 60 + 2 * T - 0.1)
     assert all(path.exists() for path in gone)
-    hls.tick(NOW + 105 + 60 + T + 0.1)
+    hls.tick(NOW + 105 + 60 + 2 * T + 0.1)
     assert not any(path.exists() for path in gone)
 
 
@@ -244,7 +245,7 @@ def test_files_nobody_lists_are_cleared_at_start(root: Path) -> None:
     hls.tick(NOW + 21)
     assert not old.list_path(station.directory).exists()
     assert current.run  # its files stay; the old run's segments go after the usual wait
-    hls.tick(NOW + 21 + 60 + 60)
+    hls.tick(NOW + 21 + 60 + 2 * T + 0.1)
     assert not list(station.directory.glob(f"{old.run}-*.ts"))
 
 

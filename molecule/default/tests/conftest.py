@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
+
+# The HLS conformance checker (tests/conformance), shared with the unit tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
 
 BACKEND = "http://127.0.0.1:8001"
 NGINX = "http://127.0.0.1"

@@ -37,6 +37,7 @@ POLL_SECONDS = 0.5
 DISCOVER_SECONDS = 2.0
 SLUG = re.compile(SLUG_PATTERN)
 PLAYLIST_SUFFIX = ".m3u8"
+LONGEST_SEGMENT = 60  # seconds: the launcher's bound on HLS_SEGMENT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -93,20 +94,22 @@ class Station:
         except OSError:
             return None
 
-    @property
-    def keep_seconds(self) -> float:
-        """How long a segment stays on disk after it left the playlist: the playlist's length plus its own."""
-        return self.config.window_seconds + (self.playlist.target if self.playlist else 60)
+    def keep_seconds(self, target: int) -> float:
+        """How long a segment stays on disk after it left the playlist: its own duration plus the longest playlist
+        that listed it (RFC 8216 6.2.2), which trim() keeps under the window plus one segment."""
+        return self.config.window_seconds + 2 * target
 
     def _clear_leftovers(self, current: Run | None, now: float) -> None:
         """At start: segments this program no longer knows about (it was stopped while they left, or never listed
         them) go after the usual wait; lists of runs other than the current one go now."""
         listed = {segment.name for segment in self.playlist.segments} if self.playlist else set()
         current_prefix = f"{current.run}-" if current else None
+        target = self.playlist.target if self.playlist else current.segment_seconds if current else LONGEST_SEGMENT
+        keep = self.keep_seconds(target)
         for entry in os.scandir(self.directory):
             if entry.name.endswith(SEGMENT_SUFFIX) and entry.name not in listed and not (
                     current_prefix and entry.name.startswith(current_prefix)):
-                self.deletions.add(Path(entry.path), now + self.keep_seconds)
+                self.deletions.add(Path(entry.path), now + keep)
             elif entry.name.endswith(LIST_SUFFIX) and (current is None or entry.name != f"{current.run}{LIST_SUFFIX}"):
                 Path(entry.path).unlink(missing_ok=True)
 
@@ -157,7 +160,7 @@ class Station:
         if not added or self.playlist is None:
             return
         for segment in self.playlist.trim(self.config.window_seconds):
-            self.deletions.add(self.directory / segment.name, now + self.keep_seconds)
+            self.deletions.add(self.directory / segment.name, now + self.keep_seconds(self.playlist.target))
         try:
             write_atomically(self.playlist_path, self.playlist.text(), mode=0o644, durable=False)
         except OSError as error:

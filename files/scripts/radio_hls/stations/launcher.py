@@ -86,6 +86,10 @@ NUMBER_SETTINGS = {
     "HLS_RESTART_MAX_SECONDS": (60, 1, 3600),
 }
 BACKOFF_FILE = ".backoff.json"
+# A run starts at least this long after the last one's listed end: more than the AAC encoder's priming (1024
+# samples: 23 ms at 44.1 kHz, 64 ms at 16 kHz), which puts a transcoded run's first packet before its start, so
+# the old run's last frame and the new run's first never overlap.
+RUN_GAP_SECONDS = 0.1
 # Codecs that HLS players take as they are inside MPEG-TS.
 COPYABLE_CODECS = ("aac",)
 
@@ -321,7 +325,7 @@ def begin_run(output_dir: Path, settings: StationSettings, mode: str, upstream_c
     """This start's run: its timeline starts at the wall clock, or just after the last run's when that is later
     (its last segment may end ahead of the clock: Icecast sends a few seconds of audio at once on connect)."""
     previous_end = timeline_end(output_dir)
-    start = now if previous_end is None else max(now, previous_end + 0.001)
+    start = now if previous_end is None else max(now, previous_end + RUN_GAP_SECONDS)
     return Run.begin(start, settings.segment_seconds, mode, upstream_codec, now)
 
 

@@ -1,0 +1,350 @@
+"""The conformance checker (tests/conformance/checker.py): a conforming history passes, and for each rule a history
+that breaks that rule (and, where one cannot break it alone, the rules it drags along, named here) is reported with
+that rule's code. This is each check shown red once."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import formatdate
+
+import pytest
+from conformance.checker import PTS_HZ, PTS_WRAP, RULES, SegmentFacts, Snapshot, check
+
+T = 2  # target duration, s
+WINDOW = 6  # segments listed once the playlist is full
+START = 1_796_000_000.0  # Unix time of the first segment
+FRAME = 0.023  # one AAC frame at 44.1 kHz: the last packet starts this long before a segment ends
+
+
+@dataclass(frozen=True)
+class Seg:
+    name: str
+    start: float  # Unix time of its first sample: its PTS and, unless shifted, its PDT
+    duration: float = T
+    discontinuity: bool = False
+    pdt_shift: float = 0.0  # s added to the PDT only
+    has_pdt: bool = True
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+def runs(start: float = START) -> list[Seg]:
+    """Two runs of ten segments: the second begins 3 s after the first ended (an outage), marked."""
+    first = [Seg(f"{round(start * 1000)}-{i}.ts", start + i * T) for i in range(10)]
+    restart = first[-1].end + 3
+    second = [Seg(f"{round(restart * 1000)}-{i}.ts", restart + i * T, discontinuity=i == 0) for i in range(10)]
+    return first + second
+
+
+def pdt(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def render(segs: Sequence[Seg], lo: int, hi: int) -> str:
+    """The playlist listing segs[lo:hi] as the design writes it."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{T}", f"#EXT-X-MEDIA-SEQUENCE:{lo}",
+             f"#EXT-X-DISCONTINUITY-SEQUENCE:{sum(seg.discontinuity for seg in segs[:lo])}",
+             "#EXT-X-INDEPENDENT-SEGMENTS"]
+    for seg in segs[lo:hi]:
+        lines += ["#EXT-X-DISCONTINUITY"] if seg.discontinuity else []
+        lines += [f"#EXT-X-PROGRAM-DATE-TIME:{pdt(seg.start + seg.pdt_shift)}"] if seg.has_pdt else []
+        lines += [f"#EXTINF:{seg.duration:.3f},", seg.name]
+    return "\n".join(lines) + "\n"
+
+
+def headers(fetched: float, modified: float) -> dict[str, str]:
+    return {"content-type": "application/vnd.apple.mpegurl", "content-encoding": "gzip",
+            "date": formatdate(fetched, usegmt=True), "last-modified": formatdate(modified, usegmt=True)}
+
+
+def default_bounds(count: int) -> list[tuple[int, int]]:
+    return [(max(0, hi - WINDOW), hi) for hi in range(1, count + 1)]
+
+
+def history(segs: Sequence[Seg], bounds: Sequence[tuple[int, int]] | None = None,
+            edit: Callable[[int, str], str] = lambda index, text: text) -> list[Snapshot]:
+    """One fetch of each version, 0.2 s after its newest segment ended; edit(index, text) alters a version."""
+    snapshots = []
+    for index, (lo, hi) in enumerate(bounds or default_bounds(len(segs))):
+        fetched = segs[hi - 1].end + 0.2
+        snapshots.append(Snapshot(edit(index, render(segs, lo, hi)), fetched, headers(fetched, segs[hi - 1].end)))
+    return snapshots
+
+
+def wall(seconds: float) -> int:
+    return round(seconds * PTS_HZ) % PTS_WRAP
+
+
+def facts(segs: Sequence[Seg]) -> dict[str, SegmentFacts]:
+    return {seg.name: SegmentFacts(wall(seg.start), wall(seg.end - FRAME)) for seg in segs}
+
+
+def everything_served(uris: list[str]) -> set[str]:
+    return set(uris)
+
+
+def codes(snapshots: Sequence[Snapshot], segs: Sequence[Seg] | None = None, **options: object) -> set[str]:
+    """The codes of the rules the checker reports, with the usual options unless the test sets them."""
+    known = facts(segs if segs is not None else runs())
+    settings: dict[str, object] = {"facts": known, "target_duration": T, "fetch": everything_served,
+                                   "clock": lambda: snapshots[-1].fetched + 1}
+    settings.update(options)
+    violations = check(snapshots, **settings)  # type: ignore[arg-type]
+    return {violation.rule.code for violation in violations}
+
+
+def replace(segs: list[Seg], index: int, **changes: object) -> list[Seg]:
+    segs = list(segs)
+    segs[index] = dataclasses.replace(segs[index], **changes)  # type: ignore[arg-type]
+    return segs
+
+
+def shift_pdt_from(segs: list[Seg], index: int, shift: float) -> list[Seg]:
+    return segs[:index] + [dataclasses.replace(seg, pdt_shift=shift) for seg in segs[index:]]
+
+
+def in_version(which: int, edit: Callable[[str], str]) -> Callable[[int, str], str]:
+    return lambda index, text: edit(text) if index == which else text
+
+
+def everywhere(edit: Callable[[str], str]) -> Callable[[int, str], str]:
+    return lambda index, text: edit(text)
+
+
+# --- a conforming history passes -------------------------------------------------------------------------------------
+
+def test_a_conforming_history_with_a_restart_passes():
+    segs = runs()
+    assert check(history(segs), facts=facts(segs), target_duration=T, fetch=everything_served,
+                 clock=lambda: segs[-1].end + 1) == []
+
+
+def test_timestamps_that_wrap_at_33_bits_still_continue():
+    # The first run crosses the 33-bit wrap of the 90 kHz clock (every 26.5 h) in its middle.
+    wrap = 18_818 * PTS_WRAP / PTS_HZ
+    segs = runs(start=round(wrap - 5 * T))
+    assert wall(segs[4].start) > wall(segs[6].start)  # the wrap really lies inside
+    assert codes(history(segs), segs) == set()
+
+
+def test_polled_every_half_second_with_repeated_versions_passes():
+    segs = runs()
+    once = history(segs)
+    twice = [s for snap in once for s in (snap, dataclasses.replace(snap, fetched=snap.fetched + 0.5))]
+    assert codes(twice) == set()
+
+
+def test_every_rule_is_documented_with_its_number():
+    from pathlib import Path
+    page = (Path(__file__).parents[2] / "docs" / "conformance.md").read_text()
+    for rule in RULES.values():
+        assert f"| {rule.reference} | `{rule.code}` |" in page, rule
+
+
+# --- each rule, broken ----------------------------------------------------------------------------------------------
+
+TEXT_EDITS = {
+    # rule: (how a version's text is changed, in which versions, what else that necessarily breaks)
+    "extm3u": (lambda text: "# comment\n" + text, 8, set()),
+    "version-once": (lambda text: text.replace("#EXT-X-VERSION:3", "#EXT-X-VERSION:3\n#EXT-X-VERSION:3"), None, set()),
+    "version-compatible": (lambda text: text.replace("#EXT-X-VERSION:3", "#EXT-X-VERSION:2"), None, set()),
+    "extinf": (lambda text: text.replace("#EXTINF:2.000,", "#EXTINF:2.000"), 8, set()),
+    "pdt-format": (lambda text: text.replace(".000Z", "Z"), 8, set()),
+    # m3u8 cannot read a target that is not an integer: the version is lost to the other rules.
+    "target-duration": (lambda text: text.replace(f"TARGETDURATION:{T}", f"TARGETDURATION:{T}.0"), 8, {"parse"}),
+    "media-sequence-tag": (lambda text: text.replace("#EXT-X-MEDIA-SEQUENCE:2\n", "") + "#EXT-X-MEDIA-SEQUENCE:2\n",
+                           7, set()),
+    "discontinuity-sequence-tag": (lambda text: text.replace("#EXT-X-DISCONTINUITY-SEQUENCE:0\n", "")
+                                   + "#EXT-X-DISCONTINUITY-SEQUENCE:0\n", 8, set()),
+    "discontinuity-sequence-present": (lambda text: text.replace("#EXT-X-DISCONTINUITY-SEQUENCE:0\n", ""), 8, set()),
+    "independent-segments": (lambda text: text.replace("#EXT-X-INDEPENDENT-SEGMENTS\n", ""), 8, set()),
+    "no-playlist-type": (lambda text: text.replace("#EXT-X-INDEPENDENT-SEGMENTS", "#EXT-X-INDEPENDENT-SEGMENTS\n"
+                                                   "#EXT-X-PLAYLIST-TYPE:EVENT"), 8, set()),
+    "no-endlist": (lambda text: text + "#EXT-X-ENDLIST\n", 8, set()),
+    # A kept segment changes its EXTINF by a millisecond.
+    "append-only": (lambda text: text.replace("#EXTINF:2.000,\n1796000000000-7.ts",
+                                              "#EXTINF:2.001,\n1796000000000-7.ts"), 9, set()),
+    # The media sequence goes back (version 7 had 2): every listed number now names another URI.
+    "media-sequence-monotonic": (lambda text: text.replace("#EXT-X-MEDIA-SEQUENCE:3", "#EXT-X-MEDIA-SEQUENCE:1"), 8,
+                                 {"media-sequence-names-one-uri"}),
+    # The last version's numbers are off by one: they grew, but name other URIs.
+    "media-sequence-names-one-uri": (lambda text: text.replace("#EXT-X-MEDIA-SEQUENCE:14", "#EXT-X-MEDIA-SEQUENCE:15"),
+                                     19, set()),
+    # A segment that left comes back at the end: it necessarily gets a second number.
+    "uri-unique": (lambda text: text + "#EXT-X-PROGRAM-DATE-TIME:2026-11-30T00:00:00.000Z\n#EXTINF:2.000,\n"
+                   "1796000000000-0.ts\n", 19, {"media-sequence-names-one-uri"}),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(TEXT_EDITS))
+def test_a_text_that_breaks_one_rule_is_reported_with_its_number(rule):
+    edit, which, also = TEXT_EDITS[rule]
+    snapshots = history(runs(), edit=everywhere(edit) if which is None else in_version(which, edit))
+    assert codes(snapshots) == {rule} | also
+
+
+def test_a_segment_without_extinf_is_reported():
+    # m3u8 drops such a segment; the lines still show it.
+    drop = in_version(2, lambda text: text.replace("#EXTINF:2.000,\n1796000000000-2.ts", "1796000000000-2.ts"))
+    assert codes(history(runs(), edit=drop)) == {"extinf"}
+
+
+def test_an_extinf_that_rounds_above_the_target_is_reported():
+    # Apple 7.7 (target + 0.5) follows from 4.3.3.1 with an integer target: both are named.
+    segs = runs()
+    segs = [*segs[:4], dataclasses.replace(segs[4], duration=2.6),
+            *[dataclasses.replace(seg, start=seg.start + 0.6) for seg in segs[5:]]]
+    assert codes(history(segs), segs) == {"target-duration", "extinf-max"}
+
+
+def test_a_target_duration_that_changes_is_reported():
+    def bigger(index: int, text: str) -> str:
+        return text.replace(f"TARGETDURATION:{T}", f"TARGETDURATION:{T + 1}") if index > 9 else text
+
+    # Without a configured target: target-configured would name the change too.
+    assert codes(history(runs(), edit=bigger), target_duration=None) == {"target-constant"}
+
+
+def test_a_target_duration_other_than_configured_is_reported():
+    assert codes(history(runs()), target_duration=T + 1) == {"target-configured"}
+
+
+def test_a_discontinuity_sequence_that_stays_when_its_segment_leaves_is_reported():
+    # What FFmpeg's hls muxer does: the EXT-X-DISCONTINUITY leaves, the count stays (here 0 written every time).
+    stays = everywhere(lambda text: text.replace("#EXT-X-DISCONTINUITY-SEQUENCE:1", "#EXT-X-DISCONTINUITY-SEQUENCE:0"))
+    assert codes(history(runs(), edit=stays)) == {"discontinuity-sequence"}
+
+
+def test_a_version_removing_segments_below_three_targets_is_reported():
+    # Before six segments were ever listed: version 2 drops the first segment and lists one (2 s < 3 x 2 s).
+    bounds = default_bounds(20)
+    bounds[1] = (1, 2)
+    bounds[2:7] = [(1, hi) for hi in range(3, 8)]
+    assert codes(history(runs(), bounds)) == {"min-duration"}
+
+
+def test_fewer_than_six_segments_after_six_were_listed_is_reported():
+    bounds = default_bounds(20)
+    bounds[9] = (5, 10)  # five segments (10 s: still 3 x target)
+    assert codes(history(runs(), bounds)) == {"min-segments"}
+
+
+def test_a_late_update_is_reported_unless_excused():
+    snapshots = history(runs())
+    # Version 8 is fetched again 4.2 s later and still the newest: its successor came > 1.5 x 2 s + 1 s after it.
+    late = [*snapshots[:9], dataclasses.replace(snapshots[8], fetched=snapshots[8].fetched + 4.2),
+            *[dataclasses.replace(snap, fetched=snap.fetched + 4.3) for snap in snapshots[9:]]]
+    assert codes(late, fetch=None) == {"update-cadence"}
+    outage = (snapshots[8].fetched - 1, snapshots[8].fetched + 10)
+    assert codes(late, fetch=None, excused=[outage]) == set()
+
+
+def test_a_removed_segment_that_is_gone_too_early_is_reported():
+    snapshots = history(runs())
+    assert codes(snapshots, fetch=lambda uris: set()) == {"segment-availability"}
+    # Long after (duration + longest playlist past its last listing) nothing is owed.
+    assert codes(snapshots, fetch=lambda uris: set(), clock=lambda: snapshots[-1].fetched + 60) == set()
+
+
+def test_timestamps_that_go_back_are_reported():
+    # Segment 5 starts a new run that continues the timeline (no gap), marked, but its first PTS is 10 ms before
+    # the last PTS of segment 4: within the wall-clock tolerance, and backwards.
+    segs = replace(runs(), 5, discontinuity=True)
+    known = facts(segs)
+    known[segs[5].name] = dataclasses.replace(known[segs[5].name], first_pts=known[segs[4].name].last_pts - 900)
+    assert codes(history(segs), segs, facts=known) == {"media-timestamps"}
+
+
+def test_a_timestamp_jump_without_discontinuity_is_reported():
+    # Segment 5's first PTS is 0.09 s late (within the wall clock), so 0.113 s after segment 4's last: not a frame.
+    segs = runs()
+    known = facts(segs)
+    known[segs[5].name] = dataclasses.replace(known[segs[5].name], first_pts=wall(segs[5].start + 0.09))
+    assert codes(history(segs), segs, facts=known) == {"discontinuity-marked"}
+
+
+def test_a_missing_program_date_time_is_reported():
+    segs = replace(runs(), 4, has_pdt=False)
+    assert codes(history(segs), segs) == {"pdt-present"}
+
+
+def test_program_date_time_going_back_is_reported():
+    # From segment 5 on (marked) the PDT is 70 ms earlier: back, though within the wall-clock tolerance.
+    segs = shift_pdt_from(replace(runs(), 5, discontinuity=True), 5, -0.07)
+    assert codes(history(segs), segs) == {"pdt-monotonic"}
+
+
+def test_program_date_time_jumping_without_discontinuity_is_reported():
+    segs = shift_pdt_from(runs(), 5, 0.07)
+    assert codes(history(segs), segs) == {"pdt-continuous"}
+
+
+def test_timestamps_off_the_wall_clock_are_reported():
+    segs = runs()
+    late = {name: SegmentFacts((fact.first_pts + PTS_HZ // 5) % PTS_WRAP, (fact.last_pts + PTS_HZ // 5) % PTS_WRAP)
+            for name, fact in facts(segs).items()}
+    assert codes(history(segs), segs, facts=late) == {"pts-wall-clock"}
+
+
+@pytest.mark.parametrize(("rule", "change"), [
+    ("content-type", {"content-type": "text/plain"}),
+    ("gzip", {"content-encoding": "identity"}),
+    ("last-modified", {"last-modified": formatdate(START, usegmt=True)}),
+])
+def test_headers_that_break_a_rule_are_reported(rule, change):
+    snapshots = history(runs())
+    snapshots[8] = dataclasses.replace(snapshots[8], headers={**snapshots[8].headers, **change})
+    assert codes(snapshots) == {rule}
+
+
+def test_a_stale_last_modified_is_excused_during_an_outage():
+    snapshots = history(runs())
+    snapshots[8] = dataclasses.replace(snapshots[8], headers={**snapshots[8].headers,
+                                                              "last-modified": formatdate(START, usegmt=True)})
+    at = snapshots[8].fetched
+    assert codes(snapshots, excused=[(at - 1, at + 1)]) == set()
+
+
+def test_ffmpegs_hls_muxer_after_a_restart_is_reported():
+    """What the seed's FFmpeg hls muxer writes: no PDT, no discontinuity sequence, and a new FFmpeg's timestamps
+    start again near zero."""
+    segs = runs()
+    known = facts(segs)
+    for index, seg in enumerate(segs):  # each FFmpeg's timestamps start at 1.4 s
+        first = 126_000 + index % 10 * T * PTS_HZ
+        known[seg.name] = SegmentFacts(first, first + T * PTS_HZ - round(FRAME * PTS_HZ))
+    seed = everywhere(lambda text: "\n".join(line for line in text.splitlines()
+                                              if not line.startswith(("#EXT-X-PROGRAM-DATE-TIME",
+                                                                      "#EXT-X-DISCONTINUITY-SEQUENCE",
+                                                                      "#EXT-X-INDEPENDENT-SEGMENTS"))) + "\n")
+    assert codes(history(segs, edit=seed), segs, facts=known) == {
+        "pdt-present", "discontinuity-sequence-present", "discontinuity-sequence", "independent-segments",
+        "media-timestamps"}
+
+
+# --- hls-playlists' own playlist model through the checker ----------------------------------------------------------
+
+def test_the_playlists_hls_playlists_writes_conform():
+    """radio_hls.playlists.model, as hls-playlists drives it (append each finished segment, trim to the window,
+    write): runs that continue the timeline, one after a gap, discontinuities leaving the window."""
+    from radio_hls.playlists.model import MediaPlaylist
+
+    window = 20.0  # s: ten segments, so discontinuities leave the window within the history
+    first = runs()
+    third_start = first[-1].end  # a restart that continues the timeline without a gap
+    third = [Seg(f"{round(third_start * 1000)}-{i}.ts", third_start + i * T, discontinuity=i == 0) for i in range(12)]
+    segs = first + third
+    playlist = MediaPlaylist(T, int(START), int(START))
+    snapshots = []
+    for seg in segs:
+        run, _, index = seg.name.removesuffix(".ts").partition("-")
+        playlist.append(seg.name, int(run), int(index), seg.start, seg.duration)
+        playlist.trim(window)
+        snapshots.append(Snapshot(playlist.text(), seg.end + 0.2, headers(seg.end + 0.2, seg.end)))
+    assert sum(seg.discontinuity for seg in segs) == 2
+    assert codes(snapshots, segs, fetch=None) == set()
