@@ -32,7 +32,8 @@ BENCH_ENV = BENCH_STATIONS=$(BENCH_STATIONS) BENCH_WINDOW=$(BENCH_WINDOW) BENCH_
 	BENCH_SERVING_SECONDS=$(BENCH_SERVING_SECONDS) BENCH_SCALE_STATIONS=$(BENCH_SCALE_STATIONS) \
 	BENCH_SCALE_WINDOW=$(BENCH_SCALE_WINDOW) IMAGE=$(HLS_IMAGE)
 
-.PHONY: test lint unit molecule molecule-env demo demo-clean engine image bench bench-scale bench-analytics browser
+.PHONY: test lint unit molecule molecule-env demo demo-clean engine image bench bench-scale bench-analytics browser \
+	players
 
 test: lint unit molecule
 
@@ -63,13 +64,17 @@ image: engine
 browser: tests/browser/node_modules/.installed
 	bash tools/ensure-packages.sh chromium
 
+# The player matrix plays on this machine with Debian's players, and hls.js (npm, tests/browser) in Chromium.
+players: browser
+	bash tools/ensure-packages.sh ffmpeg mpv vlc gstreamer
+
 tests/browser/node_modules/.installed: tests/browser/package.json tests/browser/package-lock.json
 	bash tools/ensure-packages.sh node
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # default: the whole behaviour; paths: every path an operator can set moved, a few minutes more.
-molecule: $(BIN)/.installed image browser
+molecule: $(BIN)/.installed image players
 	mkdir -p artifacts
 	$(call molecule_env,default) $(BIN)/molecule test
 	$(call molecule_env,paths) $(BIN)/molecule test -s paths

@@ -6,6 +6,9 @@
 #   venv         `python3 -m venv` with pip, i.e. Debian's ensurepip (python3-venv; brings python3 if absent)
 #   node         node and npm (nodejs, npm), then node against the engines of tests/browser/package-lock.json
 #   chromium     Debian's chromium (the browser test)
+#   ffmpeg, mpv  the players of the player matrix (molecule/default/tests/test_players.py), with
+#   vlc          cvlc and its base plugins (HLS, the remote control interface, a dummy audio output), and
+#   gstreamer    GStreamer 1.x: tools, plugins base/good/bad (hlsdemux, tsdemux, faad, mpg123) and python3-gi
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +32,20 @@ for need in "$@"; do
             node_check=1 ;;
         chromium)
             if lacks chromium; then missing+=(chromium); fi ;;
+        ffmpeg|mpv)
+            if lacks "$need"; then missing+=("$need"); fi ;;
+        vlc)
+            if lacks cvlc || ! compgen -G '/usr/lib/*/vlc/plugins/demux/libadaptive_plugin.so' >/dev/null; then
+                missing+=(vlc-bin vlc-plugin-base)
+            fi ;;
+        gstreamer)
+            # The runner imports gi into Debian's python3 (never a venv's or pyenv's).
+            if ! /usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0")' >/dev/null 2>&1 \
+                || ! { gst-inspect-1.0 --exists hlsdemux && gst-inspect-1.0 --exists tsdemux \
+                       && gst-inspect-1.0 --exists faad && gst-inspect-1.0 --exists mpg123audiodec; } 2>/dev/null; then
+                missing+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+                          gstreamer1.0-plugins-bad python3-gi gir1.2-gstreamer-1.0)
+            fi ;;
         *)
             echo "ensure-packages: unknown need '$need'" >&2; exit 2 ;;
     esac

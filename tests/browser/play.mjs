@@ -1,10 +1,7 @@
 // The status page in Debian's headless Chromium: it lists the stations, and pressing play on one makes the
 // audio element's currentTime advance. Prints one JSON line with what it saw; saves a screenshot.
 // Usage: node play.mjs <page url> <screenshot.png> [slug]
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { run } from "./chromium.mjs";
 
 const [url, screenshot, slug = "demo-aac"] = process.argv.slice(2);
 if (!url || !screenshot) {
@@ -12,49 +9,38 @@ if (!url || !screenshot) {
   process.exit(2);
 }
 
-// A closed network: without the background-networking flags Chromium floods it with connection attempts.
-const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--autoplay-policy=no-user-gesture-required", "--mute-audio"];
 const TIMEOUT_MS = 45000;
 
-const profile = mkdtempSync(join(tmpdir(), "hls-chromium-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ARGS,
-  viewport: { width: 1100, height: 560 },
-});
 const errors = [];
 try {
-  const page = context.pages()[0] || (await context.newPage());
-  page.on("pageerror", (error) => errors.push(String(error)));
-  page.on("console", (message) => { if (message.type() === "error") errors.push(message.text()); });
-  await page.goto(url, { timeout: TIMEOUT_MS });
-  const button = page.locator(`button.play[data-slug="${slug}"]:not([disabled])`);
-  await button.waitFor({ timeout: TIMEOUT_MS });
-  const stations = await page.locator("#stations tr").evaluateAll((rows) => rows.map((row) => row.dataset.slug));
-  const mseAac = await page.evaluate(() => window.MediaSource?.isTypeSupported('audio/mp4; codecs="mp4a.40.2"'));
-  await button.click();
-  // currentTime must move forward, and keep moving: a first reading above zero, then a later, larger one.
-  const first = await page.waitForFunction(() => document.getElementById("player").currentTime > 0.5,
-    null, { timeout: TIMEOUT_MS, polling: 200 }).then(() => page.evaluate(() => document.getElementById("player").currentTime));
-  await page.waitForFunction((t) => document.getElementById("player").currentTime > t + 1.5, first,
-    { timeout: TIMEOUT_MS, polling: 200 });
-  const second = await page.evaluate(() => document.getElementById("player").currentTime);
-  const state = await page.evaluate(() => ({
-    paused: document.getElementById("player").paused,
-    listening: document.getElementById("now-listening").textContent,
-    summary: document.getElementById("summary").textContent,
-    pressed: document.querySelector("button.play[aria-pressed=true]")?.dataset.slug || null,
-  }));
-  await page.screenshot({ path: screenshot, fullPage: true });
-  console.log(JSON.stringify({ stations, mseAac, currentTime: [first, second], ...state, errors }));
+  await run({ viewport: { width: 1100, height: 560 } }, async (context) => {
+    const page = context.pages()[0] || (await context.newPage());
+    page.on("pageerror", (error) => errors.push(String(error)));
+    page.on("console", (message) => { if (message.type() === "error") errors.push(message.text()); });
+    await page.goto(url, { timeout: TIMEOUT_MS });
+    const button = page.locator(`button.play[data-slug="${slug}"]:not([disabled])`);
+    await button.waitFor({ timeout: TIMEOUT_MS });
+    const stations = await page.locator("#stations tr").evaluateAll((rows) => rows.map((row) => row.dataset.slug));
+    const mseAac = await page.evaluate(() => window.MediaSource?.isTypeSupported('audio/mp4; codecs="mp4a.40.2"'));
+    await button.click();
+    // currentTime must move forward, and keep moving: a first reading above zero, then a later, larger one.
+    const first = await page.waitForFunction(() => document.getElementById("player").currentTime > 0.5,
+      null, { timeout: TIMEOUT_MS, polling: 200 })
+      .then(() => page.evaluate(() => document.getElementById("player").currentTime));
+    await page.waitForFunction((t) => document.getElementById("player").currentTime > t + 1.5, first,
+      { timeout: TIMEOUT_MS, polling: 200 });
+    const second = await page.evaluate(() => document.getElementById("player").currentTime);
+    const state = await page.evaluate(() => ({
+      paused: document.getElementById("player").paused,
+      listening: document.getElementById("now-listening").textContent,
+      summary: document.getElementById("summary").textContent,
+      pressed: document.querySelector("button.play[aria-pressed=true]")?.dataset.slug || null,
+    }));
+    await page.screenshot({ path: screenshot, fullPage: true });
+    console.log(JSON.stringify({ stations, mseAac, currentTime: [first, second], ...state, errors }));
+  });
 } catch (error) {
   console.error(`play.mjs: ${error.message}`);
   console.error(JSON.stringify({ errors }));
   process.exitCode = 1;
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
 }

@@ -260,6 +260,25 @@ def test_a_run_starts_after_the_last_runs_timeline(tmp_path: Path) -> None:
     assert begin_run(tmp_path, settings(), "copy", "aac", NOW + 60).start == pytest.approx(NOW + 60, abs=0.001)
 
 
+def test_a_run_starts_early_by_the_burst_the_last_one_got(tmp_path: Path) -> None:
+    # The last run began at NOW - 100 (decided 0.5 s before), and its last segment, listed at NOW - 30.2, ends at
+    # NOW - 25.9: its timeline ran 4.3 s ahead of the clock, 0.5 s of which it began ahead. The upstream's burst
+    # on connect was 3.8 s: this run starts that much before the clock, to be on it once its own burst is in.
+    previous = Run.begin(NOW - 100, 2, "copy", "aac", NOW - 100.5)
+    previous.write(tmp_path)
+    end = NOW - 25.9 - previous.base
+    previous.list_path(tmp_path).write_text(f"{previous.run}-36.ts,{end - 2:.6f},{end:.6f}\n")
+    os.utime(previous.list_path(tmp_path), (NOW - 30.2, NOW - 30.2))
+    run = begin_run(tmp_path, settings(HLS_SEGMENT_SECONDS="2"), "copy", "aac", NOW)
+    assert run.start == pytest.approx(NOW - 3.8, abs=0.002)
+    # Never more than an upstream's burst can be, and never before the last run's end.
+    os.utime(previous.list_path(tmp_path), (NOW - 130, NOW - 130))
+    assert begin_run(tmp_path, settings(), "copy", "aac", NOW).start == pytest.approx(NOW - 15, abs=0.002)
+    os.utime(previous.list_path(tmp_path), (NOW - 30.2, NOW - 30.2))
+    assert begin_run(tmp_path, settings(), "copy", "aac", NOW - 25).start == pytest.approx(
+        NOW - 25.9 + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
+
+
 def test_a_run_that_listed_nothing_still_moves_the_next_one_on(tmp_path: Path) -> None:
     run_of(start=NOW + 5).write(tmp_path)  # its start is ahead of the clock, and it never finished a segment
     assert begin_run(tmp_path, settings(), "copy", "aac", NOW).start > NOW + 5
@@ -675,9 +694,9 @@ def test_the_role_checks_the_launchers_bounds() -> None:
 
 
 @pytest.mark.parametrize(("variables", "accepted"), [
-    ({"hls_playlist_size": 100, "hls_segment_seconds": 60, "hls_stall_seconds": 3600,
+    ({"hls_window_minutes": 120, "hls_segment_seconds": 60, "hls_stall_seconds": 3600,
       "hls_health_max_playlist_age": 3600}, True),
-    ({"hls_playlist_size": 101}, False),
+    ({"hls_window_minutes": 121}, False),
     ({"hls_read_timeout_seconds": "7.5"}, False),
 ])
 def test_the_role_refuses_what_the_launcher_refuses(tmp_path: Path, variables: dict[str, object],

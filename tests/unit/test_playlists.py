@@ -11,7 +11,7 @@ import pytest
 from radio_hls.common.contract import BadSetting
 from radio_hls.playlists.model import MediaPlaylist, iso_ms, parse_iso_ms
 from radio_hls.playlists.writer import Config, Writer
-from radio_hls.stations.runs import Run, parse_list, timeline_end
+from radio_hls.stations.runs import Run, last_timeline, parse_list
 
 NOW = 1_700_000_000.0
 T = 6
@@ -27,8 +27,8 @@ class FakeStation:
         self.lines: list[str] = []
 
     def start(self, at: float) -> Run:
-        previous = timeline_end(self.directory)
-        self.run = Run.begin(at if previous is None else max(at, previous + 0.001), T, "copy", "aac", at)
+        previous = last_timeline(self.directory)
+        self.run = Run.begin(at if previous is None else max(at, previous.end + 0.1), T, "copy", "aac", at)
         self.run.write(self.directory)
         self.lines = []
         return self.run
@@ -163,7 +163,8 @@ def test_segments_are_listed_as_ffmpeg_finishes_them(root: Path) -> None:
     hls.tick(NOW + 19)
     playlist = playlist_of(root)
     assert [s.index for s in playlist.segments] == [0, 1, 2]
-    assert playlist.media_sequence == playlist.discontinuity_sequence == int(NOW + 19) and playlist.target == T
+    assert playlist.media_sequence == int(NOW + 19) and playlist.target == T
+    assert playlist.discontinuity_sequence == 0  # hls.js walks it from 0 on every load: it stays small
     assert playlist.segments[0].start == pytest.approx(NOW + 0.3)
     for before, after in zip(playlist.segments, list(playlist.segments)[1:], strict=False):
         assert after.start == pytest.approx(before.end, abs=0.001)
@@ -228,6 +229,32 @@ def test_a_stopped_station_loses_its_playlist(root: Path) -> None:
     hls.tick(NOW + 15.5)
     assert not (root / "_playlists" / "joy.m3u8").exists()
     assert hls.stations == {}
+
+
+@pytest.mark.parametrize("writer_restarts", [False, True])
+def test_after_a_stop_neither_sequence_goes_back(root: Path, writer_restarts: bool) -> None:
+    station, hls = FakeStation(root), writer(root, minutes=1)
+    station.start(NOW)
+    station.finish_segments(12)
+    hls.tick(NOW + 75)
+    station.start(NOW + 80)  # a restart: a discontinuity
+    station.finish_segments(8)
+    hls.tick(NOW + 130)
+    before = playlist_of(root)
+    assert before.discontinuity_sequence == 0 and before.segments[-8].discontinuity
+    shutil.rmtree(station.directory)  # stopped (or the host rebooted)
+    if writer_restarts:
+        hls = writer(root, minutes=1)  # it was away when the station stopped
+    hls.tick(NOW + 131)
+    assert not (root / "_playlists" / "joy.m3u8").exists()
+    station = FakeStation(root)
+    station.start(NOW + 200)
+    station.finish_segments(2)
+    hls.tick(NOW + 215)
+    after = playlist_of(root)
+    assert after.media_sequence >= before.media_sequence + len(before.segments)
+    # Its first segment is in a discontinuity sequence after every one the old playlist listed.
+    assert after.discontinuity_sequence == before.discontinuity_sequence + 1 + 1
 
 
 def test_a_playlist_left_from_a_station_that_stopped_meanwhile_goes(root: Path) -> None:

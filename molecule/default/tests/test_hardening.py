@@ -10,6 +10,7 @@ import re
 EXPOSURE_LIMITS = {"hls@.service": 1.2 + 0.2, "hls-sync.service": 1.7 + 0.2, "hls-sync-watch.service": 1.3 + 0.2,
                    "hls-watchdog.service": 0.7 + 0.2, "hls-status.service": 0.4 + 0.2,
                    "hls-nowplaying.service": 1.2 + 0.2, "hls-analytics.service": 1.3 + 0.2,
+                   "hls-playlists.service": 0.4 + 0.2,
                    "hls-demo-icecast.service": 1.1 + 0.2, "hls-demo-feed@.service": 1.1 + 0.2,
                    "hls-demo-titles.service": 1.1 + 0.2}
 UNIT_DIR = "/etc/systemd/system"
@@ -59,6 +60,7 @@ def test_station_resource_limits(host):
 
 
 def test_station_output_is_a_bounded_tmpfs(host):
+    # molecule.yml: hls_output_storage ram, hls_output_max_size 32M (the paths scenario checks disk).
     mount = host.mount_point("/run/hls")
     assert mount.exists and mount.filesystem == "tmpfs"
-    assert "noexec" in mount.options and "nosuid" in mount.options
+    assert {"noexec", "nosuid", "nodev", "size=32768k"} <= set(mount.options), mount.options

@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import http, session_log, station_ready
+from conftest import http, session_log, station_ready, wait_for
 
 LOG_FIELDS = 16
+OUTPUT = "/run/hls"
+PLAYLIST_DIR = f"{OUTPUT}/_playlists"  # contract.json: playlists_dir_name
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,9 @@ def test_cors_preflight_and_methods(host):
     # The status page is served at /, but nothing else of its directory or of the status files.
     "/index.html", "/health.json", "/healthy.json", "/metrics.prom", "/stations.json", "/hls-status-unhealthy",
     "/hls/demo-aac/.launch.json", "/hls/no-such-station/now-playing.json", "/status.js.map", "/hls.min.js.map",
+    # hls-playlists' directory: its playlists only as /hls/<slug>/index.m3u8, its state files never.
+    "/hls/_playlists/", "/hls/_playlists/demo-aac.m3u8", "/hls/_playlists/demo-aac.json", "/hls/demo-aac.m3u8",
+    "/hls/demo-aac/demo-aac.m3u8", "/hls/demo-aac/demo-aac.json", "/hls/demo-aac/index.json",
     # /health* serve hls-status's reports through their own locations only.
     "/hls-status-report/host.json", "/report/host.json", "/ok/host.json", "/health/stations/no-such-station",
     "/health/stations/Demo-AAC", "/health/stations/demo-aac/", "/health/stations/../host", "/health/nope",
@@ -61,6 +66,26 @@ def test_nothing_else_is_served(host, path):
     status, _, body = http(host, path, "--path-as-is")
     assert status in (400, 404), (path, status)
     assert "root:" not in body and "Index of" not in body
+
+
+def test_the_playlist_is_the_one_hls_playlists_writes(host):
+    station_ready(host, "demo-aac")
+    # It is rewritten once per segment: read both until they were read between two rewrites.
+    wait_for(lambda: http(host, "/hls/demo-aac/index.m3u8")[2]
+             == host.file(f"{PLAYLIST_DIR}/demo-aac.m3u8").content_string, what="the same playlist in both")
+
+
+def test_no_other_file_of_the_output_is_served(host):
+    # Whatever the launcher, FFmpeg and hls-playlists keep next to the segments (segment lists, run and state files,
+    # playlists), under each name they have now: 404 through the station's path and through _playlists/.
+    station_ready(host, "demo-aac")
+    names = host.check_output(f"find {OUTPUT}/demo-aac {PLAYLIST_DIR} -maxdepth 1 -type f -printf '%f\\n'").split()
+    hidden = sorted({name for name in names if not name.endswith(".ts") and name != "now-playing.json"})
+    assert any(name.endswith(".m3u8") for name in hidden) and any(name.endswith(".json") for name in hidden), names
+    paths = {f"/hls/demo-aac/{name}" for name in hidden} | {f"/hls/_playlists/{name}" for name in hidden}
+    served = [(path, status) for path in sorted(paths - {"/hls/demo-aac/index.m3u8"})  # the one playlist
+              if (status := http(host, path, "-o", "/dev/null")[0]) not in (400, 404)]
+    assert not served, served
 
 
 def test_session_log_line(host, segment):

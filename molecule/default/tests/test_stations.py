@@ -87,7 +87,10 @@ def test_stop_removes_the_files_and_a_fresh_start_never_reuses_names(host):
     before = station_ready(host, slug)
     host.check_output(f"systemctl stop hls@{slug}")
     assert not host.file(f"/run/hls/{slug}").exists
+    # At once: nginx answers 404 for a station without its directory, before hls-playlists' next poll removes the
+    # playlist file (every 0.5 s).
     assert playlist(host, slug) is None
+    wait_for(lambda: not host.file(f"/run/hls/_playlists/{slug}.m3u8").exists, what="the playlist file to go")
     host.check_output(f"systemctl start hls@{slug}")
     after = station_ready(host, slug, min_segments=1)
     # The playlist was gone, yet the sequence still moves forward and no name comes back.

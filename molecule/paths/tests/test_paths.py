@@ -14,6 +14,7 @@ LOG_DIR = "/var/log/radio"
 SESSION_LOG = "/var/log/radio-nginx/session.log"
 PAGE_DIR = "/srv/radio-www"
 TEXTFILE_DIR = "/var/lib/radio-textfile"
+OUTPUT_DISK_DIR = "/srv/radio/hls-output"  # hls_output_storage disk
 SLUG = "paths-aac"
 NGINX = "http://127.0.0.1"
 T = TypeVar("T")
@@ -82,6 +83,27 @@ def test_a_segment_decodes(host):
     codecs = host.check_output("ffprobe -v error -show_entries stream=codec_name -of csv=p=0 /tmp/paths-segment.ts")
     assert set(codecs.split()) == {"aac"}
     host.check_output("ffmpeg -v error -xerror -i /tmp/paths-segment.ts -f null -")
+
+
+def test_the_segments_are_on_disk_in_the_moved_directory(host):
+    # /run/hls is that directory, bound (findmnt names a bind mount's source as device[path]) and locked down.
+    source, options = host.check_output("findmnt --noheadings --output SOURCE,OPTIONS /run/hls").split()
+    assert source.endswith(f"[{OUTPUT_DISK_DIR}]"), source
+    assert {"nosuid", "nodev", "noexec"} <= set(options.split(",")), options
+    status, playlist = get(host, f"/hls/{SLUG}/index.m3u8")
+    assert status == 200
+    segment = [line for line in playlist.splitlines() if line.endswith(".ts")][-1]
+    assert host.file(f"{OUTPUT_DISK_DIR}/{SLUG}/{segment}").size > 0
+    assert host.file(f"{OUTPUT_DISK_DIR}/_playlists/{SLUG}.m3u8").exists
+    # At boot systemd-tmpfiles empties the stations' directories, as a tmpfs would be, and keeps _playlists (the
+    # sequences a station's next playlist continues from). Its rule, applied to a copy of such a tree:
+    host.check_output("rm -rf /tmp/boot && mkdir -p /tmp/boot/demo-aac /tmp/boot/_playlists"
+                      " && touch /tmp/boot/demo-aac/1-0.ts /tmp/boot/_playlists/demo-aac.json"
+                      " && sed 's|/run/hls|/tmp/boot|g' /etc/tmpfiles.d/hls-output.conf > /tmp/boot.conf"
+                      " && systemd-tmpfiles --create --remove /tmp/boot.conf")
+    assert host.check_output("cd /tmp/boot && find . | sort").split() == [".", "./_playlists",
+                                                                          "./_playlists/demo-aac.json"]
+    assert not host.file("/var/lib/hls/output").exists  # the default directory was never made
 
 
 def test_the_analytics_read_the_moved_session_log(host):

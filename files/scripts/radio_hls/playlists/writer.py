@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from radio_hls.common import logs
 from radio_hls.common.contract import LAUNCH_INFO_NAME, PLAYLISTS_DIR_NAME, SLUG_PATTERN, BadSetting, setting
-from radio_hls.common.files import write_atomically
+from radio_hls.common.files import read_json_object, write_atomically
 from radio_hls.playlists.model import MediaPlaylist
 from radio_hls.stations.runs import LIST_SUFFIX, SEGMENT_SUFFIX, Run, read_list, read_run
 
@@ -37,6 +38,8 @@ POLL_SECONDS = 0.5
 DISCOVER_SECONDS = 2.0
 SLUG = re.compile(SLUG_PATTERN)
 PLAYLIST_SUFFIX = ".m3u8"
+# <slug>.json next to it while the station is stopped: where its sequences got to (new_playlist).
+SEQUENCES_SUFFIX = ".json"
 LONGEST_SEGMENT = 60  # seconds: the launcher's bound on HLS_SEGMENT_SECONDS
 
 
@@ -62,6 +65,13 @@ def stamp(path: Path) -> tuple[int, int, int] | None:
     return status.st_ino, status.st_mtime_ns, status.st_size
 
 
+def read_playlist(path: Path) -> MediaPlaylist | None:
+    try:
+        return MediaPlaylist.from_text(path.read_text(encoding="utf-8"))
+    except OSError:
+        return None
+
+
 class Deletions:
     """Files to delete at a time: segments that left a playlist stay available for as long as a client holding the
     last playlist that listed them may ask (RFC 8216 6.2.2)."""
@@ -85,14 +95,9 @@ class Station:
         self.run: Run | None = None
         self.run_stamp: tuple[int, int, int] | None = None
         self.list_stamp: tuple[int, int, int] | None = None
-        self.playlist = self._read_playlist()
+        self.playlist = read_playlist(playlist_path)
         self._clear_leftovers(read_run(directory), now)
 
-    def _read_playlist(self) -> MediaPlaylist | None:
-        try:
-            return MediaPlaylist.from_text(self.playlist_path.read_text(encoding="utf-8"))
-        except OSError:
-            return None
 
     def keep_seconds(self, target: int) -> float:
         """How long a segment stays on disk after it left the playlist: its own duration plus the longest playlist
@@ -150,11 +155,7 @@ class Station:
             if last is not None and (run.run, listed.index) <= (last.run, last.index):
                 continue
             if self.playlist is None:
-                # A new playlist (the station was stopped, the host rebooted) starts both sequences at the Unix
-                # time: above any number an earlier playlist of this station reached (one segment or discontinuity
-                # a second at most), so a player that polled the old one sees neither go back, and its next
-                # segments in another discontinuity sequence.
-                self.playlist = MediaPlaylist(run.segment_seconds, int(now), int(now))
+                self.playlist = new_playlist(self.playlist_path, run.segment_seconds, now)
             last = self.playlist.append(listed.name, run.run, listed.index, listed.start, listed.duration)
             added = True
         if not added or self.playlist is None:
@@ -168,7 +169,36 @@ class Station:
 
     def remove(self) -> None:
         """The station stopped: systemd removed its directory, segments included."""
-        self.playlist_path.unlink(missing_ok=True)
+        retire(self.playlist_path, self.playlist)
+
+
+def sequences_path(playlist_path: Path) -> Path:
+    return playlist_path.with_suffix(SEQUENCES_SUFFIX)
+
+
+def retire(playlist_path: Path, playlist: MediaPlaylist | None) -> None:
+    """Remove a stopped station's playlist, keeping where its sequences got to for the station's next playlist."""
+    if playlist is not None:
+        numbers = {"media_sequence": playlist.media_sequence + len(playlist.segments),
+                   # One more than the last segment's: the next playlist starts another discontinuity.
+                   "discontinuity_sequence": playlist.discontinuity_sequence + 1
+                   + sum(segment.discontinuity for segment in playlist.segments)}
+        try:
+            write_atomically(sequences_path(playlist_path), json.dumps(numbers) + "\n", mode=0o644)
+        except OSError as error:
+            log.error("cannot keep the sequences of %s: %s", playlist_path, error.strerror)
+    playlist_path.unlink(missing_ok=True)
+
+
+def new_playlist(playlist_path: Path, target: int, now: float) -> MediaPlaylist:
+    """A station's playlist after a stop or a reboot: both sequences go on from where the last one left them, so a
+    player that polled that one sees neither go back. The media sequence is at least the Unix time, which is ahead
+    of any number an earlier playlist reached (at most one segment a second) if those were lost (a RAM-backed
+    output after a reboot). The discontinuity sequence stays small: hls.js walks it from 0 on every load."""
+    kept = read_json_object(sequences_path(playlist_path))
+    media, discontinuity = kept.get("media_sequence"), kept.get("discontinuity_sequence")
+    return MediaPlaylist(target, max(int(now), media if isinstance(media, int) else 0),
+                         discontinuity if isinstance(discontinuity, int) and discontinuity >= 0 else 0)
 
 
 class Writer:
@@ -192,8 +222,8 @@ class Writer:
         for slug in self.stations.keys() - present:
             self.forget(slug)
         for playlist in self.playlists_dir.glob(f"*{PLAYLIST_SUFFIX}"):
-            if playlist.name.removesuffix(PLAYLIST_SUFFIX) not in present:
-                playlist.unlink(missing_ok=True)  # a station that stopped while this program did not run
+            if playlist.name.removesuffix(PLAYLIST_SUFFIX) not in present:  # stopped while this program was away
+                retire(playlist, read_playlist(playlist))
 
     def forget(self, slug: str) -> None:
         self.stations.pop(slug).remove()

@@ -36,7 +36,7 @@ from dotenv import dotenv_values
 
 from radio_hls.common.contract import USER_AGENT
 from radio_hls.common.files import read_json_object
-from radio_hls.stations.runs import LIST_SIZE, Run, timeline_end
+from radio_hls.stations.runs import LIST_SIZE, Run, last_timeline
 from radio_hls.stations.station import (
     CONTROL_CHARS,
     InvalidStation,
@@ -322,10 +322,10 @@ def remove_partial_segments(output_dir: Path) -> None:
 
 def begin_run(output_dir: Path, settings: StationSettings, mode: str, upstream_codec: str | None,
               now: float) -> Run:
-    """This start's run: its timeline starts at the wall clock, or just after the last run's when that is later
-    (its last segment may end ahead of the clock: Icecast sends a few seconds of audio at once on connect)."""
-    previous_end = timeline_end(output_dir)
-    start = now if previous_end is None else max(now, previous_end + RUN_GAP_SECONDS)
+    """This start's run: its timeline starts at the wall clock, early by the burst the upstream sent the last run
+    (so that after this run's burst its timeline is back on the clock), and never before the last run's end."""
+    previous = last_timeline(output_dir)
+    start = now if previous is None else max(now - previous.burst, previous.end + RUN_GAP_SECONDS)
     return Run.begin(start, settings.segment_seconds, mode, upstream_codec, now)
 
 

@@ -121,11 +121,37 @@ def read_list(directory: Path, run: Run) -> list[Listed]:
         return []
 
 
-def timeline_end(directory: Path) -> float | None:
-    """Where the last run's timeline got to: the end of its last listed segment, or its start when it listed none.
-    The next run starts after it, so timestamps never go back across a restart."""
+# The most of an upstream's connect burst a run is started early for (Icecast's default burst, 64 KiB, is 4 s of
+# 128 kbit/s audio, 8 s at 64 kbit/s).
+MAX_BURST_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Where the last run left the station's timeline."""
+
+    end: float  # the end of its last listed segment, or its start when it listed none
+    burst: float  # how far its audio ran ahead of the clock because the upstream sent a burst on connect
+
+
+def last_timeline(directory: Path) -> Timeline | None:
+    """The last run's timeline, None before the first run.
+
+    An upstream sends a few seconds of audio at once when FFmpeg connects (Icecast's burst), so a run's timeline
+    runs that far ahead of the wall clock. The run's list was replaced when its last segment ended: at that wall
+    time the timeline stood at the segment's end, and without a burst it would have stood at the run's start plus
+    the time since the launcher decided.
+    """
     run = read_run(directory)
     if run is None:
         return None
     listed = read_list(directory, run)
-    return max([run.start, *(segment.start + segment.duration for segment in listed)])
+    if not listed:
+        return Timeline(run.start, 0.0)
+    end = listed[-1].start + listed[-1].duration
+    try:
+        finished = run.list_path(directory).stat().st_mtime
+    except OSError:
+        return Timeline(end, 0.0)
+    burst = (end - finished) - (run.start - run.started_at)
+    return Timeline(end, min(max(burst, 0.0), MAX_BURST_SECONDS))
