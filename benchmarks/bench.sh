@@ -4,12 +4,15 @@
 # mounts answer under N names), install the peers from Debian (Liquidsoap, wrk, GoAccess), run the
 # benchmarks and print one table. Run from the repository root with the venv on PATH.
 #
-#   benchmarks/bench.sh all     station cost, serving, reaction times (and the analytics benchmark if present)
-#   benchmarks/bench.sh scale   BENCH_SCALE_STATIONS AAC-copy stations on one host, every playlist checked
+#   benchmarks/bench.sh all     station cost, serving, what writing the playlists costs, reaction times and
+#                               station restarts (and the analytics benchmark if present)
+#   benchmarks/bench.sh scale   BENCH_SCALE_STATIONS AAC-copy stations on one host, every playlist checked; what
+#                               writing their playlists costs, and station restarts among them
 #
-# Settings (environment): BENCH_STATIONS (10 per codec), BENCH_WINDOW (20 s), BENCH_ROUNDS (3),
-# BENCH_SERVING_SECONDS (10), BENCH_SCALE_STATIONS (500), BENCH_SCALE_WINDOW (60 s), BENCH_KEEP=1 keeps
-# the container. Results: artifacts/bench/<what>/*.json and table.md.
+# Settings (environment): BENCH_STATIONS (10 per codec; also the FFmpeg peers of the playlist cost),
+# BENCH_WINDOW (20 s), BENCH_ROUNDS (3), BENCH_SERVING_SECONDS (10), BENCH_RESTART_STATIONS (3 per codec, killed
+# and restarted BENCH_ROUNDS times each, all at once), BENCH_SCALE_STATIONS (500), BENCH_SCALE_WINDOW (60 s),
+# BENCH_KEEP=1 keeps the container. Results: artifacts/bench/<what>/*.json and table.md.
 set -euo pipefail
 
 WHAT="${1:-all}"
@@ -20,6 +23,7 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 SERVING_SECONDS="${BENCH_SERVING_SECONDS:-10}"
 SCALE_STATIONS="${BENCH_SCALE_STATIONS:-500}"
 SCALE_WINDOW="${BENCH_SCALE_WINDOW:-60}"
+RESTART_STATIONS="${BENCH_RESTART_STATIONS:-3}"
 
 case "$WHAT" in
     all) CONTAINER=hls-bench-run; MOUNTS="$STATIONS" ;;
@@ -66,6 +70,11 @@ if [ "$WHAT" = scale ]; then
     agent reaction.py list --stations "$SCALE_STATIONS" --codecs aac --timeout 900 >"$OUT/start.json"
     agent station_cost.py --stations "$SCALE_STATIONS" --modes copy --only project --keep-running --rounds 1 \
         --window "$SCALE_WINDOW" >"$OUT/scale.json"
+    echo "bench: what writing $SCALE_STATIONS playlists costs, next to $STATIONS FFmpeg writing their own" >&2
+    agent playlist_cost.py --rounds 1 --window "$SCALE_WINDOW" --peer-stations "$STATIONS" >"$OUT/playlist_cost.json"
+    echo "bench: station restarts among $SCALE_STATIONS stations" >&2
+    mapfile -t RESTARTED < <(seq -f "demo-aac-%g" 1 "$((2 * RESTART_STATIONS))")
+    agent reaction.py restarts --slugs "${RESTARTED[@]}" --runs 2 >"$OUT/restarts.json"
     python3 benchmarks/report.py scale "$OUT" | tee "$OUT/table.md"
     exit 0
 fi
@@ -80,13 +89,14 @@ echo "bench: serving" >&2
 mapfile -t SLUGS < <(for i in $(seq 1 "$STATIONS"); do echo "demo-aac-$i"; echo "demo-mp3-$i"; done)
 agent serving.py --rounds "$ROUNDS" --duration "$SERVING_SECONDS" --slugs "${SLUGS[@]}" >"$OUT/serving.json"
 
+echo "bench: what writing the playlists costs (hls-playlists; FFmpeg's hls muxer and segment muxer)" >&2
+agent playlist_cost.py --rounds "$ROUNDS" --window "$WINDOW" --peer-stations "$STATIONS" >"$OUT/playlist_cost.json"
+
 echo "bench: reaction times" >&2
 agent reaction.py flag --slug demo-mp3-1 --stations "$STATIONS" --runs "$ROUNDS" >"$OUT/flag.json"
-# Two stations at once: each kill waits until its FFmpeg has run long enough not to count as a failed start.
-agent reaction.py kill --slug demo-aac-1 --runs "$ROUNDS" >"$OUT/kill_copy.json" &
-copy_pid=$!
-agent reaction.py kill --slug demo-mp3-1 --runs "$ROUNDS" >"$OUT/kill_transcode.json"
-wait "$copy_pid"
+# All at once: each kill or restart waits until its FFmpeg has run long enough not to count as a failed start.
+mapfile -t RESTARTED < <(for i in $(seq 1 "$RESTART_STATIONS"); do echo "demo-aac-$i"; echo "demo-mp3-$i"; done)
+agent reaction.py restarts --slugs "${RESTARTED[@]}" --runs "$ROUNDS" >"$OUT/restarts.json"
 started=$(date +%s.%N)
 docker restart "$CONTAINER" >/dev/null
 agent reaction.py serving --stations "$STATIONS" --since "$started" --timeout 300 >"$OUT/restart.json"

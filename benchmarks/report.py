@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -29,6 +30,12 @@ WORKLOAD_NAMES = {
     "liquidsoap-one": "Liquidsoap 2.1, one process for all",
     "floor": "floor: curl copying the bytes",
 }
+WRITER_NAMES = {
+    "hls-playlists.service": "hls-playlists (one process for the host)",
+    "ffmpeg-hls": "FFmpeg, hls muxer writing its playlist (one per station)",
+    "ffmpeg-segment": "FFmpeg, segment muxer and CSV list (one per station)",
+}
+ACTIONS = {"kill": "kill -9", "restart": "systemctl restart"}
 
 
 def machine() -> dict[str, Any]:
@@ -58,7 +65,15 @@ def verdict(met: bool, miss: str) -> str:
 
 
 def pct(value: float) -> str:
-    return f"{value:.3f} %" if value < 1 else f"{value:.2f} %"
+    if abs(value) < 0.01:
+        return f"{value:.4f} %"
+    return f"{value:.3f} %" if abs(value) < 1 else f"{value:.2f} %"
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """Nearest rank: the smallest value with at least `share` percent of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share / 100 * len(ordered)) - 1)]
 
 
 def machine_lines(info: dict[str, Any]) -> list[str]:
@@ -80,6 +95,69 @@ def cost_rows(cost: dict[str, Any]) -> list[str]:
                         f"{f['rss_mib']:.1f} | {f['processes']:.0f} | {f['advancing']:.0f}/{f['stations']:.0f} | "
                         f"{f.get('restarts', 0):.0f} |")
     rows += [f"- window lost: {failure}" for failure in cost.get("failures", [])]
+    shared = [f"{mode} {pct(f['shared_cpu_pct'])}" for modes in cost["workloads"].values()
+              for mode, f in modes.items() if f.get("shared_cpu_pct")]
+    if shared:
+        rows.append(f"- radio-hls includes each station's share of hls-playlists.service: {', '.join(shared)}")
+    return rows
+
+
+def writer_costs(cost: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per writer: CPU and PSS in total and per station; the peers' difference is FFmpeg's own playlist."""
+    figures = {}
+    for name in [name for name in WRITER_NAMES if name in cost["workloads"]]:
+        f = cost["workloads"][name]
+        stations = f["stations"]
+        total = name == "hls-playlists.service"
+        figures[name] = {
+            "stations": stations, "advancing": f["advancing"],
+            "cpu_total": f["cpu_pct_total"] if total else f["cpu_pct"] * stations, "cpu": f["cpu_pct"],
+            "pss_total": f["pss_mib_total"] if total else f["pss_mib"] * stations, "pss": f["pss_mib"],
+        }
+    hls, segment = figures.get("ffmpeg-hls"), figures.get("ffmpeg-segment")
+    if hls and segment:
+        figures["ffmpeg-own-playlist"] = {key: hls[key] - segment[key] for key in ("cpu", "pss")} | {
+            "cpu_total": (hls["cpu"] - segment["cpu"]) * hls["stations"],
+            "pss_total": (hls["pss"] - segment["pss"]) * hls["stations"],
+            "stations": hls["stations"], "advancing": min(hls["advancing"], segment["advancing"])}
+    return figures
+
+
+def playlist_rows(cost: dict[str, Any]) -> list[str]:
+    rows = ["| Writer | Stations | CPU % of a core, total | CPU % / station | PSS MiB, total | PSS MiB / station "
+            "| Playlists advancing |", "|---|---|---|---|---|---|---|"]
+    for name, f in writer_costs(cost).items():
+        label = WRITER_NAMES.get(name, "FFmpeg's own playlist: hls muxer minus segment muxer")
+        rows.append(f"| {label} | {f['stations']:.0f} | {pct(f['cpu_total'])} | {pct(f['cpu'])} | "
+                    f"{f['pss_total']:.1f} | {f['pss']:.2f} | {f['advancing']:.0f}/{f['stations']:.0f} |")
+    service = cost["workloads"].get("hls-playlists.service")
+    if service:
+        rows.append(f"- every playlist {cost['window_minutes']} minutes of {cost['segment_seconds']} s segments "
+                    f"(hls-playlists' median: {service['playlist_minutes']:.1f} min); hls-playlists USS "
+                    f"{service['uss_mib_total']:.1f} MiB, RSS {service['rss_mib_total']:.1f} MiB")
+    rows += [f"- window lost: {failure}" for failure in cost.get("failures", [])]
+    return rows
+
+
+def restart_groups(restarts: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The samples by action and upstream codec (demo-aac-*: AAC copy, demo-mp3-*: MP3 -> AAC)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for sample in restarts["samples"]:
+        job = "MP3 -> AAC" if sample["slug"].startswith("demo-mp3") else "AAC copy"
+        groups.setdefault((sample["action"], job), []).append(sample)
+        groups.setdefault((sample["action"], "all"), []).append(sample)
+    return groups
+
+
+def restart_rows(restarts: dict[str, Any]) -> list[str]:
+    rows = ["| What | Job | Runs | first new segment listed: p50 / p95 / max | gap heard: p50 / max |",
+            "|---|---|---|---|---|"]
+    for (action, job), samples in sorted(restart_groups(restarts).items()):
+        listed, gaps = [s["listed_s"] for s in samples], [s["gap_s"] for s in samples]
+        rows.append(f"| {ACTIONS[action]} | {job} | {len(samples)} | {percentile(listed, 50):.1f} / "
+                    f"{percentile(listed, 95):.1f} / {max(listed):.1f} s | {percentile(gaps, 50):.2f} / "
+                    f"{max(gaps):.2f} s |")
+    rows += [f"- failed: {failure}" for failure in restarts.get("failures", [])]
     return rows
 
 
@@ -154,9 +232,8 @@ def summary_rows(directory: Path) -> list[str]:
             ratio = rate / goaccess
             rows.append(f"| Analytics: log lines/s, {name} | {rate:,.0f} | GoAccess {goaccess:,.0f} | {ratio:.2f} | "
                         f"≥ {ANALYTICS_TARGET_RATIO:g} | {verdict(ratio >= ANALYTICS_TARGET_RATIO, f'{ratio:.1f}x')} |")
+    rows += writer_summary_rows(directory) + restart_summary_rows(directory)
     for name, label, target in (("flag.json", "Backend flag -> first playlist", FLAG_TARGET_S),
-                                ("kill_copy.json", "kill -9 -> fresh segment (AAC copy)", KILL_TARGET_S),
-                                ("kill_transcode.json", "kill -9 -> fresh segment (MP3 -> AAC)", KILL_TARGET_S),
                                 ("restart.json", "Host restart -> every station serving", None)):
         figure = load(directory, name)
         if figure:
@@ -164,6 +241,44 @@ def summary_rows(directory: Path) -> list[str]:
             result = "—" if target is None else verdict(seconds <= target, f"{seconds - target:.1f} s over")
             goal = "—" if target is None else f"≤ {target:g} s"
             rows.append(f"| {label} | {seconds:.1f} s | — | — | {goal} | {result} |")
+    return rows
+
+
+def writer_summary_rows(directory: Path) -> list[str]:
+    cost = load(directory, "playlist_cost.json")
+    figures = writer_costs(cost) if cost else {}
+    service, own = figures.get("hls-playlists.service"), figures.get("ffmpeg-own-playlist")
+    if not service:
+        return []
+    rows = []
+    for key, label, unit in (("cpu", "CPU", pct), ("pss", "PSS", lambda mib: f"{mib:.2f} MiB")):
+        peer = f"FFmpeg's hls muxer, its own playlist {unit(own[key])}" if own else "—"
+        ratio = f"{service[key] / own[key]:.2f}" if own and own[key] > 0 else "—"
+        rows.append(f"| Playlists: {label} per station, {service['stations']:.0f} stations | {unit(service[key])} "
+                    f"(hls-playlists, {unit(service[key + '_total'])} in all) | {peer} | {ratio} | — | — |")
+    return rows
+
+
+def restart_summary_rows(directory: Path) -> list[str]:
+    restarts = load(directory, "restarts.json")
+    if not restarts:
+        return []
+    groups, rows = restart_groups(restarts), []
+    for job in ("AAC copy", "MP3 -> AAC"):
+        samples = groups.get(("kill", job))
+        if samples:
+            seconds = percentile([s["listed_s"] for s in samples], 50)
+            result = verdict(seconds <= KILL_TARGET_S, f"{seconds - KILL_TARGET_S:.1f} s over")
+            rows.append(f"| kill -9 -> first new segment listed ({job}), p50 | {seconds:.1f} s | — | — | "
+                        f"≤ {KILL_TARGET_S:g} s | {result} |")
+    for action in ACTIONS:
+        samples = groups.get((action, "all"))
+        if samples:
+            listed, gaps = [s["listed_s"] for s in samples], [s["gap_s"] for s in samples]
+            rows.append(f"| {ACTIONS[action]} -> first new segment listed, p50 / max | {percentile(listed, 50):.1f} / "
+                        f"{max(listed):.1f} s | — | — | — | — |")
+            rows.append(f"| Gap heard at {ACTIONS[action]}, p50 / max | {percentile(gaps, 50):.2f} / "
+                        f"{max(gaps):.2f} s | — | — | — | — |")
     return rows
 
 
@@ -181,13 +296,31 @@ def report_all(directory: Path) -> str:
     if serving:
         lines += [f"### Serving ({serving['connections']} connections, {serving['duration_s']:g} s runs, "
                   f"median of {serving['rounds']}; {serving['stations']} stations)", ""] + serving_rows(serving) + [""]
-    reactions = [(name, load(directory, f"{name}.json")) for name in ("flag", "kill_copy", "kill_transcode", "restart")]
-    lines += ["### Reaction times (seconds; every run)", "", "| What | median | runs |", "|---|---|---|"]
+    lines += writer_lines(directory) + restart_lines(directory)
+    reactions = [(name, load(directory, f"{name}.json")) for name in ("flag", "restart")]
+    lines += ["### Reaction times (seconds; every run; restart: of the host)", "", "| What | median | runs |",
+              "|---|---|---|"]
     for name, figure in reactions:
         if figure:
             runs = ", ".join(f"{s:.1f}" for s in figure["samples_s"])
             lines.append(f"| {name} | {figure['median_s']:.1f} | {runs} |")
     return "\n".join(lines) + "\n"
+
+
+def writer_lines(directory: Path) -> list[str]:
+    cost = load(directory, "playlist_cost.json")
+    if not cost:
+        return []
+    return [f"### What writing the playlists costs ({cost['window_s']:g} s windows, median of {cost['rounds']})", ""] \
+        + playlist_rows(cost) + [""]
+
+
+def restart_lines(directory: Path) -> list[str]:
+    restarts = load(directory, "restarts.json")
+    if not restarts:
+        return []
+    return [f"### Station restarts ({len(restarts['stations'])} stations at once, {restarts['runs']} of each "
+            "per station)", ""] + restart_rows(restarts) + [""]
 
 
 def report_scale(directory: Path) -> str:
@@ -200,7 +333,8 @@ def report_scale(directory: Path) -> str:
     if started:
         lines += [f"All stations served a first segment {started['median_s']:.0f} s after they were listed.", ""]
     if scale:
-        lines += cost_rows(scale)
+        lines += cost_rows(scale) + [""]
+    lines += writer_lines(directory) + restart_lines(directory)
     return "\n".join(lines) + "\n"
 
 

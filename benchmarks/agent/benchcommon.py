@@ -7,20 +7,24 @@ and the memory of the processes in its cgroup (/proc/<pid>/smaps_rollup), never 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/systemd"))
 NGINX = "http://127.0.0.1"
 BACKEND = "http://127.0.0.1:8001"
+# hls-playlists writes every station's media playlist here; nginx serves it as /hls/<slug>/index.m3u8.
+PLAYLISTS = Path("/run/hls/_playlists")
 T = TypeVar("T")
 
 
@@ -133,12 +137,70 @@ def segments(playlist_text: str) -> list[str]:
     return [line for line in playlist_text.splitlines() if line and not line.startswith("#")]
 
 
+def playlist_path(slug: str) -> Path:
+    return PLAYLISTS / f"{slug}.m3u8"
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A segment as a media playlist lists it."""
+
+    name: str
+    start: float  # Unix seconds: its EXT-X-PROGRAM-DATE-TIME
+    duration: float  # its EXTINF
+    discontinuity: bool
+
+    @property
+    def run(self) -> str:
+        """The run (FFmpeg start) that wrote it: the <run> of <run>-<index>.ts."""
+        return self.name.split("-")[0]
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+def listed_segments(playlist_text: str) -> list[Listed]:
+    """The segments of a media playlist that carry both EXT-X-PROGRAM-DATE-TIME and EXTINF, in order."""
+    listed, start, duration, discontinuity = [], None, None, False
+    for line in playlist_text.splitlines():
+        if line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            start = datetime.fromisoformat(line.partition(":")[2]).timestamp()
+        elif line.startswith("#EXTINF:"):
+            duration = float(line.partition(":")[2].split(",")[0])
+        elif line == "#EXT-X-DISCONTINUITY":
+            discontinuity = True
+        elif line and not line.startswith("#"):
+            if start is not None and duration is not None:
+                listed.append(Listed(line, start, duration, discontinuity))
+            start, duration, discontinuity = None, None, False
+    return listed
+
+
+def older_segments(before: float, seconds: float, target: int) -> str:
+    """Playlist lines of `seconds` of `target`-second segments of an earlier run that ends at `before`: what makes
+    a young playlist as long as a full window (playlist_cost.py), so its cost is the steady state's."""
+    count = math.ceil(seconds / target)
+    first = before - count * target
+    run = math.floor(first * 1000)
+    lines = []
+    for index in range(count):
+        start = datetime.fromtimestamp(first + index * target, UTC).isoformat(timespec="milliseconds")
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{start.replace('+00:00', 'Z')}\n#EXTINF:{target:.3f},\n"
+                     f"{run}-{index}.ts\n")
+    return "".join(lines)
+
+
 def progress_marker(path: Path) -> str:
-    """What shows that an output moves on: a playlist's newest segment, or a plain file's size."""
+    """What shows that an output moves on: a playlist's newest segment, a segment list's last line, or a plain
+    file's size."""
     try:
         if path.suffix == ".m3u8":
             listed = segments(path.read_text())
             return listed[-1] if listed else ""
+        if path.suffix == ".csv":
+            lines = path.read_text().split()
+            return lines[-1] if lines else ""
         return str(path.stat().st_size)
     except OSError:
         return ""
@@ -165,6 +227,15 @@ def backend_stations(slugs: Iterable[str], enabled: Callable[[str], bool] = lamb
     return [{"id": index, "slug": slug, "title": slug, "stream_url": f"http://127.0.0.1:8000/{slug}",
              "generate_hls_stream": enabled(slug), "disabled": False}
             for index, slug in enumerate(slugs, start=1)]
+
+
+def rotations(items: Sequence[T], rounds: int) -> Iterator[tuple[int, T]]:
+    """(round, item): every item once a round, in an order that rotates from round to round, so that a noisy
+    neighbour favours none of them."""
+    for round_index in range(rounds):
+        shift = round_index % len(items)
+        for item in [*items[shift:], *items[:shift]]:
+            yield round_index, item
 
 
 def median(values: Sequence[float]) -> float:

@@ -1,6 +1,7 @@
 -- wrk script: requests as HLS listeners make them. Each pair of requests is one listener's turn: the playlist
 -- of a station, then the newest segment that playlist lists, with a session id (?s=) as players send it.
--- The newest segments are read from the stations' playlists on disk (wrk runs on the origin host), and read
+-- The newest segments are read from the stations' playlists on disk (wrk runs on the origin host; hls-playlists
+-- writes them to OUTPUT_ROOT/_playlists/<slug>.m3u8), and read
 -- again every REFRESH requests, so every segment asked for is one a player would ask for.
 -- Usage: wrk -s hls_listener.lua URL -- OUTPUT_ROOT SLUG...
 -- done() prints one JSON line: requests, duration, errors and latency percentiles (microseconds).
@@ -12,7 +13,7 @@ local slug, session
 
 local function read_newest()
    for _, name in ipairs(slugs) do
-      local file = io.open(root .. "/" .. name .. "/index.m3u8", "r")
+      local file = io.open(root .. "/_playlists/" .. name .. ".m3u8", "r")
       if file then
          for line in file:lines() do
             if line:sub(-3) == ".ts" then newest[name] = line end

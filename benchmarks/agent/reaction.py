@@ -1,7 +1,10 @@
 """Reaction times on the benchmark host, as a listener sees them through nginx.
 
-  flag     the backend flags a station (generate_hls_stream false -> true) -> its first playlist is served
-  kill     kill -9 of a station's FFmpeg -> the playlist lists a segment written by the new FFmpeg
+  flag      the backend flags a station (generate_hls_stream false -> true) -> its first playlist is served
+  restarts  for several stations at once, `systemctl kill -s KILL` and `systemctl restart` of hls@<slug> in
+            turns -> hls-playlists' playlist (/run/hls/_playlists/<slug>.m3u8) lists the new run's first segment;
+            and the gap a listener hears there: that segment's EXT-X-PROGRAM-DATE-TIME minus the end (date-time
+            plus EXTINF) of the segment listed before it
   serving  wait until every station serves a segment written after --since (the host-restart figure: the
            caller restarts the container and times this)
   list     put the stations in the test backend, then wait like `serving` (sets the benchmark up)
@@ -15,14 +18,18 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from benchcommon import (
     NGINX,
+    Listed,
     backend_stations,
     emit,
     http_get,
+    listed_segments,
     log,
     median,
+    playlist_path,
     run,
     segments,
     set_backend,
@@ -67,21 +74,66 @@ def running_seconds(unit: str) -> float:
         return 0.0
 
 
-def time_kill(slug: str, timeout: float) -> float:
-    """Seconds from kill -9 of a healthy FFmpeg to a served segment written by its successor.
+def listed(slug: str) -> list[Listed]:
+    """The station's playlist as hls-playlists wrote it (empty while there is none)."""
+    try:
+        return listed_segments(playlist_path(slug).read_text())
+    except OSError:
+        return []
+
+
+def new_run(segments: Sequence[Listed], old_runs: set[str]) -> tuple[Listed, Listed] | None:
+    """The first listed segment of a run not in `old_runs`, and the segment listed just before it."""
+    for previous, segment in zip(segments, segments[1:], strict=False):
+        if segment.run not in old_runs:
+            return previous, segment
+    return None
+
+
+def time_restart(slug: str, action: str, timeout: float) -> dict[str, object]:
+    """kill (-9 of every process of the unit) or restart of a healthy station -> its new run's first segment listed.
 
     Healthy: running for longer than the launcher's HEALTHY_RUN_SECONDS, or the restart would (rightly)
     wait out a start backoff, as for a station that keeps failing.
     """
     unit = f"hls@{slug}.service"
-    if not wait_for(lambda: len(served_segments(slug)) >= 2 and running_seconds(unit) > HEALTHY_S, timeout=90):
+    if not wait_for(lambda: len(listed(slug)) >= 2 and running_seconds(unit) > HEALTHY_S, timeout=120):
         raise RuntimeError(f"{slug} is not serving")
-    before = {launch(name) for name in served_segments(slug)}
+    old_runs = {segment.run for segment in listed(slug)}
     started = time.time()
-    systemctl("kill", "--signal=SIGKILL", "--kill-whom=main", unit)
-    if not wait_for(lambda: any(launch(n) not in before for n in served_segments(slug)), timeout, interval=0.1):
-        raise RuntimeError(f"{slug} wrote no fresh segment within {timeout:g} s of kill -9")
-    return time.time() - started
+    if action == "kill":
+        systemctl("kill", "--signal=SIGKILL", unit)
+    else:
+        systemctl("restart", unit)
+    found = wait_for(lambda: new_run(listed(slug), old_runs), timeout, interval=0.05)
+    seconds = time.time() - started
+    if found is None:
+        raise RuntimeError(f"{slug}: no segment of a new run listed within {timeout:g} s of {action}")
+    previous, first = found
+    return {"action": action, "slug": slug, "listed_s": round(seconds, 3),
+            "gap_s": round(first.start - previous.end, 3), "previous": previous.name, "first": first.name,
+            "discontinuity": first.discontinuity}
+
+
+def time_restarts(slugs: Sequence[str], runs: int, timeout: float) -> dict[str, object]:
+    """Every station in parallel: `runs` kills and `runs` restarts each, in turns."""
+    failures: list[str] = []
+
+    def station(slug: str) -> list[dict[str, object]]:
+        samples = []
+        for index in range(2 * runs):
+            action = ("kill", "restart")[index % 2]
+            try:
+                samples.append(time_restart(slug, action, timeout))
+            except RuntimeError as error:  # one station's failure must not lose the others'
+                failures.append(str(error))
+                continue
+            log(f"{slug} {action}: listed after {samples[-1]['listed_s']:.2f} s, gap {samples[-1]['gap_s']:.3f} s")
+        return samples
+
+    with ThreadPoolExecutor(max_workers=len(slugs)) as pool:
+        samples = [sample for result in pool.map(station, slugs) for sample in result]
+    return {"what": "restarts", "stations": list(slugs), "runs": runs, "samples": samples, "failures": failures}
 
 
 def time_serving(slugs: Sequence[str], since: float, timeout: float) -> float:
@@ -101,8 +153,10 @@ def time_serving(slugs: Sequence[str], since: float, timeout: float) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("flag", "kill", "serving", "list"))
-    parser.add_argument("--slug", default="demo-aac-1", help="the station flagged or killed")
+    parser.add_argument("what", choices=("flag", "restarts", "serving", "list"))
+    parser.add_argument("--slug", default="demo-aac-1", help="the station flagged")
+    parser.add_argument("--slugs", nargs="+", default=["demo-aac-1", "demo-mp3-1"],
+                        help="restarts: the stations killed and restarted, all at once")
     parser.add_argument("--stations", type=int, default=10, help="stations per codec in the backend")
     parser.add_argument("--codecs", nargs="+", default=["aac", "mp3"], help="upstream codecs (demo mounts)")
     parser.add_argument("--runs", type=int, default=3)
@@ -114,12 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.since = time.time()
         set_backend(stations=backend_stations(slugs), token=TOKEN)
         systemctl("start", "hls-sync.service")
+    if args.what == "restarts":
+        emit(time_restarts(args.slugs, args.runs, args.timeout))
+        return 0
     samples = []
-    for run_index in range(args.runs if args.what in ("flag", "kill") else 1):
+    for run_index in range(args.runs if args.what == "flag" else 1):
         if args.what == "flag":
             samples.append(time_flag(args.slug, slugs, args.timeout))
-        elif args.what == "kill":
-            samples.append(time_kill(args.slug, args.timeout))
         else:
             samples.append(time_serving(slugs, args.since or time.time(), args.timeout))
         log(f"{args.what} {run_index + 1}: {samples[-1]:.1f} s")

@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchcommon import emit, log, median, progress_marker, run, wait_for
+from benchcommon import PLAYLISTS, emit, log, median, progress_marker, run, wait_for
 
 PLAIN_CONF = Path("/etc/hls-bench/nginx-plain.conf")
 PLAIN_PORT = 8081
@@ -47,6 +47,9 @@ http {{
         location /hls/ {{
             alias {root}/;
         }}
+        location ~ ^/hls/([^/]+)/index\\.m3u8$ {{
+            alias {root}/{playlists}/$1.m3u8;
+        }}
     }}
 }}
 """
@@ -57,7 +60,7 @@ def start_plain_nginx(root: str) -> None:
     connections = re.search(r"worker_connections\s+(\d+);", project)
     PLAIN_CONF.parent.mkdir(parents=True, exist_ok=True)
     PLAIN_CONF.write_text(PLAIN_TEMPLATE.format(connections=connections.group(1) if connections else 1024,
-                                                port=PLAIN_PORT, root=root))
+                                                port=PLAIN_PORT, root=root, playlists=PLAYLISTS.name))
     run("nginx", "-t", "-q", "-c", str(PLAIN_CONF))
     run("nginx", "-s", "quit", "-c", str(PLAIN_CONF), check=False)
     run("nginx", "-c", str(PLAIN_CONF))
@@ -97,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sweep-duration", type=float, default=6)
     parser.add_argument("--segment-seconds", type=float, default=6)
     args = parser.parse_args(argv)
-    playlists = [Path(args.root) / slug / "index.m3u8" for slug in args.slugs]
+    playlists = [Path(args.root) / PLAYLISTS.name / f"{slug}.m3u8" for slug in args.slugs]
     if not wait_for(lambda: all(progress_marker(path) for path in playlists), timeout=120, interval=1):
         raise SystemExit("serving: not every station has a playlist to serve")
     start_plain_nginx(args.root)

@@ -6,8 +6,9 @@ time, waits for every output to exist, measures its units' cgroup CPU over a fix
 at the end of it, checks that every output moved on, and stops it. The order of the workloads rotates from
 round to round, so a noisy neighbour cannot favour one of them. The feeders are other units: not counted.
 
-Workloads (all with 6 s segments, 10 per playlist, AAC-LC at the given bitrate):
-  project          the hls@<slug> units deployed by the roles (FFmpeg, one process per station)
+Workloads (all with 6 s segments, AAC-LC at the given bitrate; Liquidsoap keeps 10 per playlist):
+  project          the hls@<slug> units deployed by the roles (FFmpeg, one process per station), plus an even share
+                   of hls-playlists.service (one process for the host, writing every station's playlist)
   liquidsoap-each  Liquidsoap output.file.hls, one process per station
   liquidsoap-one   Liquidsoap output.file.hls, one process for all N stations of a codec
   floor            curl copying the upstream bytes to a file, one process per station
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,9 @@ from benchcommon import (
     emit,
     log,
     median,
+    playlist_path,
     progress_marker,
+    rotations,
     run,
     show,
     systemctl,
@@ -60,8 +63,12 @@ class Workload:
     name: str
     jobs: list[Job]
     keep_running: bool = False  # measured as they run (the many-stations run), never stopped
+    # Units that serve every station of the workload at once: their CPU and memory are split evenly over them.
+    shared: list[str] = field(default_factory=list)
+    prepare: Callable[[], None] = lambda: None  # runs before every start
 
     def start(self) -> None:
+        self.prepare()
         deployed = [job.unit for job in self.jobs if not job.start_argv]
         if deployed:
             systemctl("start", *deployed)
@@ -120,13 +127,13 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
     project, each, one, floor = [], [], [], []
     for mode, names in mounts.items():
         for mount in names:
-            project.append(Job(f"hls@{mount}.service", mode, 1, [Path(f"/run/hls/{mount}/index.m3u8")]))
+            project.append(Job(f"hls@{mount}.service", mode, 1, [playlist_path(mount)]))
             each.append(liquidsoap_job(f"bench-ls-{mount}.service", mode, [mount], args))
             copy_to = RUNTIME / f"bench-floor-{mount}" / "stream"
             floor.append(Job(f"bench-floor-{mount}.service", mode, 1, [copy_to],
                              ["/usr/bin/curl", "-sS", "-o", str(copy_to), f"http://127.0.0.1:8000/{mount}"]))
         one.append(liquidsoap_job(f"bench-ls-all-{CODECS[mode]}.service", mode, names, args))
-    return [Workload("project", project), Workload("liquidsoap-each", each),
+    return [Workload("project", project, shared=["hls-playlists.service"]), Workload("liquidsoap-each", each),
             Workload("liquidsoap-one", one), Workload("floor", floor)]
 
 
@@ -147,29 +154,40 @@ def measure(workload: Workload, window: float, warmup: float) -> dict[str, dict[
             raise RuntimeError(f"{workload.name}: outputs never appeared: {missing}")
         time.sleep(warmup)
         units = [job.unit for job in workload.jobs]
+        measured = units + workload.shared
         markers = {path: progress_marker(path) for path in outputs}
         restarts = restart_counts(units)
-        before, started = cpu_ns(units), time.monotonic()
+        before, started = cpu_ns(measured), time.monotonic()
         time.sleep(window)
-        after, elapsed = cpu_ns(units), time.monotonic() - started
-        memory = unit_memory(units)
+        after, elapsed = cpu_ns(measured), time.monotonic() - started
+        memory = unit_memory(measured)
         moved = {path for path in outputs if progress_marker(path) != markers[path]}
         restarted = {unit: count - restarts[unit] for unit, count in restart_counts(units).items()}
     finally:
         workload.stop()
+    # A unit restarted in the window has a new cgroup: only its time since the restart is known.
+    cpu_s = {unit: (after[unit] - (before[unit] if after[unit] >= before[unit] else 0)) / 1e9 for unit in measured}
+    # The shared units' part of each station: their totals over every station of the workload.
+    share = 1 / sum(job.stations for job in workload.jobs)
+    shared_cpu_s = share * sum(cpu_s[unit] for unit in workload.shared)
+    shared_kib = {key: share * sum(getattr(memory[unit], key) for unit in workload.shared)
+                  for key in ("pss_kib", "uss_kib", "rss_kib")}
     figures: dict[str, dict[str, float]] = {}
     for mode in sorted({job.mode for job in workload.jobs}):
         jobs = [job for job in workload.jobs if job.mode == mode]
         stations = sum(job.stations for job in jobs)
-        # A unit restarted in the window has a new cgroup: only its time since the restart is known.
-        cpu_s = sum(after[job.unit] - (before[job.unit] if after[job.unit] >= before[job.unit] else 0)
-                    for job in jobs) / 1e9
+        mode_cpu_s = sum(cpu_s[job.unit] for job in jobs) + stations * shared_cpu_s
+
+        def per_station(key: str, jobs: list[Job] = jobs, stations: int = stations) -> float:
+            return (sum(getattr(memory[job.unit], key) for job in jobs) / stations + shared_kib[key]) / 1024
+
         figures[mode] = {
-            "cpu_pct": 100 * cpu_s / elapsed / stations,
-            "cpu_s_per_station_min": cpu_s / stations / (elapsed / 60),
-            "pss_mib": sum(memory[job.unit].pss_kib for job in jobs) / 1024 / stations,
-            "uss_mib": sum(memory[job.unit].uss_kib for job in jobs) / 1024 / stations,
-            "rss_mib": sum(memory[job.unit].rss_kib for job in jobs) / 1024 / stations,
+            "cpu_pct": 100 * mode_cpu_s / elapsed / stations,
+            "cpu_s_per_station_min": mode_cpu_s / stations / (elapsed / 60),
+            "shared_cpu_pct": 100 * shared_cpu_s / elapsed,
+            "pss_mib": per_station("pss_kib"),
+            "uss_mib": per_station("uss_kib"),
+            "rss_mib": per_station("rss_kib"),
             "processes": sum(memory[job.unit].processes for job in jobs),
             "stations": stations,
             "advancing": sum(1 for job in jobs for path in job.outputs if path in moved),
@@ -201,20 +219,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         workload.stop()  # the deployed stations run from the start: every workload starts from nothing
     samples: dict[str, dict[str, list[dict[str, float]]]] = {w.name: {mode: [] for mode in args.modes} for w in runs}
     failures: list[str] = []
-    for round_index in range(args.rounds):
-        shift = round_index % len(runs)
-        for workload in runs[shift:] + runs[:shift]:
-            log(f"round {round_index + 1}/{args.rounds}: {workload.name}, {args.stations} stations per codec")
-            try:
-                measured = measure(workload, args.window, args.warmup)
-            except RuntimeError as error:  # one broken window must not lose the whole run
-                log(f"  skipped: {error}")
-                failures.append(f"round {round_index + 1}, {workload.name}: {error}")
-                continue
-            for mode, figures in measured.items():
-                samples[workload.name][mode].append(figures)
-                log(f"  {mode}: {figures['cpu_pct']:.3f} % CPU, {figures['pss_mib']:.1f} MiB PSS per station, "
-                    f"{figures['advancing']}/{figures['stations']} advancing")
+    for round_index, workload in rotations(runs, args.rounds):
+        log(f"round {round_index + 1}/{args.rounds}: {workload.name}, {args.stations} stations per codec")
+        try:
+            measured = measure(workload, args.window, args.warmup)
+        except RuntimeError as error:  # one broken window must not lose the whole run
+            log(f"  skipped: {error}")
+            failures.append(f"round {round_index + 1}, {workload.name}: {error}")
+            continue
+        for mode, figures in measured.items():
+            samples[workload.name][mode].append(figures)
+            log(f"  {mode}: {figures['cpu_pct']:.3f} % CPU, {figures['pss_mib']:.1f} MiB PSS per station, "
+                f"{figures['advancing']}/{figures['stations']} advancing")
     project = [w for w in runs if w.name == "project" and not w.keep_running]
     for workload in project:  # leave the deployed stations running, as they were
         workload.start()
