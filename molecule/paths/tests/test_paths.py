@@ -119,10 +119,12 @@ def test_the_analytics_read_the_moved_session_log(host):
 
 def test_a_stopped_station_leaves_nothing_on_the_disk(host):
     """systemd removes a stopped unit's runtime directory from a tmpfs only: on a disk output hls@.service marks the
-    stop and hls-playlists removes what is left once the station stayed stopped; a start brings it back."""
+    stop and hls-playlists empties the directory once the station stayed stopped (the directory itself stays: its
+    parent is root's); a start brings the station back."""
     host.check_output(f"systemctl stop hls@{SLUG}")
     try:
-        until(lambda: not host.file(f"{OUTPUT_DISK_DIR}/{SLUG}").exists, "the station's directory to go", timeout=60)
+        until(lambda: host.check_output(f"ls -A {OUTPUT_DISK_DIR}/{SLUG}") == "", "the station's files to go",
+              timeout=60)
         assert get(host, f"/hls/{SLUG}/index.m3u8")[0] == 404
         assert not host.file(f"{OUTPUT_DISK_DIR}/_playlists/{SLUG}.m3u8").exists
         assert host.file(f"{OUTPUT_DISK_DIR}/_playlists/{SLUG}.json").exists  # the sequences, for its next playlist

@@ -184,7 +184,8 @@ class Station:
             log.error("%s: cannot write %s: %s", self.slug, self.playlist_path, error.strerror)
 
     def remove(self) -> None:
-        """The station stopped: its playlist goes, and its directory if systemd left it (on a disk output)."""
+        """The station stopped: its playlist goes, and its files if systemd left them (on a disk output; the empty
+        directory stays, as its parent is root's, and is followed again as a station that has no run yet)."""
         retire(self.playlist_path, self.playlist)
         shutil.rmtree(self.directory, ignore_errors=True)
 
