@@ -47,7 +47,7 @@ The demo is up: two stations from a local Icecast2 (an MP3 one transcoded to AAC
              ffplay http://127.0.0.1:$PORT/hls/demo-aac/index.m3u8
              (or open the URL in Safari, VLC, or any hls.js player)
   Inspect:   docker exec -it $CONTAINER systemctl status 'hls@*'
-             docker exec -it $CONTAINER systemctl stop hls@demo-aac     # its playlist is gone at once
+             docker exec -it $CONTAINER systemctl stop hls@demo-aac     # its playlist is gone within seconds
              docker exec -it $CONTAINER systemctl start hls@demo-aac
              docker exec -it $CONTAINER journalctl -u hls-sync --no-pager -n 20
              docker exec -it $CONTAINER tail -f /var/log/hls/demo-mp3.log
