@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -162,10 +162,16 @@ class Account:
     stalled: float = 0.0
     end: float | None = None
     why: str | None = None  # why the player stopped before its window ended
+    # The last three positions read: each reading is judged by their median, so one spurious answer of a player's
+    # position interface (VLC's get_time once read 86 s ahead at a restart) neither plays nor goes back, while a
+    # timeline that really went back does so in every reading that follows.
+    recent: list[float] = field(default_factory=list)
     status: int | None = None
 
     def read(self, now: float, position: float) -> bool:
         """Take a reading; True when it begins the window."""
+        self.recent = [*self.recent[-2:], position]
+        position = sorted(self.recent)[len(self.recent) // 2]
         if self.start is None:
             if self.first is None:
                 self.first = position
