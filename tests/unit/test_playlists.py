@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from radio_hls.common import clock
 from radio_hls.common.contract import BadSetting
-from radio_hls.playlists.model import MediaPlaylist, iso_ms, parse_iso_ms
+from radio_hls.playlists.model import MediaPlaylist, iso_ms
 from radio_hls.playlists.writer import Config, Writer
 from radio_hls.stations.runs import Run, last_timeline, parse_list
 
@@ -151,7 +152,7 @@ def test_never_shorter_than_three_target_durations() -> None:
 
 def test_program_date_time_round_trip() -> None:
     assert iso_ms(NOW + 0.0456) == "2023-11-14T22:13:20.046Z"
-    assert parse_iso_ms("2023-11-14T22:13:20.046Z") == pytest.approx(NOW + 0.046)
+    assert clock.parse("2023-11-14T22:13:20.046Z") == pytest.approx(NOW + 0.046)
 
 
 # --- hls-playlists on a real directory tree ---------------------------------------------------------------

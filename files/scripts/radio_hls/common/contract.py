@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -61,3 +62,8 @@ def setting(values: Mapping[str, str | None], name: str) -> str:
     if not value:
         raise BadSetting(f"{name} is not set (the role writes it into the program's env file or unit)")
     return value
+
+
+def playlist_path(output_root: Path, slug: str) -> Path:
+    """Where hls-playlists writes the station's playlist (nginx serves it as /hls/<slug>/index.m3u8)."""
+    return output_root / PLAYLISTS_DIR_NAME / f"{slug}.m3u8"

@@ -24,8 +24,8 @@ from radio_hls.common.contract import (
     ENV_SUFFIX,
     LAUNCH_INFO_NAME,
     NOW_PLAYING_NAME,
-    PLAYLISTS_DIR_NAME,
     BadSetting,
+    playlist_path,
     setting,
 )
 from radio_hls.common.files import read_json
@@ -179,11 +179,6 @@ def apply_unit(station: Station, unit: Mapping[str, str], monotonic_now: float) 
 
 def playlist_segments(text: str) -> list[str]:
     return [line for line in text.splitlines() if line and not line.startswith("#")]
-
-
-def playlist_path(output_root: Path, slug: str) -> Path:
-    """Where hls-playlists writes the station's playlist (nginx serves it as /hls/<slug>/index.m3u8)."""
-    return output_root / PLAYLISTS_DIR_NAME / f"{slug}.m3u8"
 
 
 def apply_output(station: Station, output_root: Path, now: float) -> None:

@@ -15,11 +15,12 @@ The playlist file is the only state: hls-playlists reads it back when it starts 
 
 from __future__ import annotations
 
-import calendar
 import re
 import time
 from collections import deque
 from dataclasses import dataclass
+
+from radio_hls.common import clock
 
 VERSION = 3  # decimal EXTINF (RFC 8216 section 7); nothing this playlist uses needs more
 PDT_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -29,12 +30,6 @@ def iso_ms(epoch: float) -> str:
     """2026-11-30T09:05:03.250Z: Unix seconds as EXT-X-PROGRAM-DATE-TIME writes them."""
     milliseconds = round(epoch * 1000)
     return time.strftime(PDT_FORMAT, time.gmtime(milliseconds // 1000)) + f".{milliseconds % 1000:03d}Z"
-
-
-def parse_iso_ms(text: str) -> float:
-    """iso_ms() read back."""
-    whole, _, fraction = text.removesuffix("Z").partition(".")
-    return calendar.timegm(time.strptime(whole, PDT_FORMAT)) + float(f"0.{fraction or 0}")
 
 
 @dataclass(frozen=True)
@@ -124,9 +119,11 @@ class MediaPlaylist:
                                        int(tags["#EXT-X-DISCONTINUITY-SEQUENCE"]))
                     if found is None:
                         return None
-                    start = parse_iso_ms(pending["#EXT-X-PROGRAM-DATE-TIME"])
+                    start = clock.parse(pending["#EXT-X-PROGRAM-DATE-TIME"])
                     duration = float(pending["#EXTINF"])
                 except (KeyError, ValueError):
+                    return None
+                if start is None:
                     return None
                 segment = Segment(line, int(found[1]), int(found[2]), start, duration, discontinuity)
                 playlist.segments.append(segment)

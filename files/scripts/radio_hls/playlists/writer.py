@@ -33,6 +33,7 @@ from radio_hls.common.contract import (
     SLUG_PATTERN,
     STOPPED_MARKER_NAME,
     BadSetting,
+    playlist_path,
     setting,
 )
 from radio_hls.common.files import read_json_object, write_atomically
@@ -233,7 +234,7 @@ class Writer:
         for slug in present - self.stations.keys():
             try:
                 self.stations[slug] = Station(slug, self.config.output_root / slug,
-                                              self.playlists_dir / f"{slug}{PLAYLIST_SUFFIX}", self.config,
+                                              playlist_path(self.config.output_root, slug), self.config,
                                               self.deletions, now)
             except OSError as error:  # removed between the listing and now: seen again at the next discovery
                 log.debug("%s: %s", slug, error)
