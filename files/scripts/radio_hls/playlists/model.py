@@ -19,6 +19,7 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 
 from radio_hls.common import clock
 
@@ -45,7 +46,9 @@ class Segment:
     def end(self) -> float:
         return self.start + self.duration
 
+    @cached_property
     def lines(self) -> str:
+        """Rendered once, not at every rewrite of the playlist (one per new segment, up to 250 segments long)."""
         return ("#EXT-X-DISCONTINUITY\n" if self.discontinuity else "") + \
             f"#EXT-X-PROGRAM-DATE-TIME:{iso_ms(self.start)}\n#EXTINF:{self.duration:.3f},\n{self.name}\n"
 
@@ -93,7 +96,7 @@ class MediaPlaylist:
         head = (f"#EXTM3U\n#EXT-X-VERSION:{VERSION}\n#EXT-X-TARGETDURATION:{self.target}\n"
                 f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}\n"
                 f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuity_sequence}\n#EXT-X-INDEPENDENT-SEGMENTS\n")
-        return head + "".join(segment.lines() for segment in self.segments)
+        return head + "".join(segment.lines for segment in self.segments)
 
     @classmethod
     def from_text(cls, text: str) -> MediaPlaylist | None:
