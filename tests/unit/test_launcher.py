@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shlex
@@ -256,8 +257,11 @@ def test_a_run_starts_after_the_last_runs_timeline(tmp_path: Path) -> None:
                                             f"{previous.run}-13.ts,26.0,{end:.6f}\n")
     run = begin_run(tmp_path, settings(HLS_SEGMENT_SECONDS="2"), "copy", "aac", NOW)
     assert run.start == pytest.approx(NOW + 8.5 + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
+    # What the upstream sends from the clock up to there, the last run listed: FFmpeg skips it.
+    assert run.skip == pytest.approx(8.5 + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
     # Once the clock is ahead again, the wall clock wins: timestamps follow it, with the outage as their gap.
-    assert begin_run(tmp_path, settings(), "copy", "aac", NOW + 60).start == pytest.approx(NOW + 60, abs=0.001)
+    later = begin_run(tmp_path, settings(), "copy", "aac", NOW + 60)
+    assert (later.start, later.skip) == (pytest.approx(NOW + 60, abs=0.001), 0)
 
 
 def test_a_run_starts_early_by_the_burst_the_last_one_got(tmp_path: Path) -> None:
@@ -275,8 +279,52 @@ def test_a_run_starts_early_by_the_burst_the_last_one_got(tmp_path: Path) -> Non
     os.utime(previous.list_path(tmp_path), (NOW - 130, NOW - 130))
     assert begin_run(tmp_path, settings(), "copy", "aac", NOW).start == pytest.approx(NOW - 15, abs=0.002)
     os.utime(previous.list_path(tmp_path), (NOW - 30.2, NOW - 30.2))
-    assert begin_run(tmp_path, settings(), "copy", "aac", NOW - 25).start == pytest.approx(
-        NOW - 25.9 + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
+    soon = begin_run(tmp_path, settings(), "copy", "aac", NOW - 25)
+    assert soon.start == pytest.approx(NOW - 25.9 + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
+    # Its burst repeats what the last run listed from NOW - 28.8 on: FFmpeg skips that.
+    assert soon.skip == pytest.approx(2.9 + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
+    # Never more than a burst can be: a timeline far ahead (the clock stepped back) is no audio the upstream repeats.
+    assert begin_run(tmp_path, settings(), "copy", "aac", NOW - 90).skip == hls_launcher.MAX_BURST_SECONDS
+
+
+@dataclass
+class BurstyUpstream:
+    """Runs of FFmpeg against an upstream that sends `burst` seconds of audio at once on connect, restarted every
+    `every` seconds, as the segment muxer lists them (segments cut on the timeline, the list replaced as each ends)."""
+
+    directory: Path
+    burst: float
+    segment_seconds: int = 2
+
+    def play(self, run: Run, connected: float, stopped: float) -> None:
+        """The run's list once it stopped: every segment it finished before `stopped`."""
+        first = run.start - run.skip  # the timeline position of the first audio received
+        reached = run.start + (stopped - connected + self.burst - run.skip)  # the timeline at the stop
+        t = self.segment_seconds
+        lines, begin, end = [], run.offset, (math.floor(run.offset / t) + 1) * t
+        while run.base + end <= reached:
+            lines.append(f"{run.run}-{len(lines)}.ts,{begin if lines else 0:.6f},{end:.6f}\n")
+            begin, end = end, end + t
+        run.list_path(self.directory).write_text("".join(lines[-50:]))
+        finished = connected + (run.base + begin) - first - self.burst  # the wall time its last segment ended
+        os.utime(run.list_path(self.directory), (finished, finished))
+
+
+@pytest.mark.parametrize("mode", ["copy", "transcode"])
+def test_quick_restarts_keep_the_timeline_on_the_clock(tmp_path: Path, mode: str) -> None:
+    # Restarts every 10 s against an upstream that bursts 4 s: each new connection repeats 4 s the last run already
+    # listed. Without the skip each restart put the timeline another burst ahead (the first run's 4 s, then 8, 12...).
+    upstream = BurstyUpstream(tmp_path, burst=4.0)
+    ahead = []
+    for restart in range(6):
+        now = NOW + 10 * restart
+        run = begin_run(tmp_path, settings(HLS_SEGMENT_SECONDS="2"), mode, "aac", now)
+        run.write(tmp_path)
+        # Where the timeline stands 9 s into the run, against the clock.
+        ahead.append(run.start - run.skip + 9 + upstream.burst - (now + 9))
+        upstream.play(run, now, now + 9.9)
+    assert ahead[0] == pytest.approx(4.0, abs=0.01)  # the first run has no burst to go by
+    assert ahead[1:] == [pytest.approx(0, abs=0.01)] * 5
 
 
 def test_a_run_that_listed_nothing_still_moves_the_next_one_on(tmp_path: Path) -> None:
@@ -365,6 +413,14 @@ def test_segment_output_options(tmp_path: Path) -> None:
     # Cut on the clock: the first audio sits at the start's place in its 4-second cell.
     assert option(output, "-output_ts_offset") == "0.123"
     assert option(output, "-muxdelay") == "0" and option(output, "-muxpreload") == "0"
+    assert "-ss" not in command  # a run that repeats nothing skips nothing
+
+
+def test_a_run_skips_what_the_last_one_listed_as_an_output_option(tmp_path: Path) -> None:
+    # After the input, FFmpeg's -ss drops that much of the audio (before it, it would seek the live input).
+    run = Run.begin(NOW + 4.1, 6, "copy", "aac", NOW, skip=8.1234)
+    output = build_command(settings(), tmp_path, run)
+    assert output.index("-ss") > output.index("-i") and option(output, "-ss") == "8.123"
 
 
 def test_timestamps_are_the_wall_clock_on_the_33_bit_mpeg_ts_clock() -> None:
@@ -591,7 +647,8 @@ def test_main_records_the_codec_and_mode_before_exec(tmp_path: Path, monkeypatch
         json.loads((tmp_path / ".launch.json").read_text())))
     hls_launcher.main([str(write_env(tmp_path / "radio-joy.env")), "--output-dir", str(tmp_path)])
     assert seen == [{"run": 1_700_000_000_123, "start": 1_700_000_000.123, "base": 1_699_999_998,
-                     "segment_seconds": 6, "mode": "transcode", "upstream_codec": "mp3", "started_at": NOW}]
+                     "segment_seconds": 6, "mode": "transcode", "upstream_codec": "mp3", "started_at": NOW,
+                     "skip": 0.0}]
     info = tmp_path / ".launch.json"
     assert stat.S_IMODE(info.stat().st_mode) == 0o644  # the status programs run as other users
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))

@@ -36,7 +36,7 @@ from dotenv import dotenv_values
 
 from radio_hls.common.contract import USER_AGENT
 from radio_hls.common.files import read_json_object
-from radio_hls.stations.runs import LIST_SIZE, Run, last_timeline
+from radio_hls.stations.runs import LIST_SIZE, MAX_BURST_SECONDS, Run, last_timeline
 from radio_hls.stations.station import (
     CONTROL_CHARS,
     InvalidStation,
@@ -323,10 +323,21 @@ def remove_partial_segments(output_dir: Path) -> None:
 def begin_run(output_dir: Path, settings: StationSettings, mode: str, upstream_codec: str | None,
               now: float) -> Run:
     """This start's run: its timeline starts at the wall clock, early by the burst the upstream sent the last run
-    (so that after this run's burst its timeline is back on the clock), and never before the last run's end."""
+    (so that after this run's burst its timeline is back on the clock), and never before the last run's end.
+
+    A restart sooner than that lead gets audio the last run already listed: the burst repeats the seconds before
+    the connection. FFmpeg skips that much of it, so the timeline stays on the clock however often the station
+    restarts (without the skip, each quick restart put it one burst further ahead).
+    """
     previous = last_timeline(output_dir)
-    start = now if previous is None else max(now - previous.burst, previous.end + RUN_GAP_SECONDS)
-    return Run.begin(start, settings.segment_seconds, mode, upstream_codec, now)
+    if previous is None:
+        return Run.begin(now, settings.segment_seconds, mode, upstream_codec, now)
+    early = now - previous.burst
+    start = max(early, previous.end + RUN_GAP_SECONDS)
+    # Never more than a burst can be: a timeline ahead for another reason (the clock stepped back) is not audio
+    # the upstream repeats.
+    skip = min(start - early, MAX_BURST_SECONDS)
+    return Run.begin(start, settings.segment_seconds, mode, upstream_codec, now, skip)
 
 
 def record_run(output_dir: Path, run: Run) -> None:
@@ -343,7 +354,8 @@ def build_command(settings: StationSettings, output_dir: Path, run: Run) -> list
     The segment muxer cuts where the timeline reaches a multiple of the segment length: output_ts_offset puts the
     first audio at the run's offset into its first segment. initial_offset then moves every timestamp onto the
     wall clock (modulo 2^33, the MPEG-TS clock), after the cut is decided. muxdelay and muxpreload 0: a segment's
-    timestamps are its audio's time, not 1.4 s later.
+    timestamps are its audio's time, not 1.4 s later. The output's ss drops the run's skip (copy and transcode
+    alike, to the frame); the first audio kept is still at the run's offset.
     """
     stream = ffmpeg.input(STDIN_INPUT, **INPUT_OPTIONS)
     audio_options: dict[str, object] = {"c:a": "copy"}
@@ -353,6 +365,7 @@ def build_command(settings: StationSettings, output_dir: Path, run: Run) -> list
                          "aac_coder": settings.aac_coder}
     segment_options: dict[str, object] = {
         "map": "0:a:0",
+        **({"ss": f"{run.skip:.3f}"} if run.skip else {}),
         "output_ts_offset": f"{run.offset:.3f}",
         "muxdelay": 0,
         "muxpreload": 0,

@@ -38,15 +38,16 @@ class Run:
     mode: str  # copy or transcode
     upstream_codec: str | None  # None when it was not probed
     started_at: float  # when the launcher decided (Unix seconds)
+    skip: float = 0.0  # seconds of the upstream's first audio FFmpeg drops: what the last run already listed
 
     @classmethod
     def begin(cls, start: float, segment_seconds: int, mode: str, upstream_codec: str | None,
-              now: float) -> Run:
+              now: float, skip: float = 0.0) -> Run:
         run = math.ceil(start * 1000)
         start = run / 1000
         return cls(run=run, start=start, base=int(start // segment_seconds) * segment_seconds,
                    segment_seconds=segment_seconds, mode=mode, upstream_codec=upstream_codec,
-                   started_at=round(now, 3))
+                   started_at=round(now, 3), skip=round(skip, 3))
 
     @property
     def offset(self) -> float:
@@ -77,7 +78,7 @@ def read_run(directory: Path) -> Run | None:
         return Run(run=int(document["run"]), start=float(document["start"]), base=int(document["base"]),
                    segment_seconds=int(document["segment_seconds"]), mode=str(document["mode"]),
                    upstream_codec=codec if isinstance(codec, str) else None,
-                   started_at=float(document["started_at"]))
+                   started_at=float(document["started_at"]), skip=float(document.get("skip", 0.0)))
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -140,7 +141,7 @@ def last_timeline(directory: Path) -> Timeline | None:
     An upstream sends a few seconds of audio at once when FFmpeg connects (Icecast's burst), so a run's timeline
     runs that far ahead of the wall clock. The run's list was replaced when its last segment ended: at that wall
     time the timeline stood at the segment's end, and without a burst it would have stood at the run's start plus
-    the time since the launcher decided.
+    the time since the launcher decided, less the audio the run skipped.
     """
     run = read_run(directory)
     if run is None:
@@ -153,5 +154,5 @@ def last_timeline(directory: Path) -> Timeline | None:
         finished = run.list_path(directory).stat().st_mtime
     except OSError:
         return Timeline(end, 0.0)
-    burst = (end - finished) - (run.start - run.started_at)
+    burst = (end - finished) - (run.start - run.skip - run.started_at)
     return Timeline(end, min(max(burst, 0.0), MAX_BURST_SECONDS))
