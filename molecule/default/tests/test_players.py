@@ -56,10 +56,17 @@ def describe(report: dict[str, Any]) -> str:
             f"went back {report['went_back']} time(s), exit {report['exit']}, {ending}{log}")
 
 
+def ffmpeg_uptime(host, slug: str) -> int:
+    """Seconds the station's FFmpeg has run; 0 while it is between two starts (no main process to ask)."""
+    pid = main_pid(host, slug)
+    uptime = host.run(f"ps -o etimes= -p {pid}").stdout.strip() if pid else ""
+    return int(uptime) if uptime.isdigit() else 0
+
+
 def test_every_player_plays_through_a_kill_and_a_restart(host):
     for slug in SLUGS:
         station_ready(host, slug)
-        wait_for(lambda slug=slug: int(host.check_output(f"ps -o etimes= -p {main_pid(host, slug)}")) >= UP_BEFORE_JOIN,
+        wait_for(lambda slug=slug: ffmpeg_uptime(host, slug) >= UP_BEFORE_JOIN,
                  timeout=UP_BEFORE_JOIN + 60, interval=2, what=f"{slug}'s FFmpeg to run {UP_BEFORE_JOIN} s")
     port = os.environ.get("HLS_MOLECULE_HTTP_PORT", "18080")
     urls = [f"http://127.0.0.1:{port}/hls/{slug}/index.m3u8" for slug in SLUGS]
