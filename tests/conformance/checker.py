@@ -2,9 +2,11 @@
 Specification and the project's own promises (docs/conformance.md lists every rule with its number).
 
 Input: each version as fetched (text, fetch time, optionally the response headers), optionally per-segment facts
-(first and last PTS, from ffprobe) and a way to ask which removed segments are still served. Output: a list of
-violations, each naming its rule. The playlist is parsed with the `m3u8` package; what that parser drops (the order of
-tags, a segment without EXTINF, the text of a date) is read from the lines themselves.
+(first and last PTS and the timed ID3 packets' PTS, from ffprobe) and a way to ask which removed segments are still
+served. Output: a list of violations, each naming its rule. check_multivariant() does the same for the versions of a
+station's multivariant playlist, with what its renditions' segments measure. The playlist is parsed with the `m3u8`
+package; what that parser drops (the order of tags, a segment without EXTINF, the text of a date or of an attribute)
+is read from the lines themselves.
 
 Timing rules never blame the poller: a late update is reported only when the fetches prove it (the newest segment
 stayed the same from one fetch to another more than 1.5 target durations later), so a slow or missed poll can hide a
@@ -21,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-import m3u8  # type: ignore[import-untyped]  # no type hints, no stub package; only read in parse() below
+import m3u8  # type: ignore[import-untyped]  # no type hints, no stub package
+from m3u8.parser import ATTRIBUTELISTPATTERN  # type: ignore[import-untyped]  # how m3u8 splits an attribute list
 
 PTS_HZ = 90_000  # MPEG-TS presentation timestamps count a 90 kHz clock...
 PTS_WRAP = 1 << 33  # ...in 33 bits: they wrap every 26.5 hours
@@ -39,6 +42,24 @@ PLAYLIST_TYPES = ("application/vnd.apple.mpegurl", "audio/mpegurl")  # RFC 8216 
 PDT_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3,}(Z|[+-]\d{2}:?\d{2})")
 EXTINF_FORMAT = re.compile(r"(\d+(\.\d*)?),.*")  # RFC 8216 4.3.2.1: <duration>,[<title>]
 DECIMAL_INTEGER = re.compile(r"\d{1,20}")  # RFC 8216 4.2
+# RFC 8216 4.2: the three types an X- client attribute may take (4.3.2.7).
+CLIENT_VALUE = re.compile(r'"[^"\r\n]*"|0[xX][0-9A-Fa-f]+|\d+(\.\d*)?')
+DECIMAL_FLOAT = re.compile(r"-?\d+(\.\d*)?")  # RFC 8216 4.2, signed so that a negative one is named as such
+# RFC 8216 4.3.2.7: START-DATE and END-DATE are ISO 8601 dates; a date-time with a time zone is what a client can
+# place on the timeline (the fraction is optional there, unlike the project's PDT).
+DATE_TIME = re.compile(r'"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})"')
+TITLE_CLASS = "net.radio-hls.title"  # the project's DATERANGE class of a title change (docs/design.md)
+ID3_AT_START = 0.1  # s: the first timed ID3 tag against the segment's first audio PTS
+# Apple's appendix "Declared versus measured values of bandwidths": a declared AVERAGE-BANDWIDTH within 10 % of
+# what the segments measure.
+AVERAGE_TOLERANCE = 0.10
+# RFC 6381 names (the mp4a object types ISO/IEC 14496-3 assigns) of the profiles ffprobe reports for the audio.
+CODECS = {("aac", "LC"): "mp4a.40.2", ("aac", "HE-AAC"): "mp4a.40.5", ("aac", "HE-AACv2"): "mp4a.40.29",
+          ("mp3", ""): "mp4a.40.34"}
+# RFC 8216 4.3.2 and 4.3.3: tags of a Media Playlist, which 4.1 keeps out of a Multivariant Playlist.
+MEDIA_TAGS = ("#EXTINF", "#EXT-X-BYTERANGE", "#EXT-X-DISCONTINUITY", "#EXT-X-KEY", "#EXT-X-MAP",
+              "#EXT-X-PROGRAM-DATE-TIME", "#EXT-X-DATERANGE", "#EXT-X-TARGETDURATION", "#EXT-X-MEDIA-SEQUENCE",
+              "#EXT-X-DISCONTINUITY-SEQUENCE", "#EXT-X-ENDLIST", "#EXT-X-PLAYLIST-TYPE", "#EXT-X-I-FRAMES-ONLY")
 
 
 @dataclass(frozen=True)
@@ -49,7 +70,8 @@ class Rule:
 
 
 _RULES = (
-    Rule("parse", "RFC 8216 4", "the m3u8 package reads the version as a Media Playlist"),
+    Rule("parse", "RFC 8216 4",
+         "the m3u8 package reads the version as a Media Playlist (a multivariant one as a Multivariant Playlist)"),
     Rule("extm3u", "RFC 8216 4.3.1.1", "the first line is #EXTM3U"),
     Rule("version-once", "RFC 8216 4.3.1.2", "exactly one EXT-X-VERSION tag"),
     Rule("version-compatible", "RFC 8216 7",
@@ -57,6 +79,19 @@ _RULES = (
     Rule("extinf", "RFC 8216 4.3.2.1", "every segment URI follows its own EXTINF:<duration>,"),
     Rule("pdt-format", "RFC 8216 4.3.2.6",
          "EXT-X-PROGRAM-DATE-TIME is an ISO 8601 date-time with a time zone and milliseconds"),
+    Rule("daterange-id", "RFC 8216 4.3.2.7", "every EXT-X-DATERANGE has an ID, unique in the playlist"),
+    Rule("daterange-start-date", "RFC 8216 4.3.2.7",
+         "every EXT-X-DATERANGE has START-DATE, a quoted ISO 8601 date-time with a time zone"),
+    Rule("daterange-stable", "RFC 8216 4.3.2.7",
+         "an EXT-X-DATERANGE whose ID was seen before has the same value for every attribute both carry, in every "
+         "later version (6.2.1: the playlist only grows)"),
+    Rule("daterange-end-on-next", "RFC 8216 4.3.2.7",
+         "END-ON-NEXT is YES, and a tag with it has CLASS and neither DURATION nor END-DATE"),
+    Rule("daterange-end-date", "RFC 8216 4.3.2.7", "END-DATE is a date-time not before START-DATE"),
+    Rule("daterange-duration", "RFC 8216 4.3.2.7", "DURATION and PLANNED-DURATION are not negative"),
+    Rule("daterange-client-attribute", "RFC 8216 4.3.2.7",
+         "an X- attribute's value is a quoted-string, a hexadecimal-sequence or a decimal-floating-point"),
+    Rule("daterange-pdt", "RFC 8216 4.3.2.7", "a playlist with EXT-X-DATERANGE has EXT-X-PROGRAM-DATE-TIME"),
     Rule("target-duration", "RFC 8216 4.3.3.1",
          "one EXT-X-TARGETDURATION, a decimal integer; every EXTINF rounded to the nearest integer is <= it"),
     Rule("media-sequence-tag", "RFC 8216 4.3.3.2",
@@ -104,6 +139,28 @@ _RULES = (
     Rule("pdt-not-ahead", "project",
          "no listed segment ends more than 8 s after the fetch that listed it (PDT is the wall clock, give or "
          "take a first run's burst on connect)"),
+    Rule("title-daterange", "project", f"an EXT-X-DATERANGE of CLASS {TITLE_CLASS} has X-TITLE"),
+    Rule("timed-id3", "project",
+         "every segment carries a timed ID3 stream whose first tag is at the segment's first audio PTS, within 0.1 s "
+         "(Apple, Timed Metadata for HTTP Live Streaming)"),
+    # The multivariant playlist (check_multivariant).
+    Rule("stream-inf-bandwidth", "RFC 8216 4.3.4.2", "every EXT-X-STREAM-INF has BANDWIDTH, a decimal integer"),
+    Rule("stream-inf-average-bandwidth", "RFC 8216 4.3.4.2",
+         "every EXT-X-STREAM-INF has AVERAGE-BANDWIDTH (Apple: every variant declares it), a decimal integer"),
+    Rule("stream-inf-codecs", "RFC 8216 4.3.4.2",
+         "every EXT-X-STREAM-INF has CODECS, a quoted list (Apple: every variant declares it)"),
+    Rule("stream-inf-uri", "RFC 8216 4.3.4.2", "a URI line follows each EXT-X-STREAM-INF, and only there"),
+    Rule("multivariant-media-tags", "RFC 8216 4.1",
+         "no Media Playlist tag (4.3.2, 4.3.3) appears in a multivariant playlist"),
+    Rule("audio-only", "project",
+         "an audio-only station's variants have no RESOLUTION, FRAME-RATE or VIDEO and only mp4a CODECS"),
+    Rule("main-first", "project", "the station's main rendition, index.m3u8, is the first variant"),
+    Rule("bandwidth-peak", "RFC 8216 4.3.4.2",
+         "BANDWIDTH is at least the peak segment bit rate the rendition's playlist shows (bytes x 8 / EXTINF)"),
+    Rule("average-bandwidth-measured", "Apple (bandwidth appendix)",
+         "AVERAGE-BANDWIDTH is within 10 % of the rendition's measured average (all bytes x 8 / all EXTINF)"),
+    Rule("codecs-measured", "RFC 8216 4.3.4.2",
+         "CODECS names the profile ffprobe finds in the rendition's segments (mp4a.40.2 LC, .5 HE-AAC, .29 HE-AACv2)"),
 )
 RULES: dict[str, Rule] = {rule.code: rule for rule in _RULES}
 
@@ -119,10 +176,22 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class SegmentFacts:
-    """What ffprobe says of one segment's audio: its first and last packet's PTS, in 90 kHz ticks."""
+    """What ffprobe says of one segment: its first and last audio packet's PTS, in 90 kHz ticks, and the PTS of its
+    timed ID3 packets (empty: no timed_id3 stream; None: not probed, timed-id3 not checked)."""
 
     first_pts: int
     last_pts: int
+    id3_pts: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RenditionFacts:
+    """What one rendition's segments measure: the peak and average bit rate over the segments its media playlist
+    lists (bit_rates()), and the CODECS string of ffprobe's profile (codecs_of())."""
+
+    peak: float  # bit/s
+    average: float  # bit/s
+    codecs: str | None
 
 
 @dataclass(frozen=True)
@@ -269,6 +338,70 @@ def _check_lines(snapshot: Snapshot, report: _Report) -> None:
         report.add("no-endlist", "EXT-X-ENDLIST: the live playlist ended", at)
 
 
+def attributes(value: str) -> dict[str, str]:
+    """An attribute list (RFC 8216 4.2) as written: each name with its value, quotes kept (their types are rules)."""
+    found = {}
+    for item in ATTRIBUTELISTPATTERN.split(value)[1::2]:
+        name, _, raw = item.partition("=")
+        found[name.strip()] = raw.strip()
+    return found
+
+
+def _dateranges(text: str) -> list[dict[str, str]]:
+    return [attributes(_tag(line.strip())[1]) for line in text.splitlines()
+            if line.strip().startswith("#EXT-X-DATERANGE:")]
+
+
+def _date(value: str) -> datetime | None:
+    return datetime.fromisoformat(value.strip('"')) if DATE_TIME.fullmatch(value) else None
+
+
+def _check_daterange(tag: Mapping[str, str], ids: Sequence[str | None], at: float, report: _Report) -> None:
+    """RFC 8216 4.3.2.7 on one EXT-X-DATERANGE, and the project's title class."""
+    name = tag.get("ID")
+    if name is None:
+        report.add("daterange-id", f"EXT-X-DATERANGE without ID: {tag}", at)
+    elif ids.count(name) > 1:
+        report.add("daterange-id", f"ID {name} on {ids.count(name)} tags", at)
+    start = _date(tag.get("START-DATE", ""))
+    if start is None:
+        report.add("daterange-start-date", f"{name}: START-DATE {tag.get('START-DATE')!r}", at)
+    if "END-ON-NEXT" in tag and (tag["END-ON-NEXT"] != "YES" or "CLASS" not in tag
+                                 or {"DURATION", "END-DATE"} & tag.keys()):
+        report.add("daterange-end-on-next", f"{name}: END-ON-NEXT={tag['END-ON-NEXT']} with "
+                   f"{sorted({'CLASS', 'DURATION', 'END-DATE'} & tag.keys())}", at)
+    if "END-DATE" in tag:
+        end = _date(tag["END-DATE"])
+        if end is None or (start is not None and end < start):
+            report.add("daterange-end-date", f"{name}: END-DATE {tag['END-DATE']} (START-DATE {start})", at)
+    for key in ("DURATION", "PLANNED-DURATION"):
+        if key in tag and not (DECIMAL_FLOAT.fullmatch(tag[key]) and float(tag[key]) >= 0):
+            report.add("daterange-duration", f"{name}: {key}={tag[key]}", at)
+    for key, value in tag.items():
+        if key.startswith("X-") and not CLIENT_VALUE.fullmatch(value):
+            report.add("daterange-client-attribute", f"{name}: {key}={value}", at)
+    if tag.get("CLASS") == f'"{TITLE_CLASS}"' and "X-TITLE" not in tag:
+        report.add("title-daterange", f"{name} has no X-TITLE", at)
+
+
+def _check_dateranges(snapshots: Sequence[Snapshot], report: _Report) -> None:
+    """Each version's EXT-X-DATERANGE tags on their own, then each against what its ID carried before."""
+    first: dict[str, dict[str, str]] = {}
+    for snapshot in snapshots:
+        at, tags = snapshot.fetched, _dateranges(snapshot.text)
+        if tags and "#EXT-X-PROGRAM-DATE-TIME:" not in snapshot.text:
+            report.add("daterange-pdt", "EXT-X-DATERANGE in a playlist without EXT-X-PROGRAM-DATE-TIME", at)
+        ids = [tag.get("ID") for tag in tags]
+        for tag in tags:
+            _check_daterange(tag, ids, at, report)
+            if (name := tag.get("ID")) is None:
+                continue
+            earlier = first.setdefault(name, tag)
+            if changed := sorted(key for key in earlier.keys() & tag.keys() if earlier[key] != tag[key]):
+                report.add("daterange-stable", f"{name}: " + ", ".join(f"{key} {earlier[key]} -> {tag[key]}"
+                                                                         for key in changed), at)
+
+
 def _check_version(version: Version, target: int | None, report: _Report) -> None:
     """The rules one version shows on its own, from the parsed values."""
     at = version.snapshot.fetched
@@ -396,6 +529,12 @@ def _check_timeline(entries: Sequence[Entry], facts: Mapping[str, SegmentFacts],
                        "without EXT-X-DISCONTINUITY", entry.first_seen)
     for entry in entries:
         known = facts.get(entry.segment.uri)
+        if known is not None and known.id3_pts is not None:
+            if not known.id3_pts:
+                report.add("timed-id3", f"{entry.segment.uri} has no timed ID3 stream", entry.first_seen)
+            elif abs(off := _pts_difference(known.id3_pts[0], known.first_pts) / PTS_HZ) > ID3_AT_START:
+                report.add("timed-id3", f"{entry.segment.uri}: the first ID3 tag is {off:+.3f} s off the first audio "
+                           "PTS", entry.first_seen)
         if known is not None and entry.segment.pdt is not None:
             off = _pts_difference(known.first_pts, _wall_clock_pts(entry.segment.pdt)) / PTS_HZ
             if abs(off) > WALL_CLOCK_TOLERANCE:
@@ -482,6 +621,7 @@ def check(snapshots: Sequence[Snapshot], *, facts: Mapping[str, SegmentFacts] | 
             report.add("parse", f"m3u8 cannot read it: {error}", snapshot.fetched)
     for version in versions:
         _check_version(version, target_duration, report)
+    _check_dateranges(snapshots, report)
     most = 0
     for old, new in zip(versions, versions[1:], strict=False):
         _check_change(old, new, report)
@@ -496,4 +636,102 @@ def check(snapshots: Sequence[Snapshot], *, facts: Mapping[str, SegmentFacts] | 
     if fetch is not None and versions:
         listed = {segment.uri for segment in versions[-1].segments}
         _check_availability(entries, listed, fetch, clock, report)
+    return report.violations
+
+
+# --- the multivariant playlist ---------------------------------------------------------------------------------------
+
+def bit_rates(version: Version, sizes: Mapping[str, int]) -> tuple[float, float]:
+    """The peak (the largest bytes x 8 / EXTINF) and average (all bytes x 8 / all EXTINF) bit rate of the listed
+    segments whose size in bytes is known."""
+    known = [(sizes[segment.uri], segment.duration) for segment in version.segments
+             if segment.uri in sizes and segment.duration > 0]
+    if not known:
+        return 0.0, 0.0
+    return (max(8 * size / duration for size, duration in known),
+            8 * sum(size for size, _ in known) / sum(duration for _, duration in known))
+
+
+def codecs_of(codec_name: str, profile: str) -> str | None:
+    """The CODECS entry of what ffprobe says of an audio stream (codec_name, profile), None if the table lacks it."""
+    return CODECS.get((codec_name, profile if codec_name == "aac" else ""))
+
+
+def _variants(snapshot: Snapshot, report: _Report) -> list[tuple[dict[str, str], str]]:
+    """Each EXT-X-STREAM-INF's attributes with the URI that follows it; the rules about the lines on the way."""
+    at = snapshot.fetched
+    lines = [line.strip() for line in snapshot.text.splitlines() if line.strip()]
+    if not lines or lines[0] != "#EXTM3U":
+        report.add("extm3u", f"first line is {lines[0][:40] if lines else 'missing'!r}", at)
+    if (count := sum(line.startswith("#EXT-X-VERSION:") for line in lines)) != 1:
+        report.add("version-once", f"{count} EXT-X-VERSION tags", at)
+    if "#EXT-X-INDEPENDENT-SEGMENTS" not in lines:
+        report.add("independent-segments", "no EXT-X-INDEPENDENT-SEGMENTS", at)
+    variants: list[tuple[dict[str, str], str]] = []
+    pending: dict[str, str] | None = None
+    for line in lines:
+        if not line.startswith("#"):
+            if pending is None:
+                report.add("stream-inf-uri", f"URI {line} follows no EXT-X-STREAM-INF", at)
+            else:
+                variants.append((pending, line))
+            pending = None
+            continue
+        name, value = _tag(line)
+        if pending is not None:
+            report.add("stream-inf-uri", f"{name[1:]} comes between an EXT-X-STREAM-INF and its URI", at)
+        if name in MEDIA_TAGS:
+            report.add("multivariant-media-tags", f"{name[1:]} in a multivariant playlist", at)
+        if name == "#EXT-X-STREAM-INF":
+            pending = attributes(value)
+    if pending is not None:
+        report.add("stream-inf-uri", "the last EXT-X-STREAM-INF has no URI", at)
+    return variants
+
+
+def _check_variant(tag: Mapping[str, str], uri: str, measured: RenditionFacts | None, at: float,
+                   report: _Report) -> None:
+    bandwidth, average, codecs = tag.get("BANDWIDTH", ""), tag.get("AVERAGE-BANDWIDTH", ""), tag.get("CODECS", "")
+    if not DECIMAL_INTEGER.fullmatch(bandwidth):
+        report.add("stream-inf-bandwidth", f"{uri}: BANDWIDTH {bandwidth or 'missing'}", at)
+    if not DECIMAL_INTEGER.fullmatch(average):
+        report.add("stream-inf-average-bandwidth", f"{uri}: AVERAGE-BANDWIDTH {average or 'missing'}", at)
+    if not re.fullmatch(r'"[^"\r\n]+"', codecs):
+        report.add("stream-inf-codecs", f"{uri}: CODECS {codecs or 'missing'}", at)
+    listed = set(codecs.strip('"').split(","))
+    if {"RESOLUTION", "FRAME-RATE", "VIDEO"} & tag.keys() or any(not name.startswith("mp4a.") for name in listed):
+        report.add("audio-only", f"{uri}: {dict(tag)}", at)
+    if measured is None:
+        return
+    if DECIMAL_INTEGER.fullmatch(bandwidth) and int(bandwidth) < measured.peak:
+        report.add("bandwidth-peak", f"{uri}: BANDWIDTH {bandwidth} < measured peak {measured.peak:.0f}", at)
+    off = abs(int(average) - measured.average) if DECIMAL_INTEGER.fullmatch(average) else 0
+    if off > AVERAGE_TOLERANCE * measured.average:
+        report.add("average-bandwidth-measured", f"{uri}: AVERAGE-BANDWIDTH {average}, measured "
+                   f"{measured.average:.0f}", at)
+    if measured.codecs is not None and listed != {measured.codecs}:
+        report.add("codecs-measured", f"{uri}: CODECS {codecs}, ffprobe finds {measured.codecs}", at)
+
+
+def check_multivariant(snapshots: Sequence[Snapshot],
+                       renditions: Sequence[Mapping[str, RenditionFacts]] = ()) -> list[Violation]:
+    """The rules of a station's multivariant playlist over its versions, in fetch order.
+
+    renditions: for each version (in the same order; none for those past its end), by variant URI as the playlist
+    writes it, what that rendition's segments measured when the version was fetched; the measured rules are skipped
+    for a URI without them.
+    """
+    report = _Report()
+    for index, snapshot in enumerate(snapshots):
+        measured = renditions[index] if index < len(renditions) else {}
+        try:
+            if not m3u8.loads(snapshot.text).is_variant:
+                report.add("parse", "m3u8 reads no EXT-X-STREAM-INF", snapshot.fetched)
+        except (ValueError, TypeError, AttributeError) as error:
+            report.add("parse", f"m3u8 cannot read it: {error}", snapshot.fetched)
+        variants = _variants(snapshot, report)
+        for tag, uri in variants:
+            _check_variant(tag, uri, measured.get(uri), snapshot.fetched, report)
+        if variants and variants[0][1] != "index.m3u8":
+            report.add("main-first", f"the first variant is {variants[0][1]}", snapshot.fetched)
     return report.violations
