@@ -617,7 +617,7 @@ def check(snapshots: Sequence[Snapshot], *, facts: Mapping[str, SegmentFacts] | 
         _check_lines(snapshot, report)
         try:
             versions.append(parse(snapshot))
-        except (ValueError, TypeError, AttributeError) as error:  # what m3u8 raises on text it cannot read
+        except (ValueError, TypeError, AttributeError, KeyError) as error:  # m3u8 on text it cannot read
             report.add("parse", f"m3u8 cannot read it: {error}", snapshot.fetched)
     for version in versions:
         _check_version(version, target_duration, report)
@@ -696,10 +696,10 @@ def _check_variant(tag: Mapping[str, str], uri: str, measured: RenditionFacts | 
         report.add("stream-inf-bandwidth", f"{uri}: BANDWIDTH {bandwidth or 'missing'}", at)
     if not DECIMAL_INTEGER.fullmatch(average):
         report.add("stream-inf-average-bandwidth", f"{uri}: AVERAGE-BANDWIDTH {average or 'missing'}", at)
-    if not re.fullmatch(r'"[^"\r\n]+"', codecs):
+    listed = set(codecs.strip('"').split(",")) if re.fullmatch(r'"[^"\r\n]+"', codecs) else None
+    if listed is None:
         report.add("stream-inf-codecs", f"{uri}: CODECS {codecs or 'missing'}", at)
-    listed = set(codecs.strip('"').split(","))
-    if {"RESOLUTION", "FRAME-RATE", "VIDEO"} & tag.keys() or any(not name.startswith("mp4a.") for name in listed):
+    if {"RESOLUTION", "FRAME-RATE", "VIDEO"} & tag.keys() or any(not name.startswith("mp4a.") for name in listed or ()):
         report.add("audio-only", f"{uri}: {dict(tag)}", at)
     if measured is None:
         return
@@ -709,7 +709,7 @@ def _check_variant(tag: Mapping[str, str], uri: str, measured: RenditionFacts | 
     if off > AVERAGE_TOLERANCE * measured.average:
         report.add("average-bandwidth-measured", f"{uri}: AVERAGE-BANDWIDTH {average}, measured "
                    f"{measured.average:.0f}", at)
-    if measured.codecs is not None and listed != {measured.codecs}:
+    if measured.codecs is not None and listed is not None and listed != {measured.codecs}:
         report.add("codecs-measured", f"{uri}: CODECS {codecs}, ffprobe finds {measured.codecs}", at)
 
 
@@ -727,7 +727,7 @@ def check_multivariant(snapshots: Sequence[Snapshot],
         try:
             if not m3u8.loads(snapshot.text).is_variant:
                 report.add("parse", "m3u8 reads no EXT-X-STREAM-INF", snapshot.fetched)
-        except (ValueError, TypeError, AttributeError) as error:
+        except (ValueError, TypeError, AttributeError, KeyError) as error:  # a required attribute missing
             report.add("parse", f"m3u8 cannot read it: {error}", snapshot.fetched)
         variants = _variants(snapshot, report)
         for tag, uri in variants:

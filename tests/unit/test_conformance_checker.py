@@ -5,13 +5,26 @@ that rule's code. This is each check shown red once."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate
 
 import pytest
-from conformance.checker import PTS_HZ, PTS_WRAP, RULES, SegmentFacts, Snapshot, check
+from conformance.checker import (
+    PTS_HZ,
+    PTS_WRAP,
+    RULES,
+    RenditionFacts,
+    SegmentFacts,
+    Snapshot,
+    bit_rates,
+    check,
+    check_multivariant,
+    codecs_of,
+    parse,
+)
 
 T = 2  # target duration, s
 WINDOW = 6  # segments listed once the playlist is full
@@ -45,12 +58,29 @@ def pdt(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def render(segs: Sequence[Seg], lo: int, hi: int) -> str:
-    """The playlist listing segs[lo:hi] as the design writes it."""
+# Title changes (Unix time, ICY StreamTitle): one before the first segment, one inside each run.
+TITLES = [(START - 30.5, "Early - One"), (START + 9.0, "Band - Two"), (START + 31.0, "Three")]
+
+
+def title_tag(start: float, title: str) -> str:
+    """The EXT-X-DATERANGE the design writes for a title change."""
+    artist, _, song = title.partition(" - ")
+    split = f',X-ARTIST="{artist}",X-SONG="{song}"' if song else ""
+    return (f'#EXT-X-DATERANGE:ID="title-{round(start * 1000)}",CLASS="net.radio-hls.title",START-DATE="{pdt(start)}",'
+            f'END-ON-NEXT=YES,X-TITLE="{title}"{split}')
+
+
+def render(segs: Sequence[Seg], lo: int, hi: int, titles: Sequence[tuple[float, str]] = ()) -> str:
+    """The playlist listing segs[lo:hi] as the design writes it: each title change before the segment it falls
+    in, the one in effect at the first listed segment before that."""
     lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{T}", f"#EXT-X-MEDIA-SEQUENCE:{lo}",
              f"#EXT-X-DISCONTINUITY-SEQUENCE:{sum(seg.discontinuity for seg in segs[:lo])}",
              "#EXT-X-INDEPENDENT-SEGMENTS"]
+    first = segs[lo].start
+    kept = [title for title in titles if title[0] <= first][-1:] + [title for title in titles if title[0] > first]
     for seg in segs[lo:hi]:
+        lines += [title_tag(*title) for title in kept if title[0] < seg.end and (seg.start == first
+                                                                               or title[0] >= seg.start)]
         lines += ["#EXT-X-DISCONTINUITY"] if seg.discontinuity else []
         lines += [f"#EXT-X-PROGRAM-DATE-TIME:{pdt(seg.start + seg.pdt_shift)}"] if seg.has_pdt else []
         lines += [f"#EXTINF:{seg.duration:.3f},", seg.name]
@@ -67,12 +97,14 @@ def default_bounds(count: int) -> list[tuple[int, int]]:
 
 
 def history(segs: Sequence[Seg], bounds: Sequence[tuple[int, int]] | None = None,
-            edit: Callable[[int, str], str] = lambda index, text: text) -> list[Snapshot]:
+            edit: Callable[[int, str], str] = lambda index, text: text,
+            titles: Sequence[tuple[float, str]] = ()) -> list[Snapshot]:
     """One fetch of each version, 0.2 s after its newest segment ended; edit(index, text) alters a version."""
     snapshots = []
     for index, (lo, hi) in enumerate(bounds or default_bounds(len(segs))):
         fetched = segs[hi - 1].end + 0.2
-        snapshots.append(Snapshot(edit(index, render(segs, lo, hi)), fetched, headers(fetched, segs[hi - 1].end)))
+        text = edit(index, render(segs, lo, hi, titles))
+        snapshots.append(Snapshot(text, fetched, headers(fetched, segs[hi - 1].end)))
     return snapshots
 
 
@@ -357,3 +389,149 @@ def test_the_playlists_hls_playlists_writes_conform():
         snapshots.append(Snapshot(playlist.text(), seg.end + 0.2, headers(seg.end + 0.2, seg.end)))
     assert sum(seg.discontinuity for seg in segs) == 2
     assert codes(snapshots, segs, fetch=None) == set()
+
+
+# --- EXT-X-DATERANGE: the titles in the playlist ---------------------------------------------------------------------
+
+def test_a_history_with_title_changes_passes():
+    snapshots = history(runs(), titles=TITLES)
+    assert sum("#EXT-X-DATERANGE" in snapshot.text for snapshot in snapshots) == len(snapshots)
+    assert any(snapshot.text.count("#EXT-X-DATERANGE") == 2 for snapshot in snapshots)
+    assert codes(snapshots) == set()
+
+
+TWO = 'ID="title-1796000009000"'
+DATERANGE_EDITS = {
+    # rule: (how a version's text is changed, in which versions (None: all), what else that necessarily breaks)
+    # m3u8 cannot read a DATERANGE without ID: those versions are lost to the other rules.
+    "daterange-id": (lambda text: text.replace(TWO + ",", ""), None, {"parse"}),
+    "daterange-start-date": (lambda text: re.sub(r'START-DATE="([^"]*)\.000Z"', r'START-DATE="\1"', text), None,
+                             set()),
+    "daterange-stable": (lambda text: text.replace('X-TITLE="Band - Two"', 'X-TITLE="Band - 2"'), 12, set()),
+    "daterange-end-on-next": (lambda text: text.replace('CLASS="net.radio-hls.title",', ""), None, set()),
+    "daterange-end-date": (lambda text: text.replace("END-ON-NEXT=YES", 'END-DATE="2000-01-01T00:00:00.000Z"'),
+                           None, set()),
+    "daterange-duration": (lambda text: text.replace("END-ON-NEXT=YES", "DURATION=-1.5"), None, set()),
+    "daterange-client-attribute": (lambda text: text.replace("END-ON-NEXT=YES", "END-ON-NEXT=YES,X-COUNT=twelve"),
+                                   None, set()),
+    # Without any PDT every segment lacks its own too.
+    "daterange-pdt": (lambda text: re.sub(r"#EXT-X-PROGRAM-DATE-TIME:.*\n", "", text), None, {"pdt-present"}),
+    "title-daterange": (lambda text: re.sub(r',X-TITLE="[^"]*"', "", text), None, set()),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(DATERANGE_EDITS))
+def test_a_daterange_that_breaks_one_rule_is_reported(rule):
+    edit, which, also = DATERANGE_EDITS[rule]
+    snapshots = history(runs(), edit=everywhere(edit) if which is None else in_version(which, edit), titles=TITLES)
+    assert codes(snapshots) == {rule} | also
+
+
+@pytest.mark.parametrize(("rule", "edit"), [
+    # The same tag twice in one version: its ID is not unique, though nothing about it changed.
+    ("daterange-id", lambda text: re.sub(f"(#EXT-X-DATERANGE:{TWO}.*\n)", r"\1\1", text)),
+    ("daterange-end-on-next", lambda text: text.replace("END-ON-NEXT=YES", "END-ON-NEXT=YES,DURATION=10.0")),
+    ("daterange-end-on-next", lambda text: text.replace("END-ON-NEXT=YES", "END-ON-NEXT=NO")),
+    ("daterange-duration", lambda text: text.replace("END-ON-NEXT=YES", "PLANNED-DURATION=-1")),
+    ("daterange-end-date", lambda text: text.replace("END-ON-NEXT=YES", 'END-DATE="the end"')),
+])
+def test_more_dateranges_that_break_a_rule_are_reported(rule, edit):
+    assert codes(history(runs(), edit=everywhere(edit), titles=TITLES)) == {rule}
+
+
+@pytest.mark.parametrize("edit", [
+    lambda text: text.replace("END-ON-NEXT=YES", 'END-DATE="2100-01-01T00:00:00.000Z"'),
+    lambda text: text.replace("END-ON-NEXT=YES", "DURATION=1.5,PLANNED-DURATION=0"),
+    lambda text: text.replace("END-ON-NEXT=YES", "END-ON-NEXT=YES,X-COUNT=0x0C,X-RATE=1.5,X-NOTE=\"\""),
+    lambda text: re.sub(r'START-DATE="([^"]*)Z"', r'START-DATE="\1+01:00"', text),
+])
+def test_dateranges_within_the_rules_pass(edit):
+    assert codes(history(runs(), edit=everywhere(edit), titles=TITLES)) == set()
+
+
+# --- timed ID3 in the segments -------------------------------------------------------------------------------------
+
+def id3_at(segs: Sequence[Seg], offset: float | None) -> dict[str, SegmentFacts]:
+    """The facts with a timed ID3 tag `offset` s after each segment's first PTS (None: no timed ID3 stream)."""
+    return {name: dataclasses.replace(fact, id3_pts=() if offset is None else
+                                      ((fact.first_pts + round(offset * PTS_HZ)) % PTS_WRAP, fact.last_pts))
+            for name, fact in facts(segs).items()}
+
+
+def test_timed_id3_at_each_segments_start_passes():
+    segs = runs()
+    assert codes(history(segs), segs, facts=id3_at(segs, 0.0)) == set()
+    assert codes(history(segs), segs, facts=id3_at(segs, -0.05)) == set()
+
+
+@pytest.mark.parametrize("offset", [None, 0.2, -0.2])
+def test_timed_id3_missing_or_off_the_start_is_reported(offset):
+    segs = runs()
+    assert codes(history(segs), segs, facts=id3_at(segs, offset)) == {"timed-id3"}
+
+
+# --- the multivariant playlist ---------------------------------------------------------------------------------------
+
+MASTER = """#EXTM3U
+#EXT-X-VERSION:3
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-STREAM-INF:BANDWIDTH=140000,AVERAGE-BANDWIDTH=131000,CODECS="mp4a.40.2"
+index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=56000,AVERAGE-BANDWIDTH=52000,CODECS="mp4a.40.2"
+low/index.m3u8
+"""
+MEASURED = {"index.m3u8": RenditionFacts(139_000, 130_000, "mp4a.40.2"),
+            "low/index.m3u8": RenditionFacts(55_000, 51_000, "mp4a.40.2")}
+LOW = "#EXT-X-STREAM-INF:BANDWIDTH=56000,AVERAGE-BANDWIDTH=52000,"
+
+
+def master_codes(text: str, measured: dict[str, RenditionFacts] = MEASURED) -> set[str]:
+    snapshots = [Snapshot(text, START + 2 * index) for index in range(3)]
+    return {violation.rule.code for violation in check_multivariant(snapshots, [measured] * len(snapshots))}
+
+
+def test_a_conforming_multivariant_playlist_passes():
+    assert master_codes(MASTER) == set()
+    # Within 10 % of the measured average either way; without measurements nothing measured is checked.
+    assert master_codes(MASTER.replace("AVERAGE-BANDWIDTH=52000", "AVERAGE-BANDWIDTH=56000")) == set()
+    assert master_codes(MASTER.replace("AVERAGE-BANDWIDTH=52000", "AVERAGE-BANDWIDTH=46000")) == set()
+    assert master_codes(MASTER.replace("BANDWIDTH=56000", "BANDWIDTH=1"), {}) == set()
+
+
+MASTER_EDITS = {
+    "extm3u": lambda text: text.removeprefix("#EXTM3U\n"),
+    "version-once": lambda text: text.replace("#EXT-X-VERSION:3\n", ""),
+    "independent-segments": lambda text: text.replace("#EXT-X-INDEPENDENT-SEGMENTS\n", ""),
+    "parse": lambda text: text.split("#EXT-X-STREAM-INF")[0],
+    "stream-inf-bandwidth": lambda text: text.replace(LOW, "#EXT-X-STREAM-INF:AVERAGE-BANDWIDTH=52000,"),
+    "stream-inf-average-bandwidth": lambda text: text.replace("AVERAGE-BANDWIDTH=52000,", ""),
+    "stream-inf-codecs": lambda text: text.replace(LOW + 'CODECS="mp4a.40.2"', LOW.rstrip(",")),
+    "stream-inf-uri": lambda text: text.replace("low/index.m3u8\n", ""),
+    "multivariant-media-tags": lambda text: text.replace("#EXT-X-INDEPENDENT-SEGMENTS\n",
+                                                         "#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-TARGETDURATION:2\n"),
+    "audio-only": lambda text: text.replace(LOW, LOW + "RESOLUTION=640x360,"),
+    "main-first": lambda text: "\n".join([*text.splitlines()[:3], *text.splitlines()[5:], *text.splitlines()[3:5]]),
+    "bandwidth-peak": lambda text: text.replace(LOW, LOW.replace("56000", "54000")),
+    "average-bandwidth-measured": lambda text: text.replace("AVERAGE-BANDWIDTH=52000", "AVERAGE-BANDWIDTH=57000"),
+    "codecs-measured": lambda text: text.replace(LOW + 'CODECS="mp4a.40.2"', LOW + 'CODECS="mp4a.40.5"'),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(MASTER_EDITS))
+def test_a_multivariant_playlist_that_breaks_one_rule_is_reported(rule):
+    also = {"parse"} if rule == "stream-inf-bandwidth" else set()  # m3u8 cannot read a variant without BANDWIDTH
+    assert master_codes(MASTER_EDITS[rule](MASTER)) == {rule} | also
+
+
+def test_a_uri_without_stream_inf_and_a_tag_before_its_uri_are_reported():
+    assert master_codes(MASTER + "extra.m3u8\n") == {"stream-inf-uri"}
+    assert master_codes(MASTER.replace("\nlow/", "\n#EXT-X-INDEPENDENT-SEGMENTS\nlow/")) == {"stream-inf-uri"}
+
+
+def test_bit_rates_and_codecs_are_measured():
+    version = parse(history(runs())[5])  # segments 0-5, 2 s each
+    sizes = {segment.uri: 32_000 for segment in version.segments} | {version.segments[3].uri: 36_000}
+    assert bit_rates(version, sizes) == (144_000, (5 * 32_000 + 36_000) * 8 / 12)
+    assert bit_rates(version, {}) == (0.0, 0.0)
+    assert [codecs_of("aac", "LC"), codecs_of("aac", "HE-AACv2"), codecs_of("mp3", "unknown")] == [
+        "mp4a.40.2", "mp4a.40.29", "mp4a.40.34"]
