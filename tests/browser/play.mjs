@@ -1,15 +1,18 @@
 // The status page in Debian's headless Chromium: it lists the stations, and pressing play on one makes the
-// audio element's currentTime advance. Prints one JSON line with what it saw; saves a screenshot.
-// Usage: node play.mjs <page url> <screenshot.png> [slug]
+// audio element's currentTime advance. Given a title, it also waits until the player shows that title as one the
+// stream carried (timed ID3), not as the now playing of /status.json. Prints one JSON line with what it saw; saves
+// a screenshot.
+// Usage: node play.mjs <page url> <screenshot.png> [slug] [title]
 import { run } from "./chromium.mjs";
 
-const [url, screenshot, slug = "demo-aac"] = process.argv.slice(2);
+const [url, screenshot, slug = "demo-aac", title] = process.argv.slice(2);
 if (!url || !screenshot) {
-  console.error("usage: node play.mjs <page url> <screenshot.png> [slug]");
+  console.error("usage: node play.mjs <page url> <screenshot.png> [slug] [title]");
   process.exit(2);
 }
 
 const TIMEOUT_MS = 45000;
+const TITLE_TIMEOUT_MS = 90000; // the title's segment must be cut, tagged, listed and reached in playback
 
 const errors = [];
 try {
@@ -30,9 +33,17 @@ try {
     await page.waitForFunction((t) => document.getElementById("player").currentTime > t + 1.5, first,
       { timeout: TIMEOUT_MS, polling: 200 });
     const second = await page.evaluate(() => document.getElementById("player").currentTime);
+    if (title) {
+      await page.waitForFunction((expected) => {
+        const shown = document.getElementById("stream-title");
+        return shown.dataset.source === "stream" && shown.textContent.includes(expected);
+      }, title, { timeout: TITLE_TIMEOUT_MS, polling: 250 });
+    }
     const state = await page.evaluate(() => ({
       paused: document.getElementById("player").paused,
       listening: document.getElementById("now-listening").textContent,
+      streamTitle: document.getElementById("stream-title").textContent,
+      titleSource: document.getElementById("stream-title").dataset.source,
       summary: document.getElementById("summary").textContent,
       pressed: document.querySelector("button.play[aria-pressed=true]")?.dataset.slug || null,
     }));
