@@ -301,11 +301,12 @@ def tagged(data: bytes, tags: Sequence[tuple[float, bytes]], continuity: int) ->
     view = memoryview(data)
     pieces: list[bytes | memoryview] = []
     position = 0
-    for index in sorted({*pmt_indexes, *inserts}):
+    pmt_set = set(pmt_indexes)
+    for index in sorted(pmt_set | inserts.keys()):
         offset = index * PACKET
         pieces += (view[position:offset], *inserts.get(index, ()))
         position = offset
-        if index in pmt_indexes:
+        if index in pmt_set:
             pieces += (view[offset:offset + HEADER], new_pmt)
             position = offset + PACKET
     pieces.append(view[position:])
