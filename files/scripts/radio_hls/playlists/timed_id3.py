@@ -3,7 +3,9 @@
 Apple's "Timed Metadata for HTTP Live Streaming" carries ID3 tags in the transport stream itself: the PMT announces
 a metadata stream (stream_type 0x15, 'ID3 ' in a metadata_pointer_descriptor of the program and a
 metadata_descriptor of the stream), and each tag is one PES packet (stream_id 0xBD, private_stream_1) whose PTS
-says when it applies. Safari, AVPlayer, hls.js and ExoPlayer hand such tags to the application.
+says when it applies. Safari, AVPlayer, hls.js and ExoPlayer hand such tags to the application. (FFmpeg before 6.1,
+Debian 12's 5.1 included, shows each tag without its first 5 bytes: its demuxer takes them for the metadata AU cell
+header that ISO/IEC 13818-1 puts in stream_id 0xFC metadata, which Apple's 0xBD PES do not have.)
 
 hls-playlists rewrites every finished segment once, for up to a thousand stations, so no Python loop runs over the
 segment's bytes or packets: the packet headers come out in two strided slices, bytes.find looks for a PID in them,
@@ -121,7 +123,7 @@ def decode_pts(field: bytes) -> int:
 
 def pes_packets(tag: bytes, pts: int, pid: int, continuity: int) -> list[bytes]:
     """One PES (stream_id 0xBD, PTS only, data aligned) in TS packets; the last is filled up with an adaptation
-    field of stuffing bytes, as the standard wants (a PES never ends in padding of its own)."""
+    field of stuffing bytes: in a PES, unlike a section, 0xFF after the end would be read as data."""
     pes_length = len(PES_FLAGS) + 5 + len(tag)
     pes = b"\x00\x00\x01" + bytes((PRIVATE_STREAM_1,)) + struct.pack(">H", pes_length) + PES_FLAGS \
         + encode_pts(pts) + tag
