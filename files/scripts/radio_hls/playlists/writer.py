@@ -5,8 +5,10 @@ FFmpeg cuts the segments and lists the finished ones (stations/runs.py); this pr
 have been out of the playlist long enough. Owning the playlist is what gives it EXT-X-PROGRAM-DATE-TIME and an
 EXT-X-DISCONTINUITY-SEQUENCE that survive restarts, which FFmpeg's hls muxer cannot write.
 
-It costs two stat() calls per station per poll: the run file (.launch.json) and the run's segment list; a file is
-read only when one of them changed. A station whose directory systemd removed (stopped) loses its playlist.
+It costs three stat() calls per station per poll: the run file (.launch.json), the run's segment list and
+now-playing.json; a file is read only when it changed. Before a segment is listed, its file gets the station's
+titles as timed ID3 (titles.py, timed_id3.py), and the playlist an EXT-X-DATERANGE per title. A station whose
+directory systemd removed (stopped) loses its playlist.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from radio_hls.common import logs
 from radio_hls.common.contract import (
     LAUNCH_INFO_NAME,
+    NOW_PLAYING_NAME,
     PLAYLISTS_DIR_NAME,
     SLUG_PATTERN,
     STOPPED_MARKER_NAME,
@@ -37,8 +40,10 @@ from radio_hls.common.contract import (
     setting,
 )
 from radio_hls.common.files import read_json_object, write_atomically
-from radio_hls.playlists.model import MediaPlaylist
-from radio_hls.stations.runs import LIST_SUFFIX, SEGMENT_SUFFIX, Run, read_list, read_run
+from radio_hls.playlists import timed_id3
+from radio_hls.playlists.model import MediaPlaylist, Title
+from radio_hls.playlists.titles import TitleTrack
+from radio_hls.stations.runs import LIST_SUFFIX, MAX_BURST_SECONDS, SEGMENT_SUFFIX, Listed, Run, read_list, read_run
 
 log = logging.getLogger("hls-playlists")
 
@@ -110,6 +115,9 @@ class Station:
         self.run_stamp: tuple[int, int, int] | None = None
         self.list_stamp: tuple[int, int, int] | None = None
         self.playlist = read_playlist(playlist_path)
+        self.titles = TitleTrack(directory / NOW_PLAYING_NAME, last_title(self.playlist))
+        self.lead = 0.0  # how far the run's timeline is ahead of the clock (its upstream's burst)
+        self.id3_continuity = 0  # the timed-ID3 stream's TS continuity counter, continued from segment to segment
         self._clear_leftovers(read_run(directory), now)
 
 
@@ -140,6 +148,7 @@ class Station:
         stopped = stamp(self.directory / STOPPED_MARKER_NAME)
         if stopped is not None and now - stopped[1] / 1e9 > self.config.stop_grace_seconds:
             return False
+        self.titles.poll(self.lead)  # before the segments: a change learned now goes into the next one listed
         if run_stamp != self.run_stamp:
             self.run_stamp = run_stamp
             run = read_run(self.directory)
@@ -173,10 +182,14 @@ class Station:
                 continue
             if self.playlist is None:
                 self.playlist = new_playlist(self.playlist_path, run.segment_seconds, now)
-            last = self.playlist.append(listed.name, run.run, listed.index, listed.start, listed.duration)
+            titles = self._tag(listed)
+            last = self.playlist.append(listed.name, run.run, listed.index, listed.start, listed.duration, titles)
             added = True
         if not added or self.playlist is None:
             return
+        if self.list_stamp is not None and last is not None:
+            # The list was replaced when its last segment ended: the timeline stood at that end then.
+            self.lead = min(max(last.end - self.list_stamp[1] / 1e9, 0.0), MAX_BURST_SECONDS)
         for segment in self.playlist.trim(self.config.window_seconds):
             self.deletions.add(self.directory / segment.name, now + self.keep_seconds(self.playlist.target))
         try:
@@ -184,11 +197,31 @@ class Station:
         except OSError as error:
             log.error("%s: cannot write %s: %s", self.slug, self.playlist_path, error.strerror)
 
+    def _tag(self, listed: Listed) -> tuple[Title, ...]:
+        """Put the station's titles into the segment's file before anyone can fetch it; a file that cannot be
+        tagged is listed as it is (the audio matters more than its title)."""
+        tagging = self.titles.segment(listed.start, listed.start + listed.duration)
+        if tagging.tags:
+            tags = [(at, timed_id3.id3_tag(text)) for at, text in tagging.tags]
+            try:
+                self.id3_continuity = timed_id3.tag_segment(self.directory / listed.name, tags, self.id3_continuity)
+            except (OSError, ValueError) as error:
+                log.warning("%s: %s listed without its title: %s", self.slug, listed.name, error)
+        return tagging.titles
+
     def remove(self) -> None:
         """The station stopped: its playlist goes, and its files if systemd left them (on a disk output; the empty
         directory stays, as its parent is root's, and is followed again as a station that has no run yet)."""
         retire(self.playlist_path, self.playlist)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def last_title(playlist: MediaPlaylist | None) -> Title | None:
+    """The title in effect at the end of a playlist read back (hls-playlists restarting)."""
+    if playlist is None:
+        return None
+    titles = [title for segment in playlist.segments for title in segment.titles]
+    return titles[-1] if titles else playlist.head_title
 
 
 def sequences_path(playlist_path: Path) -> Path:
