@@ -64,6 +64,12 @@ def setting(values: Mapping[str, str | None], name: str) -> str:
     return value
 
 
-def playlist_path(output_root: Path, slug: str) -> Path:
-    """Where hls-playlists writes the station's playlist (nginx serves it as /hls/<slug>/index.m3u8)."""
-    return output_root / PLAYLISTS_DIR_NAME / f"{slug}.m3u8"
+# The multivariant playlist's name among a station's playlists (no rendition may take it).
+MASTER = "master"
+
+
+def playlist_path(output_root: Path, slug: str, rendition: str | None = None) -> Path:
+    """Where hls-playlists writes a station's playlist: the main rendition's (nginx serves it as
+    /hls/<slug>/index.m3u8), a ladder rendition's (/hls/<slug>/<rendition>/index.m3u8) or, for MASTER, the
+    multivariant playlist (/hls/<slug>/master.m3u8). A dot is in no slug and no rendition name."""
+    return output_root / PLAYLISTS_DIR_NAME / (f"{slug}.m3u8" if rendition is None else f"{slug}.{rendition}.m3u8")
