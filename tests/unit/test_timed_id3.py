@@ -245,7 +245,7 @@ def test_ffprobe_finds_the_timed_id3_stream_with_the_tags_at_their_times(segment
     data_packets = [packet for packet in probe["packets"] if packet["stream_index"] == stream["index"]]
     assert [int(str(packet["pts"])) for packet in data_packets] == [round(time * CLOCK) % WRAP for time in times]
     # FFmpeg 5.1's demuxer drops the first 5 bytes of every stream_type 0x15 PES (it takes them for the metadata
-    # AU cell header of ISO/IEC 13818-1 2.12.4); FFmpeg 6.1 and later do that only for stream_id 0xFC.
+    # AU cell header of ISO/IEC 13818-1 2.12.4); FFmpeg's master does that only for stream_id 0xFC.
     assert [packet["data_hash"] for packet in data_packets] in (
         [md5(tag) for tag in tags], [md5(tag[5:]) for tag in tags])
     assert [parse_id3(pes.data) for pes in read_pes(segment.read_bytes(), int(str(stream["id"]), 16))] == [

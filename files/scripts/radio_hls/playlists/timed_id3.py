@@ -3,9 +3,9 @@
 Apple's "Timed Metadata for HTTP Live Streaming" carries ID3 tags in the transport stream itself: the PMT announces
 a metadata stream (stream_type 0x15, 'ID3 ' in a metadata_pointer_descriptor of the program and a
 metadata_descriptor of the stream), and each tag is one PES packet (stream_id 0xBD, private_stream_1) whose PTS
-says when it applies. Safari, AVPlayer, hls.js and ExoPlayer hand such tags to the application. (FFmpeg before 6.1,
-Debian 12's 5.1 included, shows each tag without its first 5 bytes: its demuxer takes them for the metadata AU cell
-header that ISO/IEC 13818-1 puts in stream_id 0xFC metadata, which Apple's 0xBD PES do not have.)
+says when it applies. Safari, AVPlayer, hls.js and ExoPlayer hand such tags to the application. (Debian 12's FFmpeg
+5.1 shows each tag without its first 5 bytes: its demuxer takes them for the metadata AU cell header that ISO/IEC
+13818-1 puts in stream_id 0xFC metadata, which Apple's 0xBD PES do not have; FFmpeg's master skips it for 0xFC only.)
 
 hls-playlists rewrites every finished segment once, for up to a thousand stations, so no Python loop runs over the
 segment's bytes or packets: the packet headers come out in two strided slices, bytes.find looks for a PID in them,
