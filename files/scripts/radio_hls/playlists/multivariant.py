@@ -27,8 +27,9 @@ def codecs_from_profile(profile: str) -> str | None:
 
 
 def probe_codecs(segment: Path) -> str | None:
-    """The CODECS value of a segment's first audio stream; None when ffprobe fails, times out, or finds no AAC."""
-    command = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=codec_name,profile",
+    """The CODECS value of a segment's first audio stream; None when ffprobe fails or times out, or for a stream
+    that is no AAC of a profile AAC_CODECS knows."""
+    command = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=profile",
                "-of", "json", str(segment)]
     try:
         result = subprocess.run(command, capture_output=True, timeout=PROBE_TIMEOUT_SECONDS, check=False)
@@ -37,10 +38,8 @@ def probe_codecs(segment: Path) -> str | None:
         return None
     if not isinstance(streams, list) or not streams or not isinstance(streams[0], dict):
         return None
-    stream = streams[0]
-    if stream.get("codec_name") != "aac":
-        return None
-    return codecs_from_profile(str(stream.get("profile")))
+    # Only AAC has these profile names (MP3 and MP2 have none: "unknown").
+    return codecs_from_profile(str(streams[0].get("profile")))
 
 
 @dataclass(frozen=True)
