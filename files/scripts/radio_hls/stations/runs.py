@@ -18,11 +18,10 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from radio_hls.common.contract import LAUNCH_INFO_NAME
 from radio_hls.common.files import read_json_object, write_atomically
-from radio_hls.stations.variants import InvalidVariants, Variant, parse_variants, variants_text
+from radio_hls.stations.variants import Variant, variants_from_objects
 
 SEGMENT_SUFFIX = ".ts"
 LIST_SUFFIX = ".csv"
@@ -91,17 +90,9 @@ def read_run(directory: Path) -> Run | None:
                    segment_seconds=int(document["segment_seconds"]), mode=str(document["mode"]),
                    upstream_codec=codec if isinstance(codec, str) else None,
                    started_at=float(document["started_at"]), skip=float(document.get("skip", 0.0)),
-                   variants=read_variants(document.get("variants", [])))
+                   variants=variants_from_objects(document.get("variants", [])))
     except (KeyError, TypeError, ValueError):  # InvalidVariants is a ValueError
         return None
-
-
-def read_variants(listed: Any) -> tuple[Variant, ...]:
-    """The renditions .launch.json lists (written by Run.write), checked as the launcher checked them."""
-    if not isinstance(listed, list) or not all(isinstance(item, dict) for item in listed):
-        raise InvalidVariants("variants is not a list of objects")
-    return parse_variants(variants_text(Variant(str(item["name"]), str(item["bitrate"]), int(item["channels"]),
-                                                int(item["sample_rate"])) for item in listed))
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-# A directory and a URL path segment: no dot, dash or slash, so it can never be a segment (<run>-<i>.ts), a list,
-# now-playing.json or a hidden file of the station's directory. hls_variants in roles/hls checks the same.
-NAME = re.compile(r"[a-z][a-z0-9]{0,15}")
+from radio_hls.common.contract import RENDITION_NAME_PATTERN
+
+# A directory and a URL path segment (contract.json, as nginx's locations and the role's check take it): no dot,
+# dash or slash, so it can never be a segment (<run>-<i>.ts), a list, now-playing.json or a hidden file of the
+# station's directory.
+NAME = re.compile(RENDITION_NAME_PATTERN)
 # The station's main playlist (index.m3u8) and its multivariant playlist (master.m3u8) own these names.
 RESERVED_NAMES = ("master", "index")
 BITRATE = re.compile(r"([0-9]{1,3})k")
@@ -64,12 +68,29 @@ def parse_one(item: str) -> Variant:
 def parse_variants(text: str | None) -> tuple[Variant, ...]:
     """The renditions of an HLS_VARIANTS value, in its order; InvalidVariants for the first that is not valid or
     whose name repeats."""
-    variants = tuple(parse_one(item) for item in (text or "").split(",") if item.strip())
+    return unique(parse_one(item) for item in (text or "").split(",") if item.strip())
+
+
+def unique(renditions: Iterable[Variant]) -> tuple[Variant, ...]:
+    variants = tuple(renditions)
     names = [variant.name for variant in variants]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise InvalidVariants(f"rendition name {repeated[0]!r} is used more than once")
     return variants
+
+
+def variants_from_objects(listed: Any) -> tuple[Variant, ...]:
+    """The renditions of a JSON list of {name, bitrate, channels, sample_rate} objects (the last two optional): a
+    static station's `variants` in stations.json, a run's in .launch.json. Checked as parse_variants checks text."""
+    if not isinstance(listed, list) or not all(isinstance(item, dict) for item in listed):
+        raise InvalidVariants("variants is not a list of objects")
+    try:
+        # One at a time, every field in its place: a value holding a "," or ":" cannot make another rendition.
+        return unique(parse_one(f"{item['name']}:{item['bitrate']}:{item.get('channels', DEFAULT_CHANNELS)}:"
+                                f"{item.get('sample_rate', DEFAULT_SAMPLE_RATE)}") for item in listed)
+    except KeyError as error:
+        raise InvalidVariants(f"a rendition has no {error.args[0]}") from None
 
 
 def variants_text(variants: Iterable[Variant]) -> str:
