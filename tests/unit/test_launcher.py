@@ -1116,3 +1116,30 @@ def test_the_allowed_networks_must_be_addresses(tmp_path: Path, networks: object
     assert (result.returncode == 0) == accepted, result.stdout
     if not accepted:
         assert "hls_upstream_allowed_networks must be a list of IP addresses" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("ladder", [
+    [{"name": "low", "bitrate": "48k"}, {"name": "mid", "bitrate": "64k", "channels": 1, "sample_rate": 22050}],
+    [{"name": "master", "bitrate": "48k"}],
+    [{"name": "Low", "bitrate": "48k"}],
+    [{"name": "low", "bitrate": "8k"}],
+    [{"name": "low", "bitrate": "48k", "channels": 3}],
+    [{"name": "low", "bitrate": "48k", "sample_rate": 44000}],
+    [{"name": "low", "bitrate": "48k"}, {"name": "low", "bitrate": "64k"}],
+])
+def test_the_role_refuses_the_ladders_the_launcher_refuses(tmp_path: Path, ladder: list[dict[str, object]]) -> None:
+    from test_role_input import check_input
+
+    from radio_hls.stations.variants import InvalidVariants, variants_from_objects
+
+    try:
+        variants_from_objects(ladder)
+        launcher_accepts = True
+    except InvalidVariants:
+        launcher_accepts = False
+    for variables in ({"hls_variants": ladder},
+                      {"hls_stations": [{"slug": "joy", "stream_url": "http://joy.example/", "variants": ladder}]}):
+        result = check_input(tmp_path, "hls", variables)
+        # Later checks (the output's filesystem) depend on the machine: only the ladder's verdict counts here.
+        refused = re.search(r"rendition \S+ is invalid|lists the same rendition name", result.stdout) is not None
+        assert refused != launcher_accepts and (refused <= (result.returncode != 0)), result.stdout
