@@ -33,6 +33,9 @@ def _package_data(name: str) -> Any:
 CONTRACT = _package_data("contract.json")
 SLUG_PATTERN: str = CONTRACT["slug_pattern"]
 SESSION_ID_PATTERN: str = CONTRACT["session_id_pattern"]
+# A rendition of a station's ladder (hls_variants): a directory of the station's output, a path segment of its URLs
+# (/hls/<slug>/<name>/...) and a part of its playlist's name.
+RENDITION_NAME_PATTERN: str = CONTRACT["rendition_name_pattern"]
 SESSION_LOG_FIELDS: tuple[str, ...] = tuple(CONTRACT["session_log_fields"])
 # <output root>/<this>/<slug>.m3u8: every station's media playlist, written by hls-playlists, served by nginx as
 # /hls/<slug>/index.m3u8. Outside the station directories, which systemd removes on a stop; never a slug.
