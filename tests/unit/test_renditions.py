@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from patience import wait_for
-from test_playlists import NOW, T, FakeStation, playlist_of, writer
+from test_playlists import NOW, FakeStation, playlist_of, writer
 
 from radio_hls.playlists import writer as hls_writer
 from radio_hls.playlists.writer import Writer

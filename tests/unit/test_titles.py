@@ -132,7 +132,7 @@ def test_the_writer_tags_each_segment_before_listing_it(root: Path, monkeypatch:
     first, second = playlist_of(root).segments
     assert first.titles == (Title(NOW + 3, "Artist - Song"),) and second.titles == ()
     assert tagged == [(f"{run.run}-0.ts", [NOW + 3], False), (f"{run.run}-1.ts", [second.start], False)]
-    assert hls.stations["joy"].id3_continuity == 2
+    assert hls.stations["joy"].main.id3_continuity == 2
 
 
 def test_a_segment_that_cannot_be_tagged_is_still_listed(root: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -138,19 +138,19 @@ class Rendition:
         if list_stamp == self.list_stamp:
             return None
         self.list_stamp = list_stamp
-        return self.list(run, tagging, now)
+        return self.list_finished(run, tagging, now)
 
     def end_run(self, run: Run, tagging: Callable[[Listed], Tagging], now: float) -> None:
         """The run stopped: its last segments (finished as it stopped) are listed, its list goes, and so does the
         segment it was writing when it was killed, if any."""
-        self.list(run, tagging, now)
+        self.list_finished(run, tagging, now)
         run.list_path(self.directory).unlink(missing_ok=True)
         last = self.playlist.last if self.playlist else None
         unfinished = (last.index + 1) if last is not None and last.run == run.run else 0
         self.deletions.add(self.directory / f"{run.run}-{unfinished}{SEGMENT_SUFFIX}", now)
         self.list_stamp = None
 
-    def list(self, run: Run, tagging: Callable[[Listed], Tagging], now: float) -> Listed | None:
+    def list_finished(self, run: Run, tagging: Callable[[Listed], Tagging], now: float) -> Listed | None:
         """Append the run's newly finished segments; rewrite the playlist when there were any."""
         last = self.playlist.last if self.playlist else None
         added: Listed | None = None

@@ -115,8 +115,10 @@ class Station:
         names = [variant.name for variant in run.variants] if run else []
         for name in self.ladder.keys() - set(names):
             rendition = self.ladder.pop(name)
-            for segment in rendition.playlist.segments if rendition.playlist else ():
-                self.deletions.add(rendition.directory / segment.name, now + rendition.keep_seconds(segment.duration))
+            if rendition.playlist is not None:
+                keep = rendition.keep_seconds(rendition.playlist.target)
+                for segment in rendition.playlist.segments:
+                    self.deletions.add(rendition.directory / segment.name, now + keep)
             rendition.retire()
         for name in names:
             if name not in self.ladder:
