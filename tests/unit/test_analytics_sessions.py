@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 from loglines import T0, line, listening
 
 from radio_hls.analytics.logparse import PLAYLIST, SEGMENT, Aggregator, Networks
 from radio_hls.analytics.sessions import DAY_MS, Sessions
+from radio_hls.common.contract import SLUG_PATTERN
 
 MINUTE = 60_000
+REPO = Path(__file__).resolve().parents[2]
 
 
 def events_of(sessions: Sessions, *lines: str, cloudflare: Networks | None = None) -> list[dict[str, Any]]:
@@ -190,3 +194,40 @@ def test_joins_saved_by_an_older_version_are_dropped() -> None:
     assert sessions.joins == {}
     [event] = events_of(sessions, line(s="", msec=T0 + 1000))
     assert event["anonymous_session_id"] != "sess-1"
+
+
+# --- the ladder: a listener of any rendition, or of the multivariant playlist, is one listener of the station -----
+
+def slug_of_uri(uri: str) -> str:
+    """$hls_slug as nginx.conf.j2's `map $uri $hls_slug` gives it, with the contract's slug pattern filled in."""
+    template = (REPO / "roles/hls_nginx/templates/etc/nginx/nginx.conf.j2").read_text(encoding="utf-8")
+    pattern = re.search(r'map \$uri \$hls_slug \{\s*default "";\s*"~(.+)" \$slug;', template)
+    assert pattern is not None
+    found = re.match(pattern.group(1).replace("{{ __hls_common_slug_pattern }}", SLUG_PATTERN).replace("?<", "?P<"),
+                     uri)
+    return found.group("slug") if found else ""
+
+
+LADDER_URIS = ["/hls/radio-joy/master.m3u8", "/hls/radio-joy/index.m3u8", "/hls/radio-joy/low/index.m3u8",
+               "/hls/radio-joy/low/1795514400000-3.ts", "/hls/radio-joy/1795514400000-3.ts",
+               "/hls/radio-joy/mid/index.m3u8", "/hls/radio-joy/mid/1795514400000-4.ts"]
+
+
+def test_nginx_logs_every_rendition_under_its_station() -> None:
+    assert {slug_of_uri(uri) for uri in LADDER_URIS} == {"radio-joy"}
+    assert slug_of_uri("/status.json") == ""
+
+
+def test_a_listener_who_switches_renditions_is_one_listener() -> None:
+    # The player reads the multivariant playlist, starts on the main rendition, then moves down the ladder and
+    # back: one session, with s= (nginx carries it onto the rendition and segment URIs) or without.
+    for s in ("sess-1", ""):
+        sessions = Sessions()
+        lines = [line(s=s or "sess-0", kind="playlist", uri=LADDER_URIS[0], msec=T0)]
+        lines += [line(s=s, slug=slug_of_uri(uri), uri=uri, msec=T0 + 1000 * step)
+                  for step, uri in enumerate(LADDER_URIS[1:], start=1)]
+        events = events_of(sessions, *lines)
+        assert {event["station_slug"] for event in events} == {"radio-joy"}
+        assert sessions.listeners(T0 + 10_000) == {"radio-joy": 1}
+        assert sum(event["request_count"] for event in events if event["event_type"] == SEGMENT) == 3
+        assert sum(event["request_count"] for event in events if event["event_type"] == PLAYLIST) == 4

@@ -17,7 +17,7 @@ from radio_hls.analytics.logparse import SESSION_ID, SESSION_LOG, Aggregator, Lo
 from radio_hls.common import contract
 from radio_hls.nowplaying import service
 from radio_hls.operations import health, metrics, status, watchdog
-from radio_hls.stations import station, sync, watch
+from radio_hls.stations import station, sync, variants, watch
 
 CONTRACT_FILE = Path(__file__).resolve().parents[2] / "files" / "scripts" / "radio_hls" / "common" / "contract.json"
 
@@ -27,6 +27,7 @@ def test_the_programs_read_the_file_the_roles_read() -> None:
     assert station.SLUG_PATTERN.pattern == contract.SLUG_PATTERN == committed["slug_pattern"]
     assert list(contract.SESSION_LOG_FIELDS) == committed["session_log_fields"]
     assert SESSION_ID.pattern == contract.SESSION_ID_PATTERN == committed["session_id_pattern"]
+    assert variants.NAME.pattern == contract.RENDITION_NAME_PATTERN == committed["rendition_name_pattern"]
     assert LogFields.of(committed["session_log_fields"]) == SESSION_LOG
 
 
@@ -118,7 +119,7 @@ def test_only_the_contract_writes_the_patterns() -> None:
     copy written anywhere else could drift from it (the slug pattern was written 9 times before)."""
     repo = CONTRACT_FILE.parents[4]
     committed = json.loads(CONTRACT_FILE.read_text(encoding="utf-8"))
-    patterns = (committed["slug_pattern"], committed["session_id_pattern"])
+    patterns = (committed["slug_pattern"], committed["session_id_pattern"], committed["rendition_name_pattern"])
     places = [path for top in ("files", "roles", "templates") for path in sorted((repo / top).rglob("*"))
               if path.is_file() and not path.is_symlink() and path != CONTRACT_FILE
               and not any(part.startswith(".") or part.endswith(".egg-info") for part in path.relative_to(repo).parts)

@@ -34,11 +34,12 @@ from radio_hls.stations.launcher import (
     build_command,
     choose_mode,
     input_document,
-    remove_partial_segments,
+    prepare_directories,
     upstream_options,
 )
-from radio_hls.stations.runs import Run
+from radio_hls.stations.runs import Run, read_run
 from radio_hls.stations.station import Station, station_env
+from radio_hls.stations.variants import Variant
 
 NOW = 1_700_000_000.123
 OUTPUT = Path("/run/hls/radio-joy")
@@ -188,6 +189,12 @@ def test_from_env_values() -> None:
             got.aac_coder) == (4, "96k", "transcode", 30, "twoloop")
 
 
+def test_from_env_reads_the_ladder() -> None:
+    assert settings(HLS_VARIANTS="low:48k:1:22050, mid:64k").variants == (
+        Variant("low", "48k", 1, 22050), Variant("mid", "64k", 2, 44100))
+    assert settings(HLS_VARIANTS="").variants == settings().variants == ()
+
+
 def test_from_env_empty_values_mean_defaults() -> None:
     got = settings(HLS_SEGMENT_SECONDS="", HLS_CODEC="", HLS_AAC_BITRATE="", HLS_AAC_CODER="")
     assert (got.segment_seconds, got.codec, got.aac_bitrate, got.aac_coder) == (6, "auto", "128k", "fast")
@@ -214,6 +221,11 @@ def test_from_env_empty_values_mean_defaults() -> None:
     ({"HLS_SEGMENT_SECONDS": "1.5"}, "HLS_SEGMENT_SECONDS='1.5' is not a whole number"),
     ({"HLS_SEGMENT_SECONDS": "61"}, "HLS_SEGMENT_SECONDS='61' is not a whole number from 1 to 60"),
     ({"HLS_READ_TIMEOUT_SECONDS": "601"}, "HLS_READ_TIMEOUT_SECONDS='601' is not a whole number from 1 to 600"),
+    ({"HLS_VARIANTS": "master:48k"}, "HLS_VARIANTS: rendition name 'master' does not match"),
+    ({"HLS_VARIANTS": "low:8k"}, "HLS_VARIANTS: low: bitrate '8k' is not 16k to 320k"),
+    ({"HLS_VARIANTS": "low:48k:3"}, "HLS_VARIANTS: low: channels '3' is not 1 or 2"),
+    ({"HLS_VARIANTS": "low:48k:2:44000"}, "HLS_VARIANTS: low: sample rate '44000' is not one the AAC encoder"),
+    ({"HLS_VARIANTS": "low:48k,low:64k"}, "HLS_VARIANTS: rendition name 'low' is used more than once"),
 ])
 def test_from_env_refuses(overrides: dict[str, str | None], message: str) -> None:
     with pytest.raises(LaunchError) as caught:
@@ -423,6 +435,68 @@ def test_a_run_skips_what_the_last_one_listed_as_an_output_option(tmp_path: Path
     assert output.index("-ss") > output.index("-i") and option(output, "-ss") == "8.123"
 
 
+def outputs_of(command: list[str]) -> list[list[str]]:
+    """Each output's options and file, in order: what follows the input, split after each segment pattern."""
+    outputs, current = [], []
+    for argument in command[command.index("-i") + 2:]:
+        current.append(argument)
+        if argument.endswith("-%d.ts"):
+            outputs.append(current)
+            current = []
+    assert not current
+    return outputs
+
+
+@pytest.mark.parametrize("mode", ["copy", "transcode"])
+def test_each_rendition_is_one_more_output_cut_like_the_main_one(tmp_path: Path, mode: str) -> None:
+    station = settings(HLS_VARIANTS="low:48k:1:22050,mid:64k", HLS_AAC_CODER="twoloop")
+    run = Run.begin(NOW + 4.1, 6, mode, None, NOW, skip=2.5, variants=station.variants)
+    main, low, mid = outputs_of(build_command(station, tmp_path, run))
+    assert main[-1] == f"{tmp_path}/{run.run}-%d.ts"
+    assert low[-1] == f"{tmp_path}/low/{run.run}-%d.ts" and mid[-1] == f"{tmp_path}/mid/{run.run}-%d.ts"
+    assert option(low, "-segment_list") == f"{tmp_path}/low/{run.run}.csv"
+    assert option(mid, "-segment_list") == f"{tmp_path}/mid/{run.run}.csv"
+    for name in ("-map", "-ss", "-output_ts_offset", "-initial_offset", "-muxdelay", "-muxpreload", "-f",
+                 "-segment_time", "-segment_format", "-segment_list_type", "-segment_list_size"):
+        assert option(low, name) == option(mid, name) == option(main, name), name
+    assert [option(low, name) for name in ("-c:a", "-profile:a", "-b:a", "-ac", "-ar", "-aac_coder")] == [
+        "aac", "aac_low", "48k", "1", "22050", "twoloop"]
+    assert [option(mid, name) for name in ("-b:a", "-ac", "-ar")] == ["64k", "2", "44100"]
+    assert option(main, "-c:a") == ("copy" if mode == "copy" else "aac") and "-ac" not in main
+
+
+def test_no_ladder_is_one_output() -> None:
+    assert len(outputs_of(build_command(settings(HLS_VARIANTS=""), OUTPUT, run_of()))) == 1
+
+
+def test_a_run_records_its_renditions(tmp_path: Path) -> None:
+    station = settings(HLS_VARIANTS="low:48k:1:22050")
+    run = begin_run(tmp_path, station, "copy", "aac", NOW)
+    run.write(tmp_path)
+    document = json.loads((tmp_path / ".launch.json").read_text())
+    assert document["variants"] == [{"name": "low", "bitrate": "48k", "channels": 1, "sample_rate": 22050}]
+    assert read_run(tmp_path) == run and run.variants == station.variants
+    assert Run.variant_dir(tmp_path, "low") == tmp_path / "low"
+
+
+def test_a_run_file_without_renditions_still_reads(tmp_path: Path) -> None:
+    # .launch.json of the version before the ladder.
+    document = {"run": 1700000000123, "start": 1700000000.123, "base": 1699999998, "segment_seconds": 6,
+                "mode": "copy", "upstream_codec": "aac", "started_at": 1700000000.0, "skip": 0.0}
+    (tmp_path / ".launch.json").write_text(json.dumps(document))
+    run = read_run(tmp_path)
+    assert run is not None and run.variants == () and run.run == 1700000000123
+
+
+@pytest.mark.parametrize("listed", ["low:48k", [{"name": "index", "bitrate": "48k", "channels": 2,
+                                                 "sample_rate": 44100}], [{"name": "low"}], [1]])
+def test_a_run_file_with_renditions_it_cannot_use_is_no_run(tmp_path: Path, listed: object) -> None:
+    document = {"run": 1700000000123, "start": 1700000000.123, "base": 1699999998, "segment_seconds": 6,
+                "mode": "copy", "upstream_codec": "aac", "started_at": 1700000000.0, "variants": listed}
+    (tmp_path / ".launch.json").write_text(json.dumps(document))
+    assert read_run(tmp_path) is None
+
+
 def test_timestamps_are_the_wall_clock_on_the_33_bit_mpeg_ts_clock() -> None:
     command = build_command(settings(), OUTPUT, run_of())
     initial, offset = float(option(command, "-initial_offset")), float(option(command, "-output_ts_offset"))
@@ -477,19 +551,29 @@ def test_hand_over_puts_the_document_on_stdin(execs: list[Exec]) -> None:
     assert execs[0].stdin == document
 
 
-# --- remove_partial_segments -------------------------------------------------------------------------------
+# --- prepare_directories -------------------------------------------------------------------------------
 
-def test_remove_partial_segments_deletes_tmp_only(tmp_path: Path) -> None:
+def test_prepare_directories_deletes_tmp_only(tmp_path: Path) -> None:
     names = ["1700000000123.csv", "1700000000123.csv.tmp", "1700000000123-5.ts", "1700000000123-6.ts.tmp",
              "notes.tmpx", "tmp", "a.TMP"]
     for name in names:
         (tmp_path / name).write_text("x")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "deep.tmp").write_text("x")
-    remove_partial_segments(tmp_path)
+    prepare_directories(tmp_path, run_of())
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["1700000000123.csv", "1700000000123-5.ts", "notes.tmpx", "tmp", "a.TMP", "sub"])
     assert (tmp_path / "sub" / "deep.tmp").exists()
+
+
+def test_prepare_directories_makes_each_renditions_and_cleans_it(tmp_path: Path) -> None:
+    run = Run.begin(NOW, 6, "copy", None, NOW, variants=settings(HLS_VARIANTS="low:48k,mid:64k").variants)
+    (tmp_path / "low").mkdir()
+    (tmp_path / "low" / "1700000000123.csv.tmp").write_text("x")
+    (tmp_path / "low" / "1700000000123-1.ts").write_text("x")
+    prepare_directories(tmp_path, run)
+    assert sorted(p.name for p in (tmp_path / "low").iterdir()) == ["1700000000123-1.ts"]
+    assert (tmp_path / "mid").is_dir()
 
 
 # --- main --------------------------------------------------------------------------------------------------
@@ -648,7 +732,7 @@ def test_main_records_the_codec_and_mode_before_exec(tmp_path: Path, monkeypatch
     hls_launcher.main([str(write_env(tmp_path / "radio-joy.env")), "--output-dir", str(tmp_path)])
     assert seen == [{"run": 1_700_000_000_123, "start": 1_700_000_000.123, "base": 1_699_999_998,
                      "segment_seconds": 6, "mode": "transcode", "upstream_codec": "mp3", "started_at": NOW,
-                     "skip": 0.0}]
+                     "skip": 0.0, "variants": []}]
     info = tmp_path / ".launch.json"
     assert stat.S_IMODE(info.stat().st_mode) == 0o644  # the status programs run as other users
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
@@ -1032,3 +1116,30 @@ def test_the_allowed_networks_must_be_addresses(tmp_path: Path, networks: object
     assert (result.returncode == 0) == accepted, result.stdout
     if not accepted:
         assert "hls_upstream_allowed_networks must be a list of IP addresses" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("ladder", [
+    [{"name": "low", "bitrate": "48k"}, {"name": "mid", "bitrate": "64k", "channels": 1, "sample_rate": 22050}],
+    [{"name": "master", "bitrate": "48k"}],
+    [{"name": "Low", "bitrate": "48k"}],
+    [{"name": "low", "bitrate": "8k"}],
+    [{"name": "low", "bitrate": "48k", "channels": 3}],
+    [{"name": "low", "bitrate": "48k", "sample_rate": 44000}],
+    [{"name": "low", "bitrate": "48k"}, {"name": "low", "bitrate": "64k"}],
+])
+def test_the_role_refuses_the_ladders_the_launcher_refuses(tmp_path: Path, ladder: list[dict[str, object]]) -> None:
+    from test_role_input import check_input
+
+    from radio_hls.stations.variants import InvalidVariants, variants_from_objects
+
+    try:
+        variants_from_objects(ladder)
+        launcher_accepts = True
+    except InvalidVariants:
+        launcher_accepts = False
+    for variables in ({"hls_variants": ladder},
+                      {"hls_stations": [{"slug": "joy", "stream_url": "http://joy.example/", "variants": ladder}]}):
+        result = check_input(tmp_path, "hls", variables)
+        # Later checks (the output's filesystem) depend on the machine: only the ladder's verdict counts here.
+        refused = re.search(r"rendition \S+ is invalid|lists the same rendition name", result.stdout) is not None
+        assert refused != launcher_accepts and (refused <= (result.returncode != 0)), result.stdout

@@ -305,6 +305,20 @@ def test_station_from_record() -> None:
     ({"slug": "radio-joy", "stream_url": "http://x/", "id": True}, "radio-joy: id True is not an integer"),
     ({"slug": "../x", "stream_url": "http://x/"}, "does not match"),
     (["radio-joy"], "is a list, not an object"),
+    ({"slug": "radio-joy", "stream_url": "http://x/", "variants": "low:48k"}, "radio-joy: variants is not a list"),
+    ({"slug": "radio-joy", "stream_url": "http://x/", "variants": [{"name": "low"}]},
+     "radio-joy: a rendition has no bitrate"),
+    ({"slug": "radio-joy", "stream_url": "http://x/", "variants": [{"name": "master", "bitrate": "48k"}]},
+     "radio-joy: rendition name 'master' does not match"),
+    ({"slug": "radio-joy", "stream_url": "http://x/", "variants": [{"name": "low", "bitrate": "48k",
+                                                                    "sample_rate": 44000}]},
+     "radio-joy: low: sample rate '44000' is not one"),
+    # A value with a separator in it stays one (refused) rendition.
+    ({"slug": "radio-joy", "stream_url": "http://x/", "variants": [{"name": "low", "bitrate": "48k,mid:64k"}]},
+     "radio-joy: 'low:48k,mid:64k:2:44100' is not name:bitrate"),
+    ({"slug": "radio-joy", "stream_url": "http://x/", "variants": [{"name": "low", "bitrate": "48k"},
+                                                                    {"name": "low", "bitrate": "64k"}]},
+     "radio-joy: rendition name 'low' is used more than once"),
 ])
 def test_station_from_record_refuses(record: object, message: str) -> None:
     with pytest.raises(InvalidStation) as caught:
@@ -407,6 +421,21 @@ def test_render_env_shape() -> None:
     text = render_env({"A": 'x"y', "B": "c'd", "N": 3})  # type: ignore[dict-item]
     assert text == ('# Written by hls-sync: edit the station in the backend or inventory, not here.\n'
                     'A="x\\"y"\nB="c\'d"\nN="3"\n')
+
+
+def test_a_station_with_its_own_renditions_overrides_the_deployments() -> None:
+    record = {"slug": "radio-joy", "stream_url": "http://joy.example/s",
+              "variants": [{"name": "low", "bitrate": "48k", "channels": 1}, {"name": "mid", "bitrate": "64k"}]}
+    station = station_from_record(record)
+    assert station.variants == "low:48k:1:44100,mid:64k:2:44100"
+    text = station_env(station, {"HLS_CODEC": "copy", "HLS_VARIANTS": "hi:96k:2:44100"})
+    assert 'HLS_VARIANTS="low:48k:1:44100,mid:64k:2:44100"' in text.splitlines() and text.count("HLS_VARIANTS") == 1
+    # An empty list: no ladder for this station, whatever the deployment's.
+    empty = station_from_record({**record, "variants": []})
+    assert 'HLS_VARIANTS=""' in station_env(empty, {"HLS_VARIANTS": "hi:96k:2:44100"}).splitlines()
+    # Without its own: the deployment's.
+    plain = station_from_record({"slug": "radio-joy", "stream_url": "http://joy.example/s"})
+    assert 'HLS_VARIANTS="hi:96k:2:44100"' in station_env(plain, {"HLS_VARIANTS": "hi:96k:2:44100"}).splitlines()
 
 
 def test_station_env_key_order() -> None:

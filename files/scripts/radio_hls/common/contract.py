@@ -33,6 +33,9 @@ def _package_data(name: str) -> Any:
 CONTRACT = _package_data("contract.json")
 SLUG_PATTERN: str = CONTRACT["slug_pattern"]
 SESSION_ID_PATTERN: str = CONTRACT["session_id_pattern"]
+# A rendition of a station's ladder (hls_variants): a directory of the station's output, a path segment of its URLs
+# (/hls/<slug>/<name>/...) and a part of its playlist's name.
+RENDITION_NAME_PATTERN: str = CONTRACT["rendition_name_pattern"]
 SESSION_LOG_FIELDS: tuple[str, ...] = tuple(CONTRACT["session_log_fields"])
 # <output root>/<this>/<slug>.m3u8: every station's media playlist, written by hls-playlists, served by nginx as
 # /hls/<slug>/index.m3u8. Outside the station directories, which systemd removes on a stop; never a slug.
@@ -64,6 +67,12 @@ def setting(values: Mapping[str, str | None], name: str) -> str:
     return value
 
 
-def playlist_path(output_root: Path, slug: str) -> Path:
-    """Where hls-playlists writes the station's playlist (nginx serves it as /hls/<slug>/index.m3u8)."""
-    return output_root / PLAYLISTS_DIR_NAME / f"{slug}.m3u8"
+# The multivariant playlist's name among a station's playlists (no rendition may take it).
+MASTER = "master"
+
+
+def playlist_path(output_root: Path, slug: str, rendition: str | None = None) -> Path:
+    """Where hls-playlists writes a station's playlist: the main rendition's (nginx serves it as
+    /hls/<slug>/index.m3u8), a ladder rendition's (/hls/<slug>/<rendition>/index.m3u8) or, for MASTER, the
+    multivariant playlist (/hls/<slug>/master.m3u8). A dot is in no slug and no rendition name."""
+    return output_root / PLAYLISTS_DIR_NAME / (f"{slug}.m3u8" if rendition is None else f"{slug}.{rendition}.m3u8")

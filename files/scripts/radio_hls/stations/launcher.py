@@ -47,6 +47,7 @@ from radio_hls.stations.station import (
     validate_slug,
     validate_stream_url,
 )
+from radio_hls.stations.variants import InvalidVariants, Variant, parse_variants
 
 # The upstream may only come from the network: never file:, concat:, subfile:, pipe: and the like.
 PROTOCOL_WHITELIST = "http,https,tcp,tls"
@@ -108,6 +109,7 @@ class StationSettings:
     read_timeout_seconds: int = 15
     restart_max_seconds: int = 60
     aac_coder: str = "fast"
+    variants: tuple[Variant, ...] = ()
 
     @classmethod
     def from_env(cls, values: Mapping[str, str | None]) -> StationSettings:
@@ -132,6 +134,10 @@ class StationSettings:
         coder = values.get("HLS_AAC_CODER") or "fast"
         if coder not in AAC_CODERS:
             raise LaunchError(f"HLS_AAC_CODER={coder!r} is not one of {', '.join(AAC_CODERS)}")
+        try:
+            variants = parse_variants(values.get("HLS_VARIANTS"))
+        except InvalidVariants as error:
+            raise LaunchError(f"HLS_VARIANTS: {error}") from None
         return cls(
             slug=slug,
             stream_url=url,
@@ -141,6 +147,7 @@ class StationSettings:
             read_timeout_seconds=number("HLS_READ_TIMEOUT_SECONDS"),
             restart_max_seconds=number("HLS_RESTART_MAX_SECONDS"),
             aac_coder=coder,
+            variants=variants,
         )
 
 
@@ -314,10 +321,18 @@ def wait_before_start(output_dir: Path, values: Mapping[str, str | None], name: 
         time.sleep(delay)
 
 
-def remove_partial_segments(output_dir: Path) -> None:
-    """A killed FFmpeg leaves its half-written segment list (<run>.csv.tmp) behind; nothing will ever finish it."""
-    for leftover in output_dir.glob("*.tmp"):
-        leftover.unlink(missing_ok=True)
+def prepare_directories(output_dir: Path, run: Run) -> None:
+    """Make each rendition's directory, and remove the half-written segment lists (<run>.csv.tmp) a killed FFmpeg
+    left behind in the station's and the renditions' directories: nothing will ever finish them."""
+    directories = [run.variant_dir(output_dir, variant.name) for variant in run.variants]
+    for directory in directories:
+        try:
+            directory.mkdir(mode=0o755, exist_ok=True)
+        except OSError as error:  # FFmpeg then fails to open its first segment there, and says so
+            say(f"cannot make {directory}: {error.strerror}")
+    for directory in [output_dir, *directories]:
+        for leftover in directory.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
 
 
 def begin_run(output_dir: Path, settings: StationSettings, mode: str, upstream_codec: str | None,
@@ -331,13 +346,13 @@ def begin_run(output_dir: Path, settings: StationSettings, mode: str, upstream_c
     """
     previous = last_timeline(output_dir)
     if previous is None:
-        return Run.begin(now, settings.segment_seconds, mode, upstream_codec, now)
+        return Run.begin(now, settings.segment_seconds, mode, upstream_codec, now, variants=settings.variants)
     early = now - previous.burst
     start = max(early, previous.end + RUN_GAP_SECONDS)
     # Never more than a burst can be: a timeline ahead for another reason (the clock stepped back) is not audio
     # the upstream repeats.
     skip = min(start - early, MAX_BURST_SECONDS)
-    return Run.begin(start, settings.segment_seconds, mode, upstream_codec, now, skip)
+    return Run.begin(start, settings.segment_seconds, mode, upstream_codec, now, skip, settings.variants)
 
 
 def record_run(output_dir: Path, run: Run) -> None:
@@ -356,13 +371,31 @@ def build_command(settings: StationSettings, output_dir: Path, run: Run) -> list
     wall clock (modulo 2^33, the MPEG-TS clock), after the cut is decided. muxdelay and muxpreload 0: a segment's
     timestamps are its audio's time, not 1.4 s later. The output's ss drops the run's skip (copy and transcode
     alike, to the frame); the first audio kept is still at the run's offset.
+
+    Each rendition of the ladder is one more output of the same process, with the same cutting options: its
+    segments are cut at the same times (to the AAC frame) and get the same names, in its own directory.
     """
     stream = ffmpeg.input(STDIN_INPUT, **INPUT_OPTIONS)
-    audio_options: dict[str, object] = {"c:a": "copy"}
+    main_audio: dict[str, object] = {"c:a": "copy"}
     if run.mode == "transcode":
-        # Debian's FFmpeg has no libfdk_aac: the native encoder makes AAC-LC.
-        audio_options = {"c:a": "aac", "profile:a": "aac_low", "b:a": settings.aac_bitrate,
-                         "aac_coder": settings.aac_coder}
+        main_audio = aac_options(settings, settings.aac_bitrate)
+    outputs = [segment_output(stream, settings, run, output_dir, main_audio)]
+    for variant in run.variants:
+        audio = {**aac_options(settings, variant.bitrate), "ac": variant.channels, "ar": variant.sample_rate}
+        outputs.append(segment_output(stream, settings, run, run.variant_dir(output_dir, variant.name), audio))
+    command = ffmpeg.merge_outputs(*outputs).compile()
+    # Global options go first: FFmpeg may ignore options that trail the output file.
+    return [command[0], *GLOBAL_OPTIONS, *command[1:]]
+
+
+def aac_options(settings: StationSettings, bitrate: str) -> dict[str, object]:
+    # Debian's FFmpeg has no libfdk_aac: the native encoder makes AAC-LC.
+    return {"c:a": "aac", "profile:a": "aac_low", "b:a": bitrate, "aac_coder": settings.aac_coder}
+
+
+def segment_output(stream: ffmpeg.nodes.FilterableStream, settings: StationSettings, run: Run, directory: Path,
+                   audio_options: Mapping[str, object]) -> ffmpeg.nodes.OutputStream:
+    """One segment-muxer output of the run (see build_command): the station's, or a rendition's into its directory."""
     segment_options: dict[str, object] = {
         "map": "0:a:0",
         **({"ss": f"{run.skip:.3f}"} if run.skip else {}),
@@ -372,14 +405,12 @@ def build_command(settings: StationSettings, output_dir: Path, run: Run) -> list
         "format": "segment",
         "segment_time": settings.segment_seconds,
         "segment_format": "mpegts",
-        "segment_list": str(run.list_path(output_dir)),
+        "segment_list": str(run.list_path(directory)),
         "segment_list_type": "csv",
         "segment_list_size": LIST_SIZE,
         "initial_offset": f"{run.pts_base:.6f}",
     }
-    command = stream.output(run.segment_pattern(output_dir), **audio_options, **segment_options).compile()
-    # Global options go first: FFmpeg may ignore options that trail the output file.
-    return [command[0], *GLOBAL_OPTIONS, *command[1:]]
+    return stream.output(run.segment_pattern(directory), **audio_options, **segment_options)
 
 
 def hand_over(document: str) -> None:
@@ -463,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         print(shlex.join(command))
         return 0
-    remove_partial_segments(args.output_dir)
+    prepare_directories(args.output_dir, run)
     record_run(args.output_dir, run)
     hand_over(document)
     redact_stderr()

@@ -8,6 +8,8 @@ into the station's directory:
 - `<run>.csv`: the last LIST_SIZE finished segments, `<name>,<start>,<end>` (seconds on the cutting timeline,
   which begins at `start - base`; the first line says 0), replaced atomically after every segment.
 Times on the cutting timeline plus `base` are Unix seconds: the segment's program date-time.
+Each extra rendition of the run (its `variants`, the station's ladder) has the same two kinds of files, with the
+same names and cut at the same times, in its own directory `<name>/` of the station's (variant_dir).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from radio_hls.common.contract import LAUNCH_INFO_NAME
 from radio_hls.common.files import read_json_object, write_atomically
+from radio_hls.stations.variants import Variant, variants_from_objects
 
 SEGMENT_SUFFIX = ".ts"
 LIST_SUFFIX = ".csv"
@@ -39,15 +42,16 @@ class Run:
     upstream_codec: str | None  # None when it was not probed
     started_at: float  # when the launcher decided (Unix seconds)
     skip: float = 0.0  # seconds of the upstream's first audio FFmpeg drops: what the last run already listed
+    variants: tuple[Variant, ...] = ()  # the extra renditions FFmpeg encodes, each into variant_dir
 
     @classmethod
     def begin(cls, start: float, segment_seconds: int, mode: str, upstream_codec: str | None,
-              now: float, skip: float = 0.0) -> Run:
+              now: float, skip: float = 0.0, variants: tuple[Variant, ...] = ()) -> Run:
         run = math.ceil(start * 1000)
         start = run / 1000
         return cls(run=run, start=start, base=int(start // segment_seconds) * segment_seconds,
                    segment_seconds=segment_seconds, mode=mode, upstream_codec=upstream_codec,
-                   started_at=round(now, 3), skip=round(skip, 3))
+                   started_at=round(now, 3), skip=round(skip, 3), variants=variants)
 
     @property
     def offset(self) -> float:
@@ -64,7 +68,14 @@ class Run:
         return str(directory / f"{self.run}-%d{SEGMENT_SUFFIX}")
 
     def list_path(self, directory: Path) -> Path:
+        """The run's segment list in `directory`: the station's, or a rendition's (variant_dir)."""
         return directory / f"{self.run}{LIST_SUFFIX}"
+
+    @staticmethod
+    def variant_dir(directory: Path, name: str) -> Path:
+        """Where a rendition's segments and lists go, in the station's directory; segment_pattern, list_path and
+        read_list take it as they take the station's."""
+        return directory / name
 
     def write(self, directory: Path) -> None:
         write_atomically(directory / LAUNCH_INFO_NAME, json.dumps(asdict(self)) + "\n", mode=0o644)
@@ -78,8 +89,9 @@ def read_run(directory: Path) -> Run | None:
         return Run(run=int(document["run"]), start=float(document["start"]), base=int(document["base"]),
                    segment_seconds=int(document["segment_seconds"]), mode=str(document["mode"]),
                    upstream_codec=codec if isinstance(codec, str) else None,
-                   started_at=float(document["started_at"]), skip=float(document.get("skip", 0.0)))
-    except (KeyError, TypeError, ValueError):
+                   started_at=float(document["started_at"]), skip=float(document.get("skip", 0.0)),
+                   variants=variants_from_objects(document.get("variants", [])))
+    except (KeyError, TypeError, ValueError):  # InvalidVariants is a ValueError
         return None
 
 

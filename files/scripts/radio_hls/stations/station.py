@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from radio_hls.common import contract
+from radio_hls.stations.variants import InvalidVariants, variants_from_objects, variants_text
 
 # A slug becomes a unit instance name, a directory name and a URL path segment: nothing that could
 # escape any of them (no dots, slashes, spaces, upper case or a leading dash). The roles use the same pattern.
@@ -64,6 +65,7 @@ class Station:
     stream_url: str
     title: str = ""
     station_id: int | None = None
+    variants: str | None = None  # its own HLS_VARIANTS (a static station's `variants`); None: the deployment's
 
 
 def one_line(text: str, limit: int = 500) -> str:
@@ -331,7 +333,14 @@ def station_from_record(record: Mapping[str, Any], allowed_networks: Sequence[IP
     station_id = record.get("id")
     if station_id is not None and (isinstance(station_id, bool) or not isinstance(station_id, int)):
         raise InvalidStation(f"{slug}: id {shown(station_id)} is not an integer")
-    return Station(slug=slug, stream_url=url, title=clean_title(record.get("title")), station_id=station_id)
+    variants = None
+    if "variants" in record:
+        try:
+            variants = variants_text(variants_from_objects(record["variants"]))
+        except InvalidVariants as error:
+            raise InvalidStation(f"{slug}: {error}") from None
+    return Station(slug=slug, stream_url=url, title=clean_title(record.get("title")), station_id=station_id,
+                   variants=variants)
 
 
 def quote_env_value(value: str) -> str:
@@ -352,7 +361,8 @@ def render_env(values: Mapping[str, str]) -> str:
 
 
 def station_env(station: Station, settings: Mapping[str, str]) -> str:
-    """The complete env file of one station: its identity plus the deployment-wide FFmpeg settings."""
+    """The complete env file of one station: its identity plus the deployment-wide FFmpeg settings, its own
+    renditions in place of the deployment's when it has them."""
     values = {
         "HLS_STATION_SLUG": station.slug,
         "HLS_STATION_ID": "" if station.station_id is None else str(station.station_id),
@@ -360,4 +370,6 @@ def station_env(station: Station, settings: Mapping[str, str]) -> str:
         "HLS_STREAM_URL": station.stream_url,
     }
     values.update(settings)
+    if station.variants is not None:
+        values["HLS_VARIANTS"] = station.variants
     return render_env(values)

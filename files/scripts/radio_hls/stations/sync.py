@@ -50,6 +50,7 @@ STATION_SETTINGS = (
     "HLS_CODEC",
     "HLS_READ_TIMEOUT_SECONDS",
     "HLS_RESTART_MAX_SECONDS",
+    "HLS_VARIANTS",
 )
 ENV_FILE_MODE = 0o640
 # systemctl takes many units per call; chunks keep the command line well under ARG_MAX.
