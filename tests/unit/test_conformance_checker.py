@@ -391,6 +391,40 @@ def test_the_playlists_hls_playlists_writes_conform():
     assert codes(snapshots, segs, fetch=None) == set()
 
 
+def test_the_titles_hls_playlists_writes_conform():
+    """The model with title changes (one before the first segment, one inside a segment, one with quotes and no
+    artist): every DATERANGE rule holds while the titles leave the window."""
+    from radio_hls.playlists.model import MediaPlaylist, Title
+
+    segs = runs()
+    changes = [Title(START - 30.5, "Early - One"), Title(START + 9.0, "Band - Two"),
+               Title(START + 31.0, 'A "quoted" title')]
+    playlist = MediaPlaylist(T, int(START), int(START))
+    snapshots = []
+    for seg in segs:
+        run, _, index = seg.name.removesuffix(".ts").partition("-")
+        begins = tuple(title for title in changes if (seg is segs[0] and title.start < seg.end)
+                       or seg.start <= title.start < seg.end)
+        playlist.append(seg.name, int(run), int(index), seg.start, seg.duration, begins)
+        playlist.trim(12.0)
+        snapshots.append(Snapshot(playlist.text(), seg.end + 0.2, headers(seg.end + 0.2, seg.end)))
+    assert all("#EXT-X-DATERANGE" in snapshot.text for snapshot in snapshots)
+    assert codes(snapshots, segs, fetch=None) == set()
+
+
+def test_the_multivariant_playlist_hls_playlists_writes_conforms():
+    from radio_hls.playlists.multivariant import Rendition, measure, multivariant_text
+
+    sizes = [(32_000, 2.0), (33_000, 2.0), (31_000, 2.0)]  # as the three segments render() lists
+    peak, average = measure(sizes)
+    text = multivariant_text([Rendition("index.m3u8", "mp4a.40.2", peak, average),
+                              Rendition("low/index.m3u8", "mp4a.40.2", 56_000, 52_000)])
+    version = parse(Snapshot(render(runs(), 0, 3), 0.0))
+    measured = bit_rates(version, {seg.uri: size for seg, (size, _) in zip(version.segments, sizes, strict=True)})
+    assert measured[0] <= peak and abs(measured[1] - average) < 1
+    assert master_codes(text, {"index.m3u8": RenditionFacts(*measured, "mp4a.40.2"), **MEASURED_LOW}) == set()
+
+
 # --- EXT-X-DATERANGE: the titles in the playlist ---------------------------------------------------------------------
 
 def test_a_history_with_title_changes_passes():
@@ -483,6 +517,7 @@ low/index.m3u8
 MEASURED = {"index.m3u8": RenditionFacts(139_000, 130_000, "mp4a.40.2"),
             "low/index.m3u8": RenditionFacts(55_000, 51_000, "mp4a.40.2")}
 LOW = "#EXT-X-STREAM-INF:BANDWIDTH=56000,AVERAGE-BANDWIDTH=52000,"
+MEASURED_LOW = {"low/index.m3u8": MEASURED["low/index.m3u8"]}
 
 
 def master_codes(text: str, measured: dict[str, RenditionFacts] = MEASURED) -> set[str]:
