@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shlex
 import subprocess
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -22,6 +25,9 @@ LISTENERS = "/run/hls-analytics/listeners.json"
 ICECAST_ADMIN = "http://127.0.0.1:8000/admin/metadata"
 REPO = Path(__file__).resolve().parents[3]
 TRIGGER_INTERVAL = 5  # hls_now_playing_trigger_interval in molecule.yml
+# s for a title change to reach a player as timed ID3: hls-nowplaying, the next segment (2 s) cut, tagged and listed,
+# the player's next playlist fetch and segment; measured in seconds, generous for 2 shared cores.
+IN_STREAM_TITLE_SECONDS = 90
 STATUS_INTERVAL = 2  # hls_status_interval in molecule.yml
 
 
@@ -429,6 +435,64 @@ def test_browser_lists_the_stations_and_plays_one(host):
     assert seen["paused"] is False and seen["pressed"] == "demo-aac"
     assert seen["errors"] == []
     assert screenshot.stat().st_size > 10_000
+
+
+def test_hlsjs_receives_a_title_change_as_in_stream_metadata(host, fixed_titles):
+    """hls.js in Chromium (tests/browser/hls.mjs) playing demo-aac through nginx gets a new Icecast title as a timed
+    ID3 tag (FRAG_PARSING_METADATA): TIT2 the song, TPE1 the artist, TXXX StreamTitle the whole title."""
+    all_ready(host)
+    port = os.environ.get("HLS_MOLECULE_HTTP_PORT", "18080")
+    url = f"http://127.0.0.1:{port}/hls/demo-aac/index.m3u8"
+    player = subprocess.Popen(["node", str(REPO / "tests" / "browser" / "hls.mjs"), url], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[dict] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(json.loads(line)) for line in player.stdout if line.startswith("{")],
+                     daemon=True).start()
+
+    def next_record(deadline: float, what: str) -> dict:
+        try:
+            record = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            pytest.fail(f"timed out waiting for {what}")
+        assert "ended" not in record, record
+        return record
+
+    try:
+        deadline = time.monotonic() + IN_STREAM_TITLE_SECONDS
+        while next_record(deadline, "hls.js to play").get("position", 0) <= 0:
+            pass
+        title = f"Molecule Artist - In Stream {uuid.uuid4().hex[:8]}"
+        set_title(host, "demo-aac", title)
+        changed, deadline = time.monotonic(), time.monotonic() + IN_STREAM_TITLE_SECONDS
+        seen: list[dict] = []
+        while (record := next_record(deadline, f"{title!r} in the stream; tags seen: {seen[-3:]}")):
+            if "metadata" in record:
+                seen.append(record["metadata"])
+                if record["metadata"]["frames"].get("TXXX:StreamTitle") == title:
+                    break
+        assert record["metadata"]["frames"] == {"TIT2": title.split(" - ", 1)[1], "TPE1": "Molecule Artist",
+                                                "TXXX:StreamTitle": title}
+        print(f"in the stream {time.monotonic() - changed:.1f} s after the change, segment "
+              f"{record['metadata']['fragment']}")
+    finally:
+        player.terminate()
+        player.wait(timeout=30)
+
+
+def test_the_status_page_shows_the_title_the_stream_carries(host, fixed_titles):
+    """The player of the status page shows the title from the stream's timed ID3 (data-source "stream"), not only
+    the now playing of status.json (play.mjs waits for the first)."""
+    all_ready(host)
+    port = os.environ.get("HLS_MOLECULE_HTTP_PORT", "18080")
+    song = f"Page Song {uuid.uuid4().hex[:8]}"
+    set_title(host, "demo-aac", f"Molecule Artist - {song}")
+    result = subprocess.run(["node", str(REPO / "tests" / "browser" / "play.mjs"), f"http://127.0.0.1:{port}/",
+                             "/dev/null", "demo-aac", song], capture_output=True, text=True,
+                            timeout=IN_STREAM_TITLE_SECONDS + 120, check=False)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (seen["streamTitle"], seen["titleSource"]) == (f"{song} · Molecule Artist", "stream")
+    assert seen["errors"] == []
 
 
 def test_health_refuses_to_guess_without_the_station_list(host):
