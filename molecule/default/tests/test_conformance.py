@@ -36,6 +36,7 @@ PORT = os.environ.get("HLS_MOLECULE_HTTP_PORT", "18080")  # nginx, published on 
 SLUGS = [station["slug"] for station in STATIONS]
 LADDER = "low"  # molecule.yml's hls_variants: checked where the host serves it
 MASTER = "master.m3u8"
+MEASURED_ROUNDS = 20  # rounds in which the multivariant playlist's measured rules must be checked
 T = 2  # molecule.yml's hls_segment_seconds
 WINDOW = 155  # s of polling
 POLL = 1.0  # s between two rounds of fetches
@@ -261,7 +262,10 @@ def test_playlists_conform_across_kill_restart_upstream_drop_and_watchdog(host):
         found = {station.uri: codecs(host, station) for station in stations.values() if station.slug == slug}
         rounds = [{uri: dataclasses.replace(facts, codecs=found[uri]) for uri, facts in measured_.items()}
                   for measured_ in master.measured]
-        assert sum(bool(measured_) for measured_ in rounds) > len(rounds) // 2, f"{slug}: too few rounds measured"
+        # The first minute's rounds lack the sizes of segments listed before the first fetch (only its newest two
+        # are probed); the rest outside a disruption measure.
+        if (count := sum(bool(measured_) for measured_ in rounds)) < MEASURED_ROUNDS:
+            report.append(f"{slug}/{MASTER}: only {count} of {len(rounds)} rounds measured its renditions")
         add(f"{slug}/{MASTER}", check_multivariant(master.snapshots, rounds))
     assert not report, "\n".join(report)
 
