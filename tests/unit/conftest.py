@@ -197,3 +197,10 @@ class StatusTree:
 @pytest.fixture
 def tree(tmp_path: Path) -> StatusTree:
     return StatusTree(tmp_path)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """An output root for hls-playlists, with its playlists directory."""
+    (tmp_path / "_playlists").mkdir()
+    return tmp_path

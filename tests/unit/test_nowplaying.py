@@ -320,6 +320,8 @@ def test_watcher_publishes_each_change_and_triggers_once_per_change(tmp_path: Pa
         assert (first["title"], first["artist"], first["song"]) == (
             "First Artist - First Song", "First Artist", "First Song")
         assert first["updated_at"].endswith("+00:00")
+        changed_at = first["changed_at"]
+        assert abs(changed_at - time.time()) < PATIENCE and changed_at == round(changed_at, 3)
         wait_for(lambda: calls == [7], what="one trigger")
         icy.title = "Solo title"
         wait_for(lambda: (now_playing(config, "joy") or {}).get("title") == "Solo title", what="the new title")

@@ -54,12 +54,6 @@ class FakeStation:
         return path
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    (tmp_path / "_playlists").mkdir()
-    return tmp_path
-
-
 def writer(root: Path, minutes: int = 1) -> Writer:
     return Writer(Config.from_env({"HLS_OUTPUT_ROOT": str(root), "HLS_WINDOW_MINUTES": str(minutes),
                                    "HLS_STOP_GRACE_SECONDS": "6"}))

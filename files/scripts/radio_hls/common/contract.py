@@ -67,9 +67,12 @@ def setting(values: Mapping[str, str | None], name: str) -> str:
     return value
 
 
+# The multivariant playlist's name among a station's playlists (no rendition may take it).
+MASTER = "master"
+
+
 def playlist_path(output_root: Path, slug: str, rendition: str | None = None) -> Path:
-    """Where hls-playlists writes the station's playlist (nginx serves it as /hls/<slug>/index.m3u8), or a
-    rendition's (<slug>.<name>.m3u8, served as /hls/<slug>/<name>/index.m3u8), or, for rendition "master",
-    the multivariant playlist (served as /hls/<slug>/master.m3u8; no rendition may have that name). A slug has no
-    dot, so no two of them share a file."""
+    """Where hls-playlists writes a station's playlist: the main rendition's (nginx serves it as
+    /hls/<slug>/index.m3u8), a ladder rendition's (/hls/<slug>/<rendition>/index.m3u8) or, for MASTER, the
+    multivariant playlist (/hls/<slug>/master.m3u8). A dot is in no slug and no rendition name."""
     return output_root / PLAYLISTS_DIR_NAME / (f"{slug}.m3u8" if rendition is None else f"{slug}.{rendition}.m3u8")

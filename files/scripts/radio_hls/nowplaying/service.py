@@ -100,8 +100,10 @@ def read_published(path: Path) -> str | None:
 
 
 def publish(path: Path, slug: str, playing: NowPlaying, now: float) -> None:
+    # changed_at: when the change reached this host, to the millisecond: where hls-playlists puts the title into
+    # the stream (timed ID3, EXT-X-DATERANGE).
     document = {"station": slug, "title": playing.title or None, "artist": playing.artist, "song": playing.song,
-                "updated_at": iso(now)}
+                "updated_at": iso(now), "changed_at": round(now, 3)}
     # Never recreate the directory: systemd removes it when the station stops, and it must stay gone.
     write_atomically(path, json.dumps(document, ensure_ascii=False) + "\n", mode=0o644, make_parents=False)
 

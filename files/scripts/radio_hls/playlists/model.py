@@ -8,7 +8,9 @@ The rules it keeps (docs/conformance.md has each with its number):
 - every segment has its EXT-X-PROGRAM-DATE-TIME, the wall-clock time of its timestamps;
 - EXT-X-DISCONTINUITY starts each run (a restart of FFmpeg: new encoder, maybe another codec) and marks segments
   hls-playlists missed;
-- the playlist keeps `window` seconds of audio and never less than three target durations.
+- the playlist keeps `window` seconds of audio and never less than three target durations;
+- each title change is an EXT-X-DATERANGE (RFC 8216 4.3.2.7) before the segment it begins in; the title in effect
+  at the first listed segment stays at the top when its own segment has left.
 
 The playlist file is the only state: hls-playlists reads it back when it starts (from_text).
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from radio_hls.common import clock
+from radio_hls.nowplaying.icy import split_title
 
 VERSION = 3  # decimal EXTINF (RFC 8216 section 7); nothing this playlist uses needs more
 PDT_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -33,6 +36,34 @@ def iso_ms(epoch: float) -> str:
     return time.strftime(PDT_FORMAT, time.gmtime(milliseconds // 1000)) + f".{milliseconds % 1000:03d}Z"
 
 
+TITLE_CLASS = "net.radio-hls.title"
+DATERANGE = re.compile(r'#EXT-X-DATERANGE:.*START-DATE="([^"]*)".*X-TITLE="([^"]*)"')
+
+
+def quoted(text: str) -> str:
+    """A quoted-string may hold neither a double quote nor a line break (RFC 8216 4.2)."""
+    return text.replace('"', "'").replace("\r", " ").replace("\n", " ")
+
+
+@dataclass(frozen=True)
+class Title:
+    """A title of the station's stream, from its start in the audio (EXT-X-DATERANGE, the timed ID3 tag's time)."""
+
+    start: float  # Unix seconds
+    text: str  # the ICY StreamTitle as hls-nowplaying cleaned it
+
+    @cached_property
+    def line(self) -> str:
+        """One range per title, each ending where the next begins (END-ON-NEXT, which needs a CLASS); the ID
+        comes from the start, so a title's tag is the same in every version of the playlist."""
+        playing = split_title(self.text)
+        attributes = [f'ID="title-{round(self.start * 1000)}"', f'CLASS="{TITLE_CLASS}"',
+                      f'START-DATE="{iso_ms(self.start)}"', "END-ON-NEXT=YES", f'X-TITLE="{quoted(self.text)}"']
+        if playing.artist and playing.song:
+            attributes += [f'X-ARTIST="{quoted(playing.artist)}"', f'X-SONG="{quoted(playing.song)}"']
+        return f"#EXT-X-DATERANGE:{','.join(attributes)}\n"
+
+
 @dataclass(frozen=True)
 class Segment:
     name: str  # <run>-<index>.ts, relative to the playlist's URL
@@ -41,6 +72,7 @@ class Segment:
     start: float  # Unix seconds: its EXT-X-PROGRAM-DATE-TIME
     duration: float
     discontinuity: bool
+    titles: tuple[Title, ...] = ()  # the titles that begin in it
 
     @property
     def end(self) -> float:
@@ -49,7 +81,8 @@ class Segment:
     @cached_property
     def lines(self) -> str:
         """Rendered once, not at every rewrite of the playlist (one per new segment, up to 250 segments long)."""
-        return ("#EXT-X-DISCONTINUITY\n" if self.discontinuity else "") + \
+        return "".join(title.line for title in self.titles) + \
+            ("#EXT-X-DISCONTINUITY\n" if self.discontinuity else "") + \
             f"#EXT-X-PROGRAM-DATE-TIME:{iso_ms(self.start)}\n#EXTINF:{self.duration:.3f},\n{self.name}\n"
 
 
@@ -63,16 +96,18 @@ class MediaPlaylist:
         self.discontinuity_sequence = discontinuity_sequence
         self.segments: deque[Segment] = deque()
         self.duration = 0.0
+        self.head_title: Title | None = None  # the last title of a segment that left: maybe still in effect
 
     @property
     def last(self) -> Segment | None:
         return self.segments[-1] if self.segments else None
 
-    def append(self, name: str, run: int, index: int, start: float, duration: float) -> Segment:
+    def append(self, name: str, run: int, index: int, start: float, duration: float,
+               titles: tuple[Title, ...] = ()) -> Segment:
         """List a finished segment after the last; EXT-X-DISCONTINUITY when it starts a run or follows a gap."""
         last = self.last
         discontinuity = last is not None and (run != last.run or index != last.index + 1)
-        segment = Segment(name, run, index, start, duration, discontinuity)
+        segment = Segment(name, run, index, start, duration, discontinuity, titles)
         self.segments.append(segment)
         self.duration += duration
         return segment
@@ -89,6 +124,8 @@ class MediaPlaylist:
             # RFC 8216 6.2.2: the remaining segments keep their discontinuity sequence numbers.
             if segment.discontinuity:
                 self.discontinuity_sequence += 1
+            if segment.titles:
+                self.head_title = segment.titles[-1]
             removed.append(segment)
         return removed
 
@@ -96,6 +133,10 @@ class MediaPlaylist:
         head = (f"#EXTM3U\n#EXT-X-VERSION:{VERSION}\n#EXT-X-TARGETDURATION:{self.target}\n"
                 f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}\n"
                 f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuity_sequence}\n#EXT-X-INDEPENDENT-SEGMENTS\n")
+        first = self.segments[0] if self.segments else None
+        if self.head_title is not None and first is not None and not (
+                first.titles and first.titles[0].start <= first.start):
+            head += self.head_title.line  # still in effect at the first segment
         return head + "".join(segment.lines for segment in self.segments)
 
     @classmethod
@@ -103,11 +144,18 @@ class MediaPlaylist:
         """A playlist this module wrote (hls-playlists restarting); None when the text is not one."""
         tags: dict[str, str] = {}
         pending: dict[str, str] = {}
+        titles: list[Title] = []
         discontinuity = False
         playlist: MediaPlaylist | None = None
         for line in text.splitlines():
             if line.startswith("#EXT-X-DISCONTINUITY") and ":" not in line:
                 discontinuity = True
+            elif line.startswith("#EXT-X-DATERANGE:"):
+                found_title = DATERANGE.match(line)
+                title_start = clock.parse(found_title[1]) if found_title else None
+                if found_title is None or title_start is None:
+                    return None
+                titles.append(Title(title_start, found_title[2]))
             elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:") or line.startswith("#EXTINF:"):
                 tag, _, value = line.partition(":")
                 pending[tag] = value.rstrip(",")
@@ -128,8 +176,10 @@ class MediaPlaylist:
                     return None
                 if start is None:
                     return None
-                segment = Segment(line, int(found[1]), int(found[2]), start, duration, discontinuity)
+                if not playlist.segments and titles and titles[0].start < start:
+                    playlist.head_title = titles.pop(0)
+                segment = Segment(line, int(found[1]), int(found[2]), start, duration, discontinuity, tuple(titles))
                 playlist.segments.append(segment)
                 playlist.duration += duration
-                pending, discontinuity = {}, False
+                pending, titles, discontinuity = {}, [], False
         return playlist

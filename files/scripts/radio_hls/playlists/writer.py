@@ -5,15 +5,15 @@ FFmpeg cuts the segments and lists the finished ones (stations/runs.py); this pr
 have been out of the playlist long enough. Owning the playlist is what gives it EXT-X-PROGRAM-DATE-TIME and an
 EXT-X-DISCONTINUITY-SEQUENCE that survive restarts, which FFmpeg's hls muxer cannot write.
 
-It costs two stat() calls per station per poll: the run file (.launch.json) and the run's segment list; a file is
-read only when one of them changed. A station whose directory systemd removed (stopped) loses its playlist.
+It costs three stat() calls per station per poll: the run file (.launch.json), the run's segment list and
+now-playing.json; a file is read only when it changed. Before a segment is listed, its file gets the station's
+titles as timed ID3 (titles.py, timed_id3.py), and the playlist an EXT-X-DATERANGE per title. A station whose
+directory systemd removed (stopped) loses its playlist.
 """
 
 from __future__ import annotations
 
 import argparse
-import heapq
-import json
 import logging
 import os
 import re
@@ -23,12 +23,15 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from radio_hls.common import logs
 from radio_hls.common.contract import (
     LAUNCH_INFO_NAME,
+    MASTER,
+    NOW_PLAYING_NAME,
     PLAYLISTS_DIR_NAME,
     SLUG_PATTERN,
     STOPPED_MARKER_NAME,
@@ -36,9 +39,12 @@ from radio_hls.common.contract import (
     playlist_path,
     setting,
 )
-from radio_hls.common.files import read_json_object, write_atomically
-from radio_hls.playlists.model import MediaPlaylist
-from radio_hls.stations.runs import LIST_SUFFIX, SEGMENT_SUFFIX, Run, read_list, read_run
+from radio_hls.common.files import write_atomically
+from radio_hls.playlists.multivariant import Rendition as VariantEntry
+from radio_hls.playlists.multivariant import measure, multivariant_text, probe_codecs
+from radio_hls.playlists.renditions import Deletions, Rendition, last_title, read_playlist, retire, stamp
+from radio_hls.playlists.titles import Tagging, TitleTrack
+from radio_hls.stations.runs import MAX_BURST_SECONDS, Listed, Run, read_run
 
 log = logging.getLogger("hls-playlists")
 
@@ -47,9 +53,11 @@ POLL_SECONDS = 0.5
 DISCOVER_SECONDS = 2.0
 SLUG = re.compile(SLUG_PATTERN)
 PLAYLIST_SUFFIX = ".m3u8"
-# <slug>.json next to it while the station is stopped: where its sequences got to (new_playlist).
-SEQUENCES_SUFFIX = ".json"
-LONGEST_SEGMENT = 60  # seconds: the launcher's bound on HLS_SEGMENT_SECONDS
+MAIN_URI = "index.m3u8"  # a rendition's media playlist, relative to the multivariant playlist (nginx's names)
+# Segments whose titles are kept for the renditions that have not listed them yet (they cut at the same times).
+TAGGINGS_KEPT = 16
+# ffprobe runs at most this many at once (one per run and rendition: many at a host's boot, then rare).
+PROBES_AT_ONCE = 2
 
 
 @dataclass(frozen=True)
@@ -70,67 +78,51 @@ class Config:
                    float(whole("HLS_STOP_GRACE_SECONDS", 1, 86400)))
 
 
-def stamp(path: Path) -> tuple[int, int, int] | None:
-    """What changes when the file is replaced or rewritten; None when it is missing."""
-    try:
-        status = path.stat()
-    except OSError:
-        return None
-    return status.st_ino, status.st_mtime_ns, status.st_size
-
-
-def read_playlist(path: Path) -> MediaPlaylist | None:
-    try:
-        return MediaPlaylist.from_text(path.read_text(encoding="utf-8"))
-    except OSError:
-        return None
-
-
-class Deletions:
-    """Files to delete at a time: segments that left a playlist stay available for as long as a client holding the
-    last playlist that listed them may ask (RFC 8216 6.2.2)."""
-
-    def __init__(self) -> None:
-        self._due: list[tuple[float, str]] = []
-
-    def add(self, path: Path, due: float) -> None:
-        heapq.heappush(self._due, (due, str(path)))
-
-    def run(self, now: float) -> None:
-        while self._due and self._due[0][0] <= now:
-            Path(heapq.heappop(self._due)[1]).unlink(missing_ok=True)
-
-
 class Station:
-    def __init__(self, slug: str, directory: Path, playlist_path: Path, config: Config, deletions: Deletions,
+    """A running station: its main rendition, its ladder's, their titles and its multivariant playlist."""
+
+    def __init__(self, slug: str, directory: Path, config: Config, deletions: Deletions, probes: Executor,
                  now: float) -> None:
-        self.slug, self.directory, self.playlist_path = slug, directory, playlist_path
-        self.config, self.deletions = config, deletions
+        self.slug, self.directory, self.config = slug, directory, config
+        self.deletions, self.probes = deletions, probes
         self.run: Run | None = None
         self.run_stamp: tuple[int, int, int] | None = None
-        self.list_stamp: tuple[int, int, int] | None = None
-        self.playlist = read_playlist(playlist_path)
-        self._clear_leftovers(read_run(directory), now)
+        self.main = self._rendition(None)
+        self.ladder: dict[str, Rendition] = {}
+        self.titles = TitleTrack(directory / NOW_PLAYING_NAME, last_title(self.main.playlist))
+        self.taggings: dict[str, Tagging] = {}  # by segment name: the same segment in every rendition
+        self.lead = 0.0  # how far the run's timeline is ahead of the clock (its upstream's burst)
+        self.codecs: dict[str, tuple[int, str]] = {}  # by rendition label: the run probed, its CODECS
+        self.probing: dict[str, tuple[int, Future[str | None]]] = {}  # by rendition label: the run, the probe
+        self.master_path = playlist_path(config.output_root, slug, MASTER)
+        self.master_text = ""
+        current = read_run(directory)
+        self._follow_ladder(current, now)
+        for rendition in self.renditions():
+            rendition.clear_leftovers(current, now)
 
+    def _rendition(self, name: str | None) -> Rendition:
+        directory = self.directory if name is None else Run.variant_dir(self.directory, name)
+        return Rendition(self.slug if name is None else f"{self.slug}/{name}", directory,
+                         playlist_path(self.config.output_root, self.slug, name), self.config.window_seconds,
+                         self.deletions)
 
-    def keep_seconds(self, target: int) -> float:
-        """How long a segment stays on disk after it left the playlist: its own duration plus the longest playlist
-        that listed it (RFC 8216 6.2.2), which trim() keeps under the window plus one segment."""
-        return self.config.window_seconds + 2 * target
+    def renditions(self) -> list[Rendition]:
+        return [self.main, *self.ladder.values()]
 
-    def _clear_leftovers(self, current: Run | None, now: float) -> None:
-        """At start: segments this program no longer knows about (it was stopped while they left, or never listed
-        them) go after the usual wait; lists of runs other than the current one go now."""
-        listed = {segment.name for segment in self.playlist.segments} if self.playlist else set()
-        current_prefix = f"{current.run}-" if current else None
-        target = self.playlist.target if self.playlist else current.segment_seconds if current else LONGEST_SEGMENT
-        keep = self.keep_seconds(target)
-        for entry in os.scandir(self.directory):
-            if entry.name.endswith(SEGMENT_SUFFIX) and entry.name not in listed and not (
-                    current_prefix and entry.name.startswith(current_prefix)):
-                self.deletions.add(Path(entry.path), now + keep)
-            elif entry.name.endswith(LIST_SUFFIX) and (current is None or entry.name != f"{current.run}{LIST_SUFFIX}"):
-                Path(entry.path).unlink(missing_ok=True)
+    def _follow_ladder(self, run: Run | None, now: float) -> None:
+        """The ladder of `run`: renditions it has are followed, renditions it dropped retire."""
+        names = [variant.name for variant in run.variants] if run else []
+        for name in self.ladder.keys() - set(names):
+            rendition = self.ladder.pop(name)
+            if rendition.playlist is not None:
+                keep = rendition.keep_seconds(rendition.playlist.target)
+                for segment in rendition.playlist.segments:
+                    self.deletions.add(rendition.directory / segment.name, now + keep)
+            rendition.retire()
+        for name in names:
+            if name not in self.ladder:
+                self.ladder[name] = self._rendition(name)
 
     def poll(self, now: float) -> bool:
         """Take in what FFmpeg finished since the last poll; False when the station is gone (stopped)."""
@@ -140,84 +132,92 @@ class Station:
         stopped = stamp(self.directory / STOPPED_MARKER_NAME)
         if stopped is not None and now - stopped[1] / 1e9 > self.config.stop_grace_seconds:
             return False
+        self.titles.poll(self.lead)  # before the segments: a change learned now goes into the next one listed
         if run_stamp != self.run_stamp:
             self.run_stamp = run_stamp
             run = read_run(self.directory)
             if run is not None and (self.run is None or run.run != self.run.run):
                 self._begin(run, now)
+        changed = self._probed()
         if self.run is not None:
-            list_stamp = stamp(self.run.list_path(self.directory))
-            if list_stamp != self.list_stamp:
-                self.list_stamp = list_stamp
-                self._list(self.run, now)
+            for rendition in self.renditions():
+                added = rendition.poll(self.run, self._tagging, now)
+                if added is not None:
+                    changed = True
+                    self._probe(rendition, self.run, added)
+                    if rendition is self.main and rendition.list_stamp is not None:
+                        # The list was replaced when its last segment ended: the timeline stood at that end then.
+                        end = added.start + added.duration
+                        self.lead = min(max(end - rendition.list_stamp[1] / 1e9, 0.0), MAX_BURST_SECONDS)
+        if changed:
+            self._write_master()
         return True
 
     def _begin(self, run: Run, now: float) -> None:
         previous = self.run
         if previous is not None:
-            self._list(previous, now)  # its last segments, finished as it stopped
-            previous.list_path(self.directory).unlink(missing_ok=True)
-            # The segment it was writing when it was killed, never listed, if any.
-            last = self.playlist.last if self.playlist else None
-            unfinished = (last.index + 1) if last is not None and last.run == previous.run else 0
-            self.deletions.add(self.directory / f"{previous.run}-{unfinished}{SEGMENT_SUFFIX}", now)
-        self.run, self.list_stamp = run, None
-        log.info("%s: run %d (%s, %s s segments)", self.slug, run.run, run.mode, run.segment_seconds)
+            for rendition in self.renditions():
+                rendition.end_run(previous, self._tagging, now)
+        self._follow_ladder(run, now)
+        self.run = run
+        log.info("%s: run %d (%s, %s s segments%s)", self.slug, run.run, run.mode, run.segment_seconds,
+                 "".join(f", {variant.name} {variant.bitrate}" for variant in run.variants))
 
-    def _list(self, run: Run, now: float) -> None:
-        """Append the run's newly finished segments; rewrite the playlist when there were any."""
-        last = self.playlist.last if self.playlist else None
-        added = False
-        for listed in read_list(self.directory, run):
-            if last is not None and (run.run, listed.index) <= (last.run, last.index):
+    def _tagging(self, listed: Listed) -> Tagging:
+        """What the segment carries, decided once for all renditions (they list it at different moments)."""
+        tagging = self.taggings.get(listed.name)
+        if tagging is None:
+            tagging = self.taggings[listed.name] = self.titles.segment(listed.start, listed.start + listed.duration)
+            while len(self.taggings) > TAGGINGS_KEPT:
+                del self.taggings[next(iter(self.taggings))]
+        return tagging
+
+    def _probe(self, rendition: Rendition, run: Run, listed: Listed) -> None:
+        """Measure a run's codec once per rendition, from its first segment listed, off the polling thread."""
+        probed = self.codecs.get(rendition.label)
+        if (probed is None or probed[0] != run.run) and rendition.label not in self.probing:
+            self.probing[rendition.label] = run.run, self.probes.submit(probe_codecs, rendition.directory / listed.name)
+
+    def _probed(self) -> bool:
+        """Take in the probes that finished; True when a CODECS changed."""
+        changed = False
+        for label, (run, future) in list(self.probing.items()):
+            if not future.done():
                 continue
-            if self.playlist is None:
-                self.playlist = new_playlist(self.playlist_path, run.segment_seconds, now)
-            last = self.playlist.append(listed.name, run.run, listed.index, listed.start, listed.duration)
-            added = True
-        if not added or self.playlist is None:
+            del self.probing[label]
+            codecs = future.result()
+            if codecs is None:  # the next segment listed is probed again
+                log.warning("%s: no CODECS measured (ffprobe found no AAC of a known profile)", label)
+                continue
+            changed = changed or self.codecs.get(label, (run, ""))[1] != codecs
+            self.codecs[label] = run, codecs
+        return changed
+
+    def _write_master(self) -> None:
+        """The multivariant playlist, once every rendition's codec is measured and it lists a segment."""
+        entries = []
+        for name, rendition in [(None, self.main), *self.ladder.items()]:
+            probed = self.codecs.get(rendition.label)
+            peak, average = measure(rendition.measured())
+            if probed is None or not peak:
+                return
+            entries.append(VariantEntry(MAIN_URI if name is None else f"{name}/{MAIN_URI}", probed[1], peak, average))
+        text = multivariant_text(entries)
+        if text == self.master_text:
             return
-        for segment in self.playlist.trim(self.config.window_seconds):
-            self.deletions.add(self.directory / segment.name, now + self.keep_seconds(self.playlist.target))
         try:
-            write_atomically(self.playlist_path, self.playlist.text(), mode=0o644, durable=False)
+            write_atomically(self.master_path, text, mode=0o644, durable=False)
+            self.master_text = text
         except OSError as error:
-            log.error("%s: cannot write %s: %s", self.slug, self.playlist_path, error.strerror)
+            log.error("%s: cannot write %s: %s", self.slug, self.master_path, error.strerror)
 
     def remove(self) -> None:
-        """The station stopped: its playlist goes, and its files if systemd left them (on a disk output; the empty
+        """The station stopped: its playlists go, and its files if systemd left them (on a disk output; the empty
         directory stays, as its parent is root's, and is followed again as a station that has no run yet)."""
-        retire(self.playlist_path, self.playlist)
+        for rendition in self.renditions():
+            rendition.retire()
+        self.master_path.unlink(missing_ok=True)
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def sequences_path(playlist_path: Path) -> Path:
-    return playlist_path.with_suffix(SEQUENCES_SUFFIX)
-
-
-def retire(playlist_path: Path, playlist: MediaPlaylist | None) -> None:
-    """Remove a stopped station's playlist, keeping where its sequences got to for the station's next playlist."""
-    if playlist is not None:
-        numbers = {"media_sequence": playlist.media_sequence + len(playlist.segments),
-                   # One more than the last segment's: the next playlist starts another discontinuity.
-                   "discontinuity_sequence": playlist.discontinuity_sequence + 1
-                   + sum(segment.discontinuity for segment in playlist.segments)}
-        try:
-            write_atomically(sequences_path(playlist_path), json.dumps(numbers) + "\n", mode=0o644)
-        except OSError as error:
-            log.error("cannot keep the sequences of %s: %s", playlist_path, error.strerror)
-    playlist_path.unlink(missing_ok=True)
-
-
-def new_playlist(playlist_path: Path, target: int, now: float) -> MediaPlaylist:
-    """A station's playlist after a stop or a reboot: both sequences go on from where the last one left them, so a
-    player that polled that one sees neither go back. The media sequence is at least the Unix time, which is ahead
-    of any number an earlier playlist reached (at most one segment a second) if those were lost (a RAM-backed
-    output after a reboot). The discontinuity sequence stays small: hls.js walks it from 0 on every load."""
-    kept = read_json_object(sequences_path(playlist_path))
-    media, discontinuity = kept.get("media_sequence"), kept.get("discontinuity_sequence")
-    return MediaPlaylist(target, max(int(now), media if isinstance(media, int) else 0),
-                         discontinuity if isinstance(discontinuity, int) and discontinuity >= 0 else 0)
 
 
 class Writer:
@@ -226,6 +226,7 @@ class Writer:
         self.playlists_dir = config.output_root / PLAYLISTS_DIR_NAME
         self.stations: dict[str, Station] = {}
         self.deletions = Deletions()
+        self.probes = ThreadPoolExecutor(PROBES_AT_ONCE, thread_name_prefix="ffprobe")
         self.next_discovery = 0.0
 
     def discover(self, now: float) -> None:
@@ -233,15 +234,15 @@ class Writer:
                    if SLUG.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)}
         for slug in present - self.stations.keys():
             try:
-                self.stations[slug] = Station(slug, self.config.output_root / slug,
-                                              playlist_path(self.config.output_root, slug), self.config,
-                                              self.deletions, now)
+                self.stations[slug] = Station(slug, self.config.output_root / slug, self.config, self.deletions,
+                                              self.probes, now)
             except OSError as error:  # removed between the listing and now: seen again at the next discovery
                 log.debug("%s: %s", slug, error)
         for slug in self.stations.keys() - present:
             self.forget(slug)
         for playlist in self.playlists_dir.glob(f"*{PLAYLIST_SUFFIX}"):
-            if playlist.name.removesuffix(PLAYLIST_SUFFIX) not in present:  # stopped while this program was away
+            # <slug>.m3u8, <slug>.<rendition>.m3u8, <slug>.master.m3u8 (which reads as no media playlist)
+            if playlist.name.split(".")[0] not in present:  # stopped while this program was away
                 retire(playlist, read_playlist(playlist))
 
     def forget(self, slug: str) -> None:

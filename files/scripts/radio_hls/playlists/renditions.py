@@ -1,0 +1,201 @@
+"""One media playlist of a station on disk: its main rendition's or one of its ladder's.
+
+A rendition lists the finished segments of its run's list (stations/runs.py) in its playlist file, writes it
+atomically, and deletes segments once they have been out of it long enough. The playlist file is its only state:
+hls-playlists reads it back when it starts. When the station stops, the playlist goes and a small file keeps where
+its sequences got to, so that the next playlist goes on from there.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from radio_hls.common.files import read_json_object, write_atomically
+from radio_hls.playlists import timed_id3
+from radio_hls.playlists.model import MediaPlaylist, Title
+from radio_hls.playlists.titles import Tagging
+from radio_hls.stations.runs import LIST_SUFFIX, SEGMENT_SUFFIX, Listed, Run, read_list
+
+log = logging.getLogger("hls-playlists")
+
+# <playlist>.json next to a playlist while the station is stopped: where its sequences got to (new_playlist).
+SEQUENCES_SUFFIX = ".json"
+LONGEST_SEGMENT = 60  # seconds: the launcher's bound on HLS_SEGMENT_SECONDS
+
+
+def stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file is replaced or rewritten; None when it is missing."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_ino, status.st_mtime_ns, status.st_size
+
+
+def read_playlist(path: Path) -> MediaPlaylist | None:
+    try:
+        return MediaPlaylist.from_text(path.read_text(encoding="utf-8"))
+    except OSError:
+        return None
+
+
+class Deletions:
+    """Files to delete at a time: segments that left a playlist stay available for as long as a client holding the
+    last playlist that listed them may ask (RFC 8216 6.2.2)."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, str]] = []
+
+    def add(self, path: Path, due: float) -> None:
+        heapq.heappush(self._due, (due, str(path)))
+
+    def run(self, now: float) -> None:
+        while self._due and self._due[0][0] <= now:
+            Path(heapq.heappop(self._due)[1]).unlink(missing_ok=True)
+
+
+def last_title(playlist: MediaPlaylist | None) -> Title | None:
+    """The title in effect at the end of a playlist read back (hls-playlists restarting)."""
+    if playlist is None:
+        return None
+    titles = [title for segment in playlist.segments for title in segment.titles]
+    return titles[-1] if titles else playlist.head_title
+
+
+def sequences_path(playlist_path: Path) -> Path:
+    return playlist_path.with_suffix(SEQUENCES_SUFFIX)
+
+
+def retire(playlist_path: Path, playlist: MediaPlaylist | None) -> None:
+    """Remove a stopped station's playlist, keeping where its sequences got to for the station's next playlist."""
+    if playlist is not None:
+        numbers = {"media_sequence": playlist.media_sequence + len(playlist.segments),
+                   # One more than the last segment's: the next playlist starts another discontinuity.
+                   "discontinuity_sequence": playlist.discontinuity_sequence + 1
+                   + sum(segment.discontinuity for segment in playlist.segments)}
+        try:
+            write_atomically(sequences_path(playlist_path), json.dumps(numbers) + "\n", mode=0o644)
+        except OSError as error:
+            log.error("cannot keep the sequences of %s: %s", playlist_path, error.strerror)
+    playlist_path.unlink(missing_ok=True)
+
+
+def new_playlist(playlist_path: Path, target: int, now: float) -> MediaPlaylist:
+    """A station's playlist after a stop or a reboot: both sequences go on from where the last one left them, so a
+    player that polled that one sees neither go back. The media sequence is at least the Unix time, which is ahead
+    of any number an earlier playlist reached (at most one segment a second) if those were lost (a RAM-backed
+    output after a reboot). The discontinuity sequence stays small: hls.js walks it from 0 on every load."""
+    kept = read_json_object(sequences_path(playlist_path))
+    media, discontinuity = kept.get("media_sequence"), kept.get("discontinuity_sequence")
+    return MediaPlaylist(target, max(int(now), media if isinstance(media, int) else 0),
+                         discontinuity if isinstance(discontinuity, int) and discontinuity >= 0 else 0)
+
+
+class Rendition:
+    """One media playlist: `directory` holds the run's segments and list (the station's own directory for the
+    main rendition, <name>/ in it for one of the ladder's)."""
+
+    def __init__(self, label: str, directory: Path, playlist_path: Path, window_seconds: float,
+                 deletions: Deletions) -> None:
+        self.label, self.directory, self.playlist_path = label, directory, playlist_path
+        self.window_seconds, self.deletions = window_seconds, deletions
+        self.playlist = read_playlist(playlist_path)
+        self.list_stamp: tuple[int, int, int] | None = None
+        self.id3_continuity = 0  # the timed-ID3 stream's TS continuity counter, continued from segment to segment
+        self.sizes: dict[str, int] = {}  # bytes of the listed segments: what the multivariant playlist measures
+
+    def keep_seconds(self, target: int) -> float:
+        """How long a segment stays on disk after it left the playlist: its own duration plus the longest playlist
+        that listed it (RFC 8216 6.2.2), which trim() keeps under the window plus one segment."""
+        return self.window_seconds + 2 * target
+
+    def clear_leftovers(self, current: Run | None, now: float) -> None:
+        """At start: segments this program no longer knows about (it was stopped while they left, or never listed
+        them) go after the usual wait; lists of runs other than the current one go now."""
+        listed = {segment.name for segment in self.playlist.segments} if self.playlist else set()
+        current_prefix = f"{current.run}-" if current else None
+        target = self.playlist.target if self.playlist else current.segment_seconds if current else LONGEST_SEGMENT
+        keep = self.keep_seconds(target)
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name.endswith(SEGMENT_SUFFIX) and entry.name not in listed and not (
+                    current_prefix and entry.name.startswith(current_prefix)):
+                self.deletions.add(Path(entry.path), now + keep)
+            elif entry.name.endswith(LIST_SUFFIX) and (current is None or entry.name != f"{current.run}{LIST_SUFFIX}"):
+                Path(entry.path).unlink(missing_ok=True)
+
+    def poll(self, run: Run, tagging: Callable[[Listed], Tagging], now: float) -> Listed | None:
+        """List what the run finished since the last poll; returns the last segment listed, if any."""
+        list_stamp = stamp(run.list_path(self.directory))
+        if list_stamp == self.list_stamp:
+            return None
+        self.list_stamp = list_stamp
+        return self.list_finished(run, tagging, now)
+
+    def end_run(self, run: Run, tagging: Callable[[Listed], Tagging], now: float) -> None:
+        """The run stopped: its last segments (finished as it stopped) are listed, its list goes, and so does the
+        segment it was writing when it was killed, if any."""
+        self.list_finished(run, tagging, now)
+        run.list_path(self.directory).unlink(missing_ok=True)
+        last = self.playlist.last if self.playlist else None
+        unfinished = (last.index + 1) if last is not None and last.run == run.run else 0
+        self.deletions.add(self.directory / f"{run.run}-{unfinished}{SEGMENT_SUFFIX}", now)
+        self.list_stamp = None
+
+    def list_finished(self, run: Run, tagging: Callable[[Listed], Tagging], now: float) -> Listed | None:
+        """Append the run's newly finished segments; rewrite the playlist when there were any."""
+        last = self.playlist.last if self.playlist else None
+        added: Listed | None = None
+        for listed in read_list(self.directory, run):
+            if last is not None and (run.run, listed.index) <= (last.run, last.index):
+                continue
+            if self.playlist is None:
+                self.playlist = new_playlist(self.playlist_path, run.segment_seconds, now)
+            titles = self._tag(listed, tagging(listed))
+            last = self.playlist.append(listed.name, run.run, listed.index, listed.start, listed.duration, titles)
+            added = listed
+        if added is None or self.playlist is None:
+            return None
+        for segment in self.playlist.trim(self.window_seconds):
+            self.sizes.pop(segment.name, None)
+            self.deletions.add(self.directory / segment.name, now + self.keep_seconds(self.playlist.target))
+        try:
+            write_atomically(self.playlist_path, self.playlist.text(), mode=0o644, durable=False)
+        except OSError as error:
+            log.error("%s: cannot write %s: %s", self.label, self.playlist_path, error.strerror)
+        return added
+
+    def _tag(self, listed: Listed, tagging: Tagging) -> tuple[Title, ...]:
+        """Put the station's titles into the segment's file before anyone can fetch it; a file that cannot be
+        tagged is listed as it is (the audio matters more than its title)."""
+        path = self.directory / listed.name
+        if tagging.tags:
+            tags = [(at, timed_id3.id3_tag(text)) for at, text in tagging.tags]
+            try:
+                self.id3_continuity = timed_id3.tag_segment(path, tags, self.id3_continuity)
+            except (OSError, ValueError) as error:
+                log.warning("%s: %s listed without its title: %s", self.label, listed.name, error)
+        try:
+            self.sizes[listed.name] = path.stat().st_size
+        except OSError:
+            pass
+        return tagging.titles
+
+    def measured(self) -> list[tuple[int, float]]:
+        """(bytes, seconds) of each listed segment whose size is known."""
+        if self.playlist is None:
+            return []
+        return [(self.sizes[segment.name], segment.duration) for segment in self.playlist.segments
+                if segment.name in self.sizes]
+
+    def retire(self) -> None:
+        retire(self.playlist_path, self.playlist)
+        self.playlist = None
