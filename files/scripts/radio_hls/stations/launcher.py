@@ -373,8 +373,8 @@ def build_command(settings: StationSettings, output_dir: Path, run: Run) -> list
     wall clock (modulo 2^33, the MPEG-TS clock), after the cut is decided. mpegts_copyts and muxpreload 0: a
     segment's timestamps are its audio's time, not 1.4 s later. muxdelay lets the MPEG-TS muxer pack up to that
     much audio into one PES: at 0 every AAC frame was a PES of its own, padded to whole TS packets, and the
-    overhead doubled a 48 kbit/s rendition on the wire (96 kbit/s; 63 with the packing). The output's ss drops the run's skip (copy and transcode
-    alike, to the frame); the first audio kept is still at the run's offset.
+    overhead doubled a 48 kbit/s rendition on the wire (96 kbit/s; 63 with the packing). The output's ss drops
+    the run's skip (copy and transcode alike, to the frame); the first audio kept is still at the run's offset.
 
     Each rendition of the ladder is one more output of the same process, with the same cutting options: its
     segments are cut at the same times (to the AAC frame) and get the same names, in its own directory.
