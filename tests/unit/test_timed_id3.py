@@ -2,9 +2,9 @@
 
 The segments come from FFmpeg's segment muxer with the launcher's options (launcher.build_command: output_ts_offset,
 PES of up to 0.7 s with mpegts_copyts, initial_offset on the Unix clock), from a sine encoded to AAC. What a player
-sees is checked three ways: ffprobe (FFmpeg's demuxer), a reader of the PES written here from the standard, and a reading of the
-PMT the way hls.js's parsePMT reads it. The ID3 tags are read by a small ID3v2.4 parser written here too (no ID3
-library is installed in the dev venv).
+sees is checked three ways: ffprobe (FFmpeg's demuxer), a reader of the PES written here from the standard, and a
+reading of the PMT the way hls.js's parsePMT reads it. The ID3 tags are read by a small ID3v2.4 parser written here
+too (no ID3 library is installed in the dev venv).
 """
 
 from __future__ import annotations
