@@ -1,6 +1,7 @@
 """The player matrix: FFmpeg, mpv, VLC, GStreamer and hls.js in Chromium play both demo stations and a rendition of
-the ladder at once, for a window in which both stations are killed with SIGKILL and later restarted; each must play at least 90 % of it,
-never stop by itself, and never see its position go back (the timeline continues across restarts).
+the ladder at once, for a window in which both stations are killed with SIGKILL and later restarted; each must play
+at least 90 % of it, never stop by itself, and never see its position go back (the timeline continues across
+restarts).
 
 The players run on the controller (as the browser test does), from Debian's packages (`make players`), against
 nginx's port published on 127.0.0.1. Each runner in tests/players/ measures its player's own position (never a
