@@ -424,7 +424,9 @@ def test_segment_output_options(tmp_path: Path) -> None:
     assert command[-1] == f"{tmp_path}/1700000000123-%d.ts"
     # Cut on the clock: the first audio sits at the start's place in its 4-second cell.
     assert option(output, "-output_ts_offset") == "0.123"
-    assert option(output, "-muxdelay") == "0" and option(output, "-muxpreload") == "0"
+    # Timestamps as they are (copyts, no preload); up to 0.7 s of audio per PES, not one frame each.
+    assert option(output, "-muxdelay") == "0.7" and option(output, "-muxpreload") == "0"
+    assert option(output, "-segment_format_options") == "mpegts_copyts=1"
     assert "-ss" not in command  # a run that repeats nothing skips nothing
 
 
@@ -457,6 +459,7 @@ def test_each_rendition_is_one_more_output_cut_like_the_main_one(tmp_path: Path,
     assert option(low, "-segment_list") == f"{tmp_path}/low/{run.run}.csv"
     assert option(mid, "-segment_list") == f"{tmp_path}/mid/{run.run}.csv"
     for name in ("-map", "-ss", "-output_ts_offset", "-initial_offset", "-muxdelay", "-muxpreload", "-f",
+                 "-segment_format_options",
                  "-segment_time", "-segment_format", "-segment_list_type", "-segment_list_size"):
         assert option(low, name) == option(mid, name) == option(main, name), name
     assert [option(low, name) for name in ("-c:a", "-profile:a", "-b:a", "-ac", "-ar", "-aac_coder")] == [

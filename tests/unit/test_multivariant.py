@@ -1,4 +1,4 @@
-"""Tests of radio_hls/playlists/multivariant.py: CODECS from real segments (FFmpeg makes them), the bit rates, the text."""
+"""Tests of radio_hls/playlists/multivariant.py: CODECS from real segments (FFmpeg makes them), bit rates, text."""
 
 from __future__ import annotations
 

@@ -53,6 +53,15 @@ def test_a_disk_with_room_for_the_window_passes(tmp_path: Path) -> None:
     assert check(tmp_path, **BIG, ansible_facts=filesystems(("/", 58 * GB)))[0]
 
 
+def test_the_ladder_counts(tmp_path: Path) -> None:
+    # 58 GB hold the main renditions; a 48k rendition each adds 64 kbit/s on disk (its bitrate plus a third).
+    ladder = [{"name": "low", "bitrate": "48k"}]
+    accepted, output = check(tmp_path, **BIG, hls_variants=ladder, ansible_facts=filesystems(("/", 58 * GB)))
+    assert not accepted and "1000 stations x 128 kbit/s + 64 for the ladder (hls_variants)" in output, output
+    assert "need 86688.0 MB" in output, output
+    assert check(tmp_path, **BIG, hls_variants=ladder, ansible_facts=filesystems(("/", 87 * GB)))[0]
+
+
 def test_the_filesystem_that_holds_the_directory_counts(tmp_path: Path) -> None:
     # The longest mount point at or above the directory: not /, and not a sibling whose name merely starts alike.
     small_here = filesystems(("/", 100 * GB), (str(tmp_path), 1 * GB), (f"{tmp_path}/out", 100 * GB))

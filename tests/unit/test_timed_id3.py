@@ -1,10 +1,10 @@
 """Tests of radio_hls/playlists/timed_id3.py: titles as timed ID3 in real segments of this machine's FFmpeg.
 
 The segments come from FFmpeg's segment muxer with the launcher's options (launcher.build_command: output_ts_offset,
-muxdelay/muxpreload 0, initial_offset on the Unix clock), from a sine encoded to AAC. What a player sees is checked
-three ways: ffprobe (FFmpeg's demuxer), a reader of the PES written here from the standard, and a reading of the
-PMT the way hls.js's parsePMT reads it. The ID3 tags are read by a small ID3v2.4 parser written here too (no ID3
-library is installed in the dev venv).
+PES of up to 0.7 s with mpegts_copyts, initial_offset on the Unix clock), from a sine encoded to AAC. What a player
+sees is checked three ways: ffprobe (FFmpeg's demuxer), a reader of the PES written here from the standard, and a
+reading of the PMT the way hls.js's parsePMT reads it. The ID3 tags are read by a small ID3v2.4 parser written here
+too (no ID3 library is installed in the dev venv).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ def make_segments(directory: Path, base: float) -> list[Path]:
     subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=14",
          "-map", "0:a:0", "-ac", "2", "-c:a", "aac", "-profile:a", "aac_low", "-b:a", "128k",
-         "-output_ts_offset", "2.500", "-muxdelay", "0", "-muxpreload", "0", "-f", "segment",
+         "-output_ts_offset", "2.500", "-muxdelay", "0.7", "-muxpreload", "0", "-f", "segment",
          "-segment_time", str(SEGMENT_SECONDS), "-segment_format", "mpegts",
+         "-segment_format_options", "mpegts_copyts=1",
          "-segment_list", str(directory / "run.csv"), "-segment_list_type", "csv",
          "-initial_offset", f"{base:.6f}", str(directory / "run-%d.ts")],
         check=True, timeout=120)

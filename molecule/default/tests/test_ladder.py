@@ -48,7 +48,49 @@ def test_the_rendition_is_cut_like_the_main_one(host, slug):
         assert name.startswith(f"{run}-")
         assert abs(main[name][0] - low[name][0]) <= FRAME_SECONDS, (name, main[name], low[name])
         assert abs(main[name][1] - low[name][1]) <= FRAME_SECONDS, (name, main[name], low[name])
-        assert host.file(f"{OUTPUT}/{slug}/low/{name}").exists
+    # And the audio in them: the same span of the station's timeline (the lists count from each output's start;
+    # the timestamps say where on the wall clock the audio is).
+    for name in common[-2:]:
+        assert abs(span(host, f"{OUTPUT}/{slug}/{name}")[0] - span(host, f"{OUTPUT}/{slug}/low/{name}")[0]) \
+            <= FRAME_SECONDS, name
+        assert abs(span(host, f"{OUTPUT}/{slug}/{name}")[1] - span(host, f"{OUTPUT}/{slug}/low/{name}")[1]) \
+            <= FRAME_SECONDS, name
+
+
+# The demo upstreams beep at every second of their clock (lavfi sine beep_factor: 40 ms at 4 times the tone's
+# frequency). Where a beep starts in a decoded segment, in 10 ms windows of the 8 kHz signal's change (high
+# frequencies change it more), printed by the host's Python.
+BEEPS = ("import sys, array; a = array.array('h', sys.stdin.buffer.read()); "
+         "env = [sum(abs(a[i] - a[i - 1]) for i in range(j + 1, j + 80)) for j in range(0, len(a) - 80, 80)]; "
+         "low = sorted(env)[len(env) // 2]; "
+         "print([j for j in range(1, len(env)) if env[j] > 3 * low >= env[j - 1]])")
+
+
+def beeps(host, path: str) -> list[float]:
+    """The PTS (seconds) where the demo upstream's beeps start in a segment."""
+    first = span(host, path)[0]
+    windows = json.loads(host.check_output(f"ffmpeg -v error -i {path} -ac 1 -ar 8000 -f s16le - | "
+                                           f"python3 -c {shlex.quote(BEEPS)}"))
+    return [round(first + window * 0.01, 3) for window in windows]
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_the_rendition_holds_the_same_audio_at_the_same_time(host, slug):
+    # Cut at the same times is not enough: each output's timeline could hold other audio (a wrong offset or skip).
+    run = launch(host, slug)["run"]
+    both = set(listed(host, f"{OUTPUT}/{slug}/{run}.csv")) & set(listed(host, f"{OUTPUT}/{slug}/low/{run}.csv"))
+    names = sorted(both, key=lambda name: int(name.split("-")[1][:-3]))[-2:]
+    for name in names:
+        main, low = beeps(host, f"{OUTPUT}/{slug}/{name}"), beeps(host, f"{OUTPUT}/{slug}/low/{name}")
+        assert main, f"no beep found in {name}"
+        assert all(any(abs(at - other) <= FRAME_SECONDS for other in low) for at in main), (name, main, low)
+
+
+def span(host, path: str) -> tuple[float, float]:
+    """(first packet's PTS, last packet's PTS plus its duration) of a segment, in seconds."""
+    packets = json.loads(host.check_output(f"ffprobe -v error -select_streams a:0 -show_entries "
+                                           f"packet=pts_time,duration_time -of json {path}"))["packets"]
+    return float(packets[0]["pts_time"]), float(packets[-1]["pts_time"]) + float(packets[-1]["duration_time"])
 
 
 @pytest.mark.parametrize("slug", SLUGS)

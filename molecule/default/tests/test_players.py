@@ -1,6 +1,7 @@
-"""The player matrix: FFmpeg, mpv, VLC, GStreamer and hls.js in Chromium play both demo stations at once, for a
-window in which both stations are killed with SIGKILL and later restarted; each must play at least 90 % of it,
-never stop by itself, and never see its position go back (the timeline continues across restarts).
+"""The player matrix: FFmpeg, mpv, VLC, GStreamer and hls.js in Chromium play both demo stations and a rendition of
+the ladder at once, for a window in which both stations are killed with SIGKILL and later restarted; each must play
+at least 90 % of it, never stop by itself, and never see its position go back (the timeline continues across
+restarts).
 
 The players run on the controller (as the browser test does), from Debian's packages (`make players`), against
 nginx's port published on 127.0.0.1. Each runner in tests/players/ measures its player's own position (never a
@@ -23,6 +24,9 @@ from conftest import main_pid, station_ready, wait_for
 REPO = Path(__file__).resolve().parents[3]
 PLAYERS = ["ffmpeg", "mpv", "vlc", "gstreamer", "hlsjs"]
 SLUGS = ["demo-aac", "demo-mp3"]
+# What each player plays: both stations as apps open them, and one rendition of the ladder (molecule gives both
+# stations a `low` one at 48 kbit/s): the same timeline, cut at the same times, encoded by the same FFmpeg.
+PATHS = [*(f"{slug}/index.m3u8" for slug in SLUGS), "demo-mp3/low/index.m3u8"]
 # python3-gi (GStreamer's runner) is Debian's: the system interpreter, whatever runs pytest.
 PYTHON = "/usr/bin/python3"
 WINDOW = 100  # seconds each player plays each station
@@ -43,7 +47,7 @@ def read_lines(stream: IO[str], into: list[dict[str, Any]]) -> None:
 
 
 def describe(report: dict[str, Any]) -> str:
-    station = report["url"].split("/")[-2]
+    station = report["url"].split("/hls/")[-1].removesuffix("/index.m3u8")
     if not report["early"]:
         ending = "played to the end of its window"
     elif report["ended_after"] is None:
@@ -51,7 +55,7 @@ def describe(report: dict[str, Any]) -> str:
     else:
         ending = f"stopped {report['ended_after']} s into its window: {report['why']}"
     log = f"; log: {' | '.join(report['log'][-2:])}" if report["log"] else ""
-    return (f"{report['player']:9} {station:8} played {report['played']:5.1f}/{report['window']:g} s, "
+    return (f"{report['player']:9} {station:12} played {report['played']:5.1f}/{report['window']:g} s, "
             f"{report['stalls']} stall(s) ({report['stalled']} s), skipped {report['skipped']} s, "
             f"went back {report['went_back']} time(s), exit {report['exit']}, {ending}{log}")
 
@@ -69,7 +73,7 @@ def test_every_player_plays_through_a_kill_and_a_restart(host):
         wait_for(lambda slug=slug: ffmpeg_uptime(host, slug) >= UP_BEFORE_JOIN,
                  timeout=UP_BEFORE_JOIN + 60, interval=2, what=f"{slug}'s FFmpeg to run {UP_BEFORE_JOIN} s")
     port = os.environ.get("HLS_MOLECULE_HTTP_PORT", "18080")
-    urls = [f"http://127.0.0.1:{port}/hls/{slug}/index.m3u8" for slug in SLUGS]
+    urls = [f"http://127.0.0.1:{port}/hls/{path}" for path in PATHS]
     units = " ".join(f"hls@{slug}.service" for slug in SLUGS)
     lines: dict[str, list[dict[str, Any]]] = {name: [] for name in PLAYERS}
     with tempfile.TemporaryFile("w+") as errors:
