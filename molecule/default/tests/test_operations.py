@@ -489,8 +489,8 @@ def test_the_status_page_shows_the_title_the_stream_carries(host, fixed_titles):
     artifacts = REPO / "artifacts"
     artifacts.mkdir(exist_ok=True)
     result = subprocess.run(["node", str(REPO / "tests" / "browser" / "play.mjs"), f"http://127.0.0.1:{port}/",
-                             str(artifacts / "status-page-title.png"), "demo-aac", song], capture_output=True, text=True,
-                            timeout=IN_STREAM_TITLE_SECONDS + 120, check=False)
+                             str(artifacts / "status-page-title.png"), "demo-aac", song],
+                            capture_output=True, text=True, timeout=IN_STREAM_TITLE_SECONDS + 120, check=False)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert (seen["streamTitle"], seen["titleSource"]) == (f"{song} · Molecule Artist", "stream")
