@@ -141,8 +141,9 @@ _RULES = (
          "take a first run's burst on connect)"),
     Rule("title-daterange", "project", f"an EXT-X-DATERANGE of CLASS {TITLE_CLASS} has X-TITLE"),
     Rule("timed-id3", "project",
-         "every segment carries a timed ID3 stream whose first tag is at the segment's first audio PTS, within 0.1 s "
-         "(Apple, Timed Metadata for HTTP Live Streaming)"),
+         "every segment carries a timed ID3 stream whose first tag is at the segment's first audio PTS, within 0.1 s, "
+         "or where a title EXT-X-DATERANGE before it begins (its first title) (Apple, Timed Metadata for HTTP Live "
+         "Streaming)"),
     # The multivariant playlist (check_multivariant).
     Rule("stream-inf-bandwidth", "RFC 8216 4.3.4.2", "every EXT-X-STREAM-INF has BANDWIDTH, a decimal integer"),
     Rule("stream-inf-average-bandwidth", "RFC 8216 4.3.4.2",
@@ -212,6 +213,7 @@ class Segment:
     pdt: datetime | None
     discontinuity: bool  # has EXT-X-DISCONTINUITY
     discontinuity_number: int  # RFC 8216 6.2.1: the discontinuity sequence number
+    title_starts: tuple[float, ...] = ()  # Unix times of the title EXT-X-DATERANGE tags placed before it
 
 
 @dataclass(frozen=True)
@@ -267,7 +269,11 @@ def parse(snapshot: Snapshot) -> Version:
         pdt = item.program_date_time
         if pdt is not None and pdt.tzinfo is None:
             pdt = pdt.replace(tzinfo=UTC)  # RFC 8216 4.3.2.6: no time zone means UTC (pdt-format reports it)
-        segments.append(Segment(str(item.uri), float(item.duration), pdt, bool(item.discontinuity), number))
+        title_starts = tuple(start.timestamp() for daterange in item.dateranges
+                             if str(daterange.class_).strip('"') == TITLE_CLASS
+                             and (start := _date(f'"{str(daterange.start_date).strip(chr(34))}"')) is not None)
+        segments.append(Segment(str(item.uri), float(item.duration), pdt, bool(item.discontinuity), number,
+                                title_starts))
     return Version(snapshot, int(playlist.media_sequence or 0), int(playlist.discontinuity_sequence or 0),
                    None if playlist.target_duration is None else float(playlist.target_duration),
                    None if playlist.version is None else int(playlist.version), bool(playlist.is_independent_segments),
@@ -456,6 +462,15 @@ def _check_change(old: Version, new: Version, report: _Report) -> None:
         report.add("min-duration", f"removed {start} segment(s) leaving {new.duration:.3f} s < 3 x target", at)
 
 
+def _title_begins(segment: Segment, offset: float) -> bool:
+    """Whether a title EXT-X-DATERANGE placed before `segment` starts `offset` s into it: a segment that begins
+    before the station's first title has the title's own tag first, where it begins."""
+    if segment.pdt is None:
+        return False
+    at = segment.pdt.timestamp() + offset
+    return any(abs(start - at) <= ID3_AT_START + WALL_CLOCK_TOLERANCE for start in segment.title_starts)
+
+
 def _pts_difference(later: int, earlier: int) -> int:
     """later - earlier in 90 kHz ticks, across the 33-bit wrap (the nearer way round)."""
     difference = (later - earlier) % PTS_WRAP
@@ -532,9 +547,10 @@ def _check_timeline(entries: Sequence[Entry], facts: Mapping[str, SegmentFacts],
         if known is not None and known.id3_pts is not None:
             if not known.id3_pts:
                 report.add("timed-id3", f"{entry.segment.uri} has no timed ID3 stream", entry.first_seen)
-            elif abs(off := _pts_difference(known.id3_pts[0], known.first_pts) / PTS_HZ) > ID3_AT_START:
+            elif abs(off := _pts_difference(known.id3_pts[0], known.first_pts) / PTS_HZ) > ID3_AT_START and not (
+                    off > 0 and _title_begins(entry.segment, off)):
                 report.add("timed-id3", f"{entry.segment.uri}: the first ID3 tag is {off:+.3f} s off the first audio "
-                           "PTS", entry.first_seen)
+                           "PTS, and no title EXT-X-DATERANGE begins there", entry.first_seen)
         if known is not None and entry.segment.pdt is not None:
             off = _pts_difference(known.first_pts, _wall_clock_pts(entry.segment.pdt)) / PTS_HZ
             if abs(off) > WALL_CLOCK_TOLERANCE:

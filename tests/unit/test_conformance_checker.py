@@ -504,6 +504,20 @@ def test_timed_id3_missing_or_off_the_start_is_reported(offset):
     assert codes(history(segs), segs, facts=id3_at(segs, offset)) == {"timed-id3"}
 
 
+def test_a_segment_that_begins_before_the_first_title_starts_with_its_tag():
+    # No title at the segment's start: its first tag is the first title's, where its DATERANGE begins.
+    segs = runs()
+    first = segs[3]
+    titles = [(first.start + 1.3, "Artist - First")]
+    late = {name: dataclasses.replace(fact, id3_pts=((fact.first_pts + round(1.3 * PTS_HZ)) % PTS_WRAP,))
+            if name == first.name else dataclasses.replace(fact, id3_pts=(fact.first_pts,))
+            for name, fact in facts(segs).items()}
+    assert codes(history(segs, titles=titles), segs, facts=late) == set()
+    # Without that DATERANGE, or with the tag elsewhere, it is reported.
+    assert codes(history(segs), segs, facts=late) == {"timed-id3"}
+    assert codes(history(segs, titles=[(first.start + 0.5, "Artist - First")]), segs, facts=late) == {"timed-id3"}
+
+
 # --- the multivariant playlist ---------------------------------------------------------------------------------------
 
 MASTER = """#EXTM3U

@@ -39,10 +39,13 @@ def test_playlist_advances_and_newest_segment_is_aac_audio(host, slug):
 @pytest.mark.parametrize(("slug", "expected"), [("demo-aac", ["-c:a", "copy"]), ("demo-mp3", ["-c:a", "aac"])])
 def test_aac_upstream_is_copied_and_mp3_is_transcoded(host, slug, expected):
     argv = host.file(f"/proc/{main_pid(host, slug)}/cmdline").content_string.split("\0")
-    position = argv.index(expected[0])
-    assert argv[position:position + 2] == expected
+    # The station's own output: its options end at its segment pattern; the ladder's renditions follow.
+    main_output = argv[:next(index for index, arg in enumerate(argv) if arg.endswith("-%d.ts")) + 1]
+    assert main_output[-1].startswith(f"/run/hls/{slug}/")
+    position = main_output.index(expected[0])
+    assert main_output[position:position + 2] == expected
     if expected[1] == "copy":
-        assert "-b:a" not in argv
+        assert "-b:a" not in main_output
     # The input is the launcher's ffconcat document on standard input and nothing else: the stream URL (and its
     # credentials) never reach the command line, and its own protocols are limited inside that document.
     assert argv[argv.index("-protocol_whitelist") + 1] == "pipe"

@@ -150,7 +150,10 @@ def test_health_stays_200_while_one_station_is_stopped(host):
     station_health_is(host, "demo-mp3", 200)
     host.check_output("systemctl stop hls@demo-mp3")
     try:
-        report = station_health_is(host, "demo-mp3", 503)
+        # hls-status reports every 10 s: a report taken while the stop ran says "deactivating" first.
+        report = wait_for(
+            lambda: not (r := station_health_is(host, "demo-mp3", 503))["state"].startswith("deactivating") and r,
+            what="a report of demo-mp3 after its stop")
         assert (report["on_air"], report["state"]) == (False, "inactive (dead)")
         status, body = health(host)
         assert status == 200 and body is not None
