@@ -141,9 +141,9 @@ _RULES = (
          "take a first run's burst on connect)"),
     Rule("title-daterange", "project", f"an EXT-X-DATERANGE of CLASS {TITLE_CLASS} has X-TITLE"),
     Rule("timed-id3", "project",
-         "every segment carries a timed ID3 stream whose first tag is at the segment's first audio PTS, within 0.1 s, "
-         "or where a title EXT-X-DATERANGE before it begins (its first title) (Apple, Timed Metadata for HTTP Live "
-         "Streaming)"),
+         "every segment from the station's first title EXT-X-DATERANGE on carries a timed ID3 stream whose first tag "
+         "is at the segment's first audio PTS, within 0.1 s, or where that first title begins (Apple, Timed Metadata "
+         "for HTTP Live Streaming)"),
     # The multivariant playlist (check_multivariant).
     Rule("stream-inf-bandwidth", "RFC 8216 4.3.4.2", "every EXT-X-STREAM-INF has BANDWIDTH, a decimal integer"),
     Rule("stream-inf-average-bandwidth", "RFC 8216 4.3.4.2",
@@ -542,11 +542,15 @@ def _check_timeline(entries: Sequence[Entry], facts: Mapping[str, SegmentFacts],
         if not after.discontinuity and not 0 < step <= PTS_CONTINUES * PTS_HZ:
             report.add("discontinuity-marked", f"{after.uri}'s PTS jump {step / PTS_HZ:+.3f} s from {before.uri} "
                        "without EXT-X-DISCONTINUITY", entry.first_seen)
-    for entry in entries:
+    titled = False  # a title EXT-X-DATERANGE came before: a title is in effect from here on
+    for entry in sorted(entries, key=lambda entry: entry.sequence):
         known = facts.get(entry.segment.uri)
+        titled_here = titled or bool(entry.segment.title_starts)
+        titled = titled_here
         if known is not None and known.id3_pts is not None:
             if not known.id3_pts:
-                report.add("timed-id3", f"{entry.segment.uri} has no timed ID3 stream", entry.first_seen)
+                if titled_here:  # before the station's first title, a segment has nothing to carry
+                    report.add("timed-id3", f"{entry.segment.uri} has no timed ID3 stream", entry.first_seen)
             elif abs(off := _pts_difference(known.id3_pts[0], known.first_pts) / PTS_HZ) > ID3_AT_START and not (
                     off > 0 and _title_begins(entry.segment, off)):
                 report.add("timed-id3", f"{entry.segment.uri}: the first ID3 tag is {off:+.3f} s off the first audio "

@@ -501,7 +501,8 @@ def test_timed_id3_at_each_segments_start_passes():
 @pytest.mark.parametrize("offset", [None, 0.2, -0.2])
 def test_timed_id3_missing_or_off_the_start_is_reported(offset):
     segs = runs()
-    assert codes(history(segs), segs, facts=id3_at(segs, offset)) == {"timed-id3"}
+    titled = history(segs, titles=[(segs[0].start - 10, "Artist - Song")])  # a title in effect all along
+    assert codes(titled, segs, facts=id3_at(segs, offset)) == {"timed-id3"}
 
 
 def test_a_segment_that_begins_before_the_first_title_starts_with_its_tag():
@@ -513,6 +514,10 @@ def test_a_segment_that_begins_before_the_first_title_starts_with_its_tag():
             if name == first.name else dataclasses.replace(fact, id3_pts=(fact.first_pts,))
             for name, fact in facts(segs).items()}
     assert codes(history(segs, titles=titles), segs, facts=late) == set()
+    # Before it, segments without a tag are right: there was nothing to carry.
+    untagged_before = {name: dataclasses.replace(fact, id3_pts=()) if name in {seg.name for seg in segs[:3]}
+                       else fact for name, fact in late.items()}
+    assert codes(history(segs, titles=titles), segs, facts=untagged_before) == set()
     # Without that DATERANGE, or with the tag elsewhere, it is reported.
     assert codes(history(segs), segs, facts=late) == {"timed-id3"}
     assert codes(history(segs, titles=[(first.start + 0.5, "Artist - First")]), segs, facts=late) == {"timed-id3"}
