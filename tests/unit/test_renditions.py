@@ -141,3 +141,16 @@ def test_titles_go_into_every_rendition(root: Path, probed: list[Path], monkeypa
     hls.tick(NOW + 13)
     assert tagged == ["joy 0", "joy 1", "joy/low 0", "joy/low 1"]
     assert len(hls.stations["joy"].taggings) == 2  # decided once per segment
+
+
+def test_a_restarted_writer_measures_the_segments_it_reads_back(root: Path, probed: list[Path]) -> None:
+    station = LadderStation(root)
+    station.start(NOW)
+    station.finish_segments(3)
+    writer(root).tick(NOW + 19)
+    (root / "_playlists" / "joy.master.m3u8").unlink(missing_ok=True)
+    hls = writer(root)  # restarted: its playlists read back, their segments measured as they are
+    station.finish_segments(1)
+    master = master_of(root, hls, NOW + 25)
+    first = playlist_of(root).segments[0].duration  # the shortest: the peak, listed by the earlier process
+    assert f"BANDWIDTH={-(-188 * 120 * 8 // first):.0f}," in master

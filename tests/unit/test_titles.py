@@ -61,17 +61,17 @@ def test_a_change_after_the_segment_waits_for_its_own(tmp_path: Path) -> None:
     assert track.segment(NOW + T, NOW + 2 * T).tags == ((NOW + T, "Old"), (NOW + T + 1, "New"))
 
 
-def test_no_title_means_no_tag(tmp_path: Path) -> None:
+def test_an_empty_title_changes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "now-playing.json"
     track = TitleTrack(path, current=Title(NOW - 100, "Old"))
-    announce(path, None, NOW - 1)  # the station sends an empty StreamTitle
+    announce(path, None, NOW - 1)  # the upstream's source reconnected: an empty StreamTitle
     track.poll(lead=0.0)
-    assert track.segment(NOW, NOW + T) == track.segment(NOW + T, NOW + 2 * T)
-    assert track.segment(NOW, NOW + T).tags == ()
-    # A missing or broken file changes nothing.
+    assert track.segment(NOW, NOW + T).tags == ((NOW, "Old"),)
+    # A station that never had a title carries none; a missing or broken file changes nothing.
+    fresh = TitleTrack(tmp_path / "other.json")
     path.write_text("{not json")
-    track.poll(lead=0.0)
-    assert track.segment(NOW + 2 * T, NOW + 3 * T).tags == ()
+    fresh.poll(lead=0.0)
+    assert fresh.segment(NOW + T, NOW + 2 * T).tags == ()
 
 
 # --- EXT-X-DATERANGE -----------------------------------------------------------------------------------

@@ -108,6 +108,11 @@ class Rendition:
         self.list_stamp: tuple[int, int, int] | None = None
         self.id3_continuity = 0  # the timed-ID3 stream's TS continuity counter, continued from segment to segment
         self.sizes: dict[str, int] = {}  # bytes of the listed segments: what the multivariant playlist measures
+        for segment in self.playlist.segments if self.playlist else ():  # read back: measured as they are
+            try:
+                self.sizes[segment.name] = (directory / segment.name).stat().st_size
+            except OSError:
+                pass
 
     def keep_seconds(self, target: int) -> float:
         """How long a segment stays on disk after it left the playlist: its own duration plus the longest playlist

@@ -55,8 +55,10 @@ class TitleTrack:
         if not isinstance(document, dict):
             return
         title = document.get("title")
+        # An empty StreamTitle (an upstream whose source just reconnected) changes nothing: the title in effect
+        # stays, as its EXT-X-DATERANGE (END-ON-NEXT) says, until the next one.
         text = title if isinstance(title, str) and title.strip() else None
-        if text == self._known:
+        if text is None or text == self._known:
             return
         self._known = text
         changed_at = clock.parse(document.get("changed_at"))
