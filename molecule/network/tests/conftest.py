@@ -20,8 +20,8 @@ SEGMENT_SECONDS = 2  # hls_segment_seconds in molecule.yml
 REPO = Path(__file__).resolve().parents[3]
 T = TypeVar("T")
 
-# The placement module itself: the tests ask it which origin a station's requests go to first.
-sys.path.insert(0, str(REPO / "files" / "scripts"))
+# The placement module itself (which origin a station's requests go to first), and what the tests share (tests/).
+sys.path[:0] = [str(REPO / "files" / "scripts"), str(REPO / "tests")]
 
 
 def wait_for(probe: Callable[[], T], timeout: float = 120, what: str = "it") -> T:

@@ -5,19 +5,10 @@ glitch a listener hears when the edge switches."""
 
 from __future__ import annotations
 
-import json
-import shlex
-
 import m3u8  # type: ignore[import-untyped]
 import pytest
+from audio.beeps import beeps
 from conftest import SEGMENT_SECONDS, SLUGS, http, wait_for
-
-# The demo upstream beeps at every second of its clock (lavfi sine, beep_factor: 40 ms at 4 times the tone). Where
-# a beep starts in a decoded segment, in 10 ms windows of the 8 kHz signal's change, printed by the host's Python.
-BEEPS = ("import sys, array; a = array.array('h', sys.stdin.buffer.read()); "
-         "env = [sum(abs(a[i] - a[i - 1]) for i in range(j + 1, j + 80)) for j in range(0, len(a) - 80, 80)]; "
-         "low = sorted(env)[len(env) // 2]; "
-         "print([j for j in range(1, len(env)) if env[j] > 3 * low >= env[j - 1]])")
 
 
 def whole_segments(host, slug: str) -> dict[str, tuple[int, str, float]]:
@@ -53,17 +44,6 @@ def test_origins_publish_the_same_segments(origins, slug):
     assert all(first[name][0] == int(name.removesuffix(".ts")) for name in names), names
 
 
-def beeps(host, slug: str, name: str) -> list[float]:
-    """Where the beeps start in one of the host's published segments, in seconds of its timeline (PTS)."""
-    path = f"/run/hls/{slug}/{name}"
-    packets = json.loads(host.check_output(f"ffprobe -v error -select_streams a:0 -show_entries packet=pts_time "
-                                           f"-of json {path}"))["packets"]
-    first = float(packets[0]["pts_time"])
-    windows = json.loads(host.check_output(f"ffmpeg -v error -i {path} -ac 1 -ar 8000 -f s16le - | "
-                                           f"python3 -c {shlex.quote(BEEPS)}"))
-    return [first + window * 0.01 for window in windows]
-
-
 @pytest.mark.parametrize("slug", SLUGS)
 def test_the_audio_at_a_switch(origins, slug, record_property):
     """The same slot's audio on both origins is the same audio, a little apart: that difference is the jump a
@@ -77,7 +57,7 @@ def test_the_audio_at_a_switch(origins, slug, record_property):
         return names[-1] if names else None
 
     name = wait_for(shared, timeout=180, what=f"a segment of {slug} on both origins")
-    heard = [beeps(origin, slug, name) for origin in origins]
+    heard = [beeps(origin, f"/run/hls/{slug}/{name}") for origin in origins]
     assert heard[0] and heard[1], heard
     offsets = [min((other - at for other in heard[1]), key=abs) for at in heard[0]]
     glitch = sorted(offsets)[len(offsets) // 2]
