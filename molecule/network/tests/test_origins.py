@@ -49,8 +49,9 @@ def test_the_audio_at_a_switch(origins, slug, record_property):
     """The same slot's audio on both origins is the same audio, a little apart: that difference is the jump a
     listener hears when an edge takes one segment from one origin and the next from the other. Each origin puts the
     upstream's audio on the clock as it arrives (less the upstream's burst on connect), so the two differ by their
-    network paths and burst measurements: reported, and bounded here by what the beeps can tell apart (they come
-    every second, so only a difference under half a second is measured at all)."""
+    network paths and burst measurements: reported (record_property and the output), not bounded: the beeps come
+    every second, so the nearest one is taken for the same one, and a difference of half a second or more would
+    be misread."""
     def shared():
         first, second = (whole_segments(origin, slug) for origin in origins)
         names = sorted(first.keys() & second.keys())
@@ -63,4 +64,3 @@ def test_the_audio_at_a_switch(origins, slug, record_property):
     glitch = sorted(offsets)[len(offsets) // 2]
     record_property(f"{slug}_switch_glitch_s", round(glitch, 3))
     print(f"{slug}: the second origin's audio is {glitch * 1000:+.0f} ms from the first's in {name}")
-    assert abs(glitch) < 0.4, (name, heard)
