@@ -1,7 +1,9 @@
 """hls-sync: make the running hls@<slug> units match the station list.
 
 The list comes from the backend's GraphQL API, or, when no endpoint is configured, from a file that Ansible
-renders from the inventory in the same JSON shape, so both go through the same code below.
+renders from the inventory in the same JSON shape, so both go through the same code below. An origin of a network
+(HLS_ORIGINS) runs only the stations placed on it (stations/placement.py) and stops the others, as it stops a station
+that left the list.
 
 Fail static: if the list cannot be had, nothing is touched and the program exits 1.
 """
