@@ -52,7 +52,10 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	cd files/scripts && ../../$(BIN)/mypy
 
+# tests/unit/test_placement.py checks the placement ring against a throwaway Debian nginx (/usr/sbin/nginx, on root's
+# PATH but not always on a user's).
 unit: $(BIN)/.installed
+	PATH="$$PATH:/usr/sbin" bash tools/ensure-packages.sh nginx
 	$(BIN)/pytest -q tests/unit
 
 engine:

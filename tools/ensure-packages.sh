@@ -9,6 +9,8 @@
 #   ffmpeg, mpv  the players of the player matrix (molecule/default/tests/test_players.py), with
 #   vlc          cvlc and its base plugins (HLS, the remote control interface, a dummy audio output), and
 #   gstreamer    GStreamer 1.x: tools, plugins base/good/bad (hlsdemux, tsdemux, faad, mpg123) and python3-gi
+#   nginx        Debian's nginx, for the unit test of the placement ring against nginx's own hash (a throwaway one
+#                on loopback ports; the package's own service is none of the tests' business)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +34,8 @@ for need in "$@"; do
             node_check=1 ;;
         chromium)
             if lacks chromium; then missing+=(chromium); fi ;;
+        nginx)
+            if lacks nginx; then missing+=(nginx); fi ;;
         ffmpeg|mpv)
             if lacks "$need"; then missing+=("$need"); fi ;;
         vlc)

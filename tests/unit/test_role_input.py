@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,20 @@ REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
 
-def check_input(tmp_path: Path, role: str, variables: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+def check_input(tmp_path: Path, role: str, variables: dict[str, Any], inventory: str = "localhost,",
+                then: Sequence[dict[str, Any]] = ()) -> subprocess.CompletedProcess[str]:
+    """The role's checks on localhost, in `inventory` (a file, or a host list); the tasks `then` run after them
+    with the role's variables."""
     play = [{"name": f"check {role}'s input", "hosts": "localhost", "gather_facts": False, "connection": "local",
-             "tasks": [{"ansible.builtin.include_role": {"name": role, "tasks_from": "assert"}}]}]
+             "tasks": [{"ansible.builtin.include_role": {"name": role, "tasks_from": "assert", "public": True}},
+                       *then]}]
     playbook = tmp_path / "check.yml"
     playbook.write_text(json.dumps(play))
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-e", json.dumps(variables), str(playbook)],
+           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_NOCOLOR": "1",
+           # Modules on localhost run in this Python, as on Ansible's implicit localhost (no discovery).
+           "ANSIBLE_PYTHON_INTERPRETER": sys.executable}
+    return subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", inventory, "-e", json.dumps(variables), str(playbook)],
                           capture_output=True, text=True, env=env, timeout=300, check=False)
 
 

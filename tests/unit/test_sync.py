@@ -20,7 +20,9 @@ from dotenv import dotenv_values
 from patience import GENEROUS_TIMEOUT, SHORT_TIMEOUT
 
 from radio_hls.common.graphql import BackendError
+from radio_hls.operations.snapshot import station_slugs
 from radio_hls.stations import sync as hls_sync
+from radio_hls.stations.placement import Placement
 from radio_hls.stations.sync import Config, Plan, SyncRefused, make_plan, select_stations, sync
 
 if TYPE_CHECKING:
@@ -707,6 +709,86 @@ def test_bad_static_file_message_names_the_file(static_environ: dict[str, str]) 
     assert str(caught.value).startswith(f"cannot read station list {static_environ['HLS_STATIONS_FILE']}: ")
 
 
+# --- placement: an origin of a network runs only the stations placed on it --------------------------------------
+
+ORIGINS = ("origin-a.example:80", "origin-b.example:80", "origin-c.example:80")
+NETWORK_SLUGS = [f"net-{number}" for number in range(30)]
+
+
+def on_origin(environ: dict[str, str], tmp_path: Path, origin: str, origins: Sequence[str] = ORIGINS,
+              **settings: str) -> dict[str, str]:
+    """`environ` as the role writes it on `origin` (a stations dir of its own), with 2 replicas unless told."""
+    return {**environ, "HLS_STATIONS_DIR": str(tmp_path / origin), "HLS_ORIGINS": " ".join(origins),
+            "HLS_ORIGIN_SELF": origin, "HLS_STATION_REPLICAS": "2", **settings}
+
+
+def test_each_origin_starts_only_the_stations_placed_on_it(static_environ: dict[str, str], tmp_path: Path) -> None:
+    write_static(static_environ, [record(slug, id=number) for number, slug in enumerate(NETWORK_SLUGS)])
+    started = {origin: run(on_origin(static_environ, tmp_path, origin), FakeSystemctl()).start for origin in ORIGINS}
+    placement = Placement(ORIGINS, ORIGINS[0], 2)
+    for slug in NETWORK_SLUGS:
+        assert {origin for origin in ORIGINS if slug in started[origin]} == set(placement.origins_of(slug))
+    for origin in ORIGINS:
+        assert 0 < len(started[origin]) < len(NETWORK_SLUGS)
+        # hls-status lists the stations of the env files (snapshot.station_slugs): only those placed here, so
+        # /health never calls a station down on an origin that is not meant to run it.
+        assert station_slugs(tmp_path / origin) == sorted(started[origin])
+
+
+def test_a_station_placed_elsewhere_after_a_change_is_stopped_and_disabled(static_environ: dict[str, str],
+                                                                         tmp_path: Path) -> None:
+    write_static(static_environ, [record(slug, id=number) for number, slug in enumerate(NETWORK_SLUGS)])
+    here = ORIGINS[0]
+    systemctl = FakeSystemctl()
+    before = run(on_origin(static_environ, tmp_path, here), systemctl).start
+    systemctl.reset_calls()
+
+    bigger = (*ORIGINS, "origin-d.example:80")
+    plan = run(on_origin(static_environ, tmp_path, here, bigger), systemctl)
+    after = Placement(bigger, here, 2)
+    gone = [slug for slug in before if not after.runs_here(slug)]
+    assert gone and plan == Plan(remove=sorted(gone))  # a new origin only takes stations away from the others
+    assert systemctl.mutations() == [["disable", "--now", *map(hls_sync.unit_name, sorted(gone))],
+                                     ["reset-failed", *map(hls_sync.unit_name, sorted(gone))]]
+    assert station_slugs(tmp_path / here) == sorted(set(before) - set(gone))
+
+
+def test_an_origin_none_of_the_list_is_placed_on_stops_its_stations(static_environ: dict[str, str],
+                                                                    tmp_path: Path) -> None:
+    here = ORIGINS[0]
+    write_static(static_environ, [record("one"), record("two")])
+    pinned_here = on_origin(static_environ, tmp_path, here, HLS_STATION_PINS=f"one={here} two={here}")
+    systemctl = FakeSystemctl()
+    assert run(pinned_here, systemctl) == Plan(start=["one", "two"])
+
+    elsewhere = on_origin(static_environ, tmp_path, here, HLS_STATION_PINS=f"one={ORIGINS[1]} two={ORIGINS[2]}")
+    assert run(elsewhere, systemctl) == Plan(remove=["one", "two"])  # not refused: the list is not empty
+
+    assert run(pinned_here, systemctl) == Plan(start=["one", "two"])
+    write_static(static_environ, [])
+    with pytest.raises(SyncRefused, match=r"empty while 2 station\(s\) are deployed"):
+        run(pinned_here, systemctl)
+
+
+def test_one_origin_runs_every_station_as_a_host_on_its_own(static_environ: dict[str, str], tmp_path: Path) -> None:
+    write_static(static_environ, [record(slug, id=number) for number, slug in enumerate(NETWORK_SLUGS)])
+    alone = on_origin(static_environ, tmp_path, ORIGINS[0], ORIGINS[:1], HLS_STATION_REPLICAS="1")
+    assert run(alone, FakeSystemctl()) == run(static_environ, FakeSystemctl()) == Plan(start=sorted(NETWORK_SLUGS))
+
+
+def test_main_refuses_a_bad_placement_setting(backend: FakeBackend, main_env: FakeSystemctl,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    for key, value in {"HLS_ORIGINS": " ".join(ORIGINS), "HLS_ORIGIN_SELF": ORIGINS[0],
+                       "HLS_STATION_REPLICAS": "4"}.items():
+        monkeypatch.setenv(key, value)
+    backend.set_state(token="s3cret", stations=[record("one")])
+    assert hls_sync.main([]) == 1
+    assert main_env.calls == []
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "no change made: HLS_STATION_REPLICAS '4' is not a whole number from 1 to 3, the number of origins"]
+
+
 # --- run_systemctl -----------------------------------------------------------------------------------------
 
 def completed(returncode: int, stdout: str = "", stderr: str = "") -> SimpleNamespace:
@@ -736,8 +818,8 @@ def test_run_systemctl_returns_stdout_and_raises_on_failure(monkeypatch: pytest.
 @pytest.fixture
 def main_env(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> FakeSystemctl:
     """os.environ as hls-sync.service would set it, and the fake systemctl in place of the real one."""
-    for key in ("HLS_STATIONS_GROUP", "HLS_SYNC_ALLOW_EMPTY", "HLS_SYNC_STATUS_FILE", "LOG_LEVEL",
-                *hls_sync.STATION_SETTINGS):
+    for key in ("HLS_STATIONS_GROUP", "HLS_SYNC_ALLOW_EMPTY", "HLS_SYNC_STATUS_FILE", "LOG_LEVEL", "HLS_ORIGINS",
+                "HLS_ORIGIN_SELF", "HLS_STATION_REPLICAS", "HLS_STATION_PINS", *hls_sync.STATION_SETTINGS):
         monkeypatch.delenv(key, raising=False)
     for key, value in environ.items():
         monkeypatch.setenv(key, value)

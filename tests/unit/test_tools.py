@@ -56,7 +56,7 @@ for pkg in "$@"; do
     debootstrap) cp "$STATE/debootstrap" "$FAKEBIN/debootstrap" ;;
     docker.io) printf '#!/bin/bash\ntouch "$STATE/dockerd-started"\n' >"$FAKEBIN/dockerd" ;;
     nodejs) printf '#!/bin/bash\ncat >/dev/null\n' >"$FAKEBIN/node" ;;
-    npm|chromium) printf '#!/bin/bash\n' >"$FAKEBIN/$pkg" ;;
+    npm|chromium|nginx) printf '#!/bin/bash\n' >"$FAKEBIN/$pkg" ;;
   esac
 done
 chmod +x "$FAKEBIN"/*
@@ -192,6 +192,8 @@ def test_an_image_of_that_name_from_another_recipe_is_built_again(machine, label
         (set(), ["node", "debootstrap"], ["nodejs", "npm", "debootstrap"]),
         ({"dockerd"}, ["debootstrap", "docker"], ["debootstrap"]),
         ({"debootstrap"}, ["debootstrap", "docker"], ["docker.io"]),
+        ({"nginx"}, ["nginx", "debootstrap"], ["debootstrap"]),
+        ({"debootstrap"}, ["nginx", "debootstrap"], ["nginx"]),
     ],
 )
 def test_each_need_installs_only_what_it_lacks(machine, present, needs, expected):

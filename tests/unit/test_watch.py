@@ -7,6 +7,7 @@ hls-sync.service would, so every test sees the files a real sync leaves behind.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from patience import GENEROUS_TIMEOUT
 from test_sync import FakeSystemctl, record
 
 from radio_hls.stations import watch as hls_watch
+from radio_hls.stations.placement import Placement
 from radio_hls.stations.sync import Config, sync
 from radio_hls.stations.watch import Watcher, differs
 
@@ -109,6 +111,20 @@ def test_a_refused_record_is_not_a_change(backend: FakeBackend, watcher: Watcher
     backend.set_state(stations=[record("one"), record("evil", "file:///etc/passwd")])
     assert watcher.poll() is False
     assert syncs.count == 1
+
+
+def test_a_station_placed_on_other_origins_is_not_a_change(backend: FakeBackend, config: Config) -> None:
+    origins = ("origin-a.example:80", "origin-b.example:80")
+    placed = replace(config, placement=Placement(origins, origins[0], 1, {"here": origins[:1], "there": origins[1:]}))
+    syncs = Syncs(placed)
+    watcher = Watcher(placed, syncs)
+    backend.set_state(token="s3cret", stations=[record("here")])
+    assert watcher.poll() is True
+    backend.set_state(stations=[record("here"), record("there")])
+    assert watcher.poll() is False  # what this origin runs is in step: nothing to sync, however often it looks
+    assert watcher.poll() is False
+    assert syncs.count == 1
+    assert [path.name for path in config.stations_dir.iterdir()] == ["here.env"]
 
 
 def test_a_change_the_sync_does_not_make_is_asked_for_once(backend: FakeBackend, watcher: Watcher, syncs: Syncs,

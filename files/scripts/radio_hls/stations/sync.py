@@ -1,7 +1,9 @@
 """hls-sync: make the running hls@<slug> units match the station list.
 
 The list comes from the backend's GraphQL API, or, when no endpoint is configured, from a file that Ansible
-renders from the inventory in the same JSON shape, so both go through the same code below.
+renders from the inventory in the same JSON shape, so both go through the same code below. An origin of a network
+(HLS_ORIGINS) runs only the stations placed on it (stations/placement.py) and stops the others, as it stops a station
+that left the list.
 
 Fail static: if the list cannot be had, nothing is touched and the program exits 1.
 """
@@ -26,6 +28,7 @@ from radio_hls.common import clock, contract, logs
 from radio_hls.common.contract import BadSetting, setting
 from radio_hls.common.files import read_json_object, set_owner_group, write_atomically
 from radio_hls.common.graphql import BackendError, execute
+from radio_hls.stations.placement import Placement, placement_from_env
 from radio_hls.stations.station import (
     UNIT_PREFIX,
     InvalidStation,
@@ -89,6 +92,8 @@ class Config:
     settings: dict[str, str]
     # hls_upstream_allowed_networks: internal addresses a station URL may name (the demo's local Icecast).
     allowed_networks: tuple[IPNetwork, ...] = ()
+    # Which of the listed stations run on this origin; None: a host on its own runs them all.
+    placement: Placement | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -104,6 +109,7 @@ class Config:
             timeout=float(environ.get("GRAPHQL_TIMEOUT_SECONDS", "20")),
             settings={key: environ[key] for key in STATION_SETTINGS if key in environ},
             allowed_networks=allowed_networks(environ.get("HLS_UPSTREAM_ALLOWED_NETWORKS", "")),
+            placement=placement_from_env(environ),
         )
 
 
@@ -288,16 +294,19 @@ def apply_plan(plan: Plan, desired: Mapping[str, str], config: Config, systemctl
 
 @dataclass(frozen=True)
 class Desired:
-    env_files: dict[str, str]  # slug -> the env file its station should have
+    env_files: dict[str, str]  # slug -> the env file its station should have, for the stations placed here
     refused: set[str]  # valid slugs of refused records
     problems: list[str]  # one journal line per refused record
+    listed: int  # the stations the list asks for, on whichever origins
 
 
 def desired_state(config: Config, session: requests.Session | None = None) -> Desired:
-    """What the station list asks for, as env files, plus what it asks for that is refused."""
+    """What the station list asks of this host, as env files, plus what it asks for that is refused."""
     selection = select_stations(fetch_records(config, session), config.allowed_networks)
-    env_files = {station.slug: station_env(station, config.settings) for station in selection.stations}
-    return Desired(env_files, selection.refused, selection.problems)
+    placement = config.placement
+    env_files = {station.slug: station_env(station, config.settings) for station in selection.stations
+                 if placement is None or placement.runs_here(station.slug)}
+    return Desired(env_files, selection.refused, selection.problems, len(selection.stations))
 
 
 def sync(config: Config, systemctl: Systemctl | None = None) -> Plan:
@@ -309,12 +318,14 @@ def sync(config: Config, systemctl: Systemctl | None = None) -> Plan:
     current = read_current(config.stations_dir)
     if len(desired) > config.max_stations:
         raise SyncRefused(
-            f"the station list wants {len(desired)} stations, more than HLS_SYNC_MAX_STATIONS={config.max_stations}; "
-            "refusing to start them (raise the limit if the host can carry them)"
+            f"the station list wants {len(desired)} stations{' on this origin' if config.placement else ''}, more "
+            f"than HLS_SYNC_MAX_STATIONS={config.max_stations}; refusing to start them (raise the limit if the host "
+            "can carry them)"
         )
-    # Deployed stations whose records are refused keep running: only the others would be stopped.
+    # Deployed stations whose records are refused keep running: only the others would be stopped. An origin that
+    # none of the listed stations is placed on stops its own: only an empty list is suspect.
     would_stop = set(current) - refused
-    if not desired and would_stop and not config.allow_empty:
+    if not wanted.listed and would_stop and not config.allow_empty:
         raise SyncRefused(
             f"the station list is empty while {len(would_stop)} station(s) are deployed; refusing to stop them "
             "(set HLS_SYNC_ALLOW_EMPTY=true to allow it)"
@@ -326,6 +337,10 @@ def sync(config: Config, systemctl: Systemctl | None = None) -> Plan:
                         ("stopped and removed", plan.remove)):
         if slugs:
             log.info("%s %d station(s): %s", verb, len(slugs), ", ".join(slugs))
+    if config.placement is not None:
+        log.info("placed here (%s): %d of %d station(s), each on %d origin(s) of %d unless pinned",
+                 config.placement.here, len(desired), wanted.listed, config.placement.replicas,
+                 len(config.placement.origins))
     log.info("in sync: %d station(s) wanted, %d refused, %d changed", len(desired), len(refused),
              len(plan.start) + len(plan.restart) + len(plan.enable) + len(plan.remove))
     return plan
