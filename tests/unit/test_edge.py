@@ -11,6 +11,7 @@ lifetime it chose), not from the clock, so nothing depends on the speed of the m
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import pwd
@@ -106,21 +107,19 @@ def nginx_binary() -> str:
     return found
 
 
-def render(directory: Path, origins: list[Origin], variables: dict[str, Any]) -> str:
-    """edge.conf.j2 as the role renders it for an inventory whose hls_origins are these origins."""
-    inventory = {"all": {"children": {"hls_origins": {"hosts": {
-        f"origin-{index}": {"hls_common_origin_address": origin.address} for index, origin in enumerate(origins)}}}}}
+def render(directory: Path, role: str, template: str, inventory: dict[str, Any], variables: dict[str, Any]) -> str:
+    """etc/nginx/<template> (and the CORS snippet it includes) as `role` renders it for this inventory."""
     # The play finds the shared macros (templates/macros) where Ansible looks for a play's templates.
     (directory / "templates").symlink_to(REPO / "templates")
     play = [{"hosts": "localhost", "gather_facts": False, "connection": "local", "tasks": [
         {"ansible.builtin.include_role": {"name": "hls_common", "public": True}},
-        {"ansible.builtin.include_vars": str(REPO / "roles/hls_edge/defaults/main.yml")},
-        {"ansible.builtin.include_vars": str(REPO / "roles/hls_edge/vars/main.yml")},
+        {"ansible.builtin.include_vars": str(REPO / f"roles/{role}/defaults/main.yml")},
+        {"ansible.builtin.include_vars": str(REPO / f"roles/{role}/vars/main.yml")},
         *({"ansible.builtin.template": {"src": str(REPO / "templates/etc/nginx" / name),
                                         "dest": str(directory / name.removesuffix(".j2")), "mode": "0644"}}
-          for name in ("edge.conf.j2", "hls-cors.conf.j2"))]}]
+          for name in (template, "hls-cors.conf.j2"))]}]
     (directory / "render.yml").write_text(json.dumps(play))
-    (directory / "inventory.json").write_text(json.dumps(inventory))
+    (directory / "inventory.json").write_text(json.dumps({"all": {"children": inventory}}))
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
            "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_NOCOLOR": "1"}
     result = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(directory / "inventory.json"), "-e",
@@ -128,7 +127,32 @@ def render(directory: Path, origins: list[Origin], variables: dict[str, Any]) ->
                              str(directory / "render.yml")],
                             capture_output=True, text=True, env=env, timeout=300, check=False)
     assert result.returncode == 0, result.stdout
-    return (directory / "edge.conf").read_text()
+    return (directory / template.removesuffix(".j2")).read_text()
+
+
+def start_nginx(directory: Path, config: str, status_port: int, port: int) -> subprocess.Popen[bytes]:
+    """A throwaway nginx running `config` (as for_a_throwaway_process changes it), answering on `port`."""
+    (directory / "nginx.conf").write_text(for_a_throwaway_process(config, directory, status_port))
+    with (directory / "stderr").open("wb") as stderr:
+        process = subprocess.Popen([nginx_binary(), "-p", str(directory), "-c", str(directory / "nginx.conf"),
+                                    "-e", str(directory / "error.log"), "-g", "daemon off;"],
+                                   stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+
+    def up() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"nginx exited: {(directory / 'stderr').read_text()}")
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/nothing", timeout=GENEROUS_TIMEOUT).status_code == 404
+        except requests.ConnectionError:
+            return False
+
+    wait_for(up, "the throwaway nginx to answer")
+    return process
+
+
+def stop_nginx(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=GENEROUS_TIMEOUT)
 
 
 def for_a_throwaway_process(config: str, directory: Path, status_port: int) -> str:
@@ -180,34 +204,19 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     servers = [serve(origin) for origin in origins]
     port, status_port = free_port(), free_port()
     cache_dir = directory / "cache"
-    config = render(directory, origins, {
+    config = render(directory, "hls_edge", "edge.conf.j2", {"hls_origins": {"hosts": {
+        f"origin-{index}": {"hls_common_origin_address": origin.address} for index, origin in enumerate(origins)}}}, {
         "hls_edge_port": port, "hls_edge_segment_seconds": SEGMENT_SECONDS, "hls_edge_cache_dir": str(cache_dir),
         "hls_common_access_log": str(directory / "hls-access.log"),
         "__hls_edge_cors_file": str(directory / "hls-cors.conf"),
         # Requests waiting for one fetch wait for as long as the test holds it, however slow the machine.
         "hls_edge_cache_lock_timeout": f"{int(PATIENCE)}s"})
-    (directory / "nginx.conf").write_text(for_a_throwaway_process(config, directory, status_port))
-    with (directory / "stderr").open("wb") as stderr:
-        process = subprocess.Popen([nginx_binary(), "-p", str(directory), "-c", str(directory / "nginx.conf"),
-                                    "-e", str(directory / "error.log"), "-g", "daemon off;"],
-                                   stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+    process = start_nginx(directory, config, status_port, port)
     try:
         with requests.Session() as session:
-            running = Edge(port, status_port, cache_dir, origins, session)
-
-            def up() -> bool:
-                if process.poll() is not None:
-                    pytest.fail(f"nginx exited: {(directory / 'stderr').read_text()}")
-                try:
-                    return running.get("/").status_code == 404
-                except requests.ConnectionError:
-                    return False
-
-            wait_for(up, "the edge's nginx to answer")
-            yield running
+            yield Edge(port, status_port, cache_dir, origins, session)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=GENEROUS_TIMEOUT)
+        stop_nginx(process)
         for server in servers:
             server.shutdown()
 
@@ -308,3 +317,34 @@ def test_the_listeners_session_goes_onto_every_line_of_the_playlists(edge: Edge)
     answer = edge.get("/hls/session/index.m3u8?s=abc-1")
     assert answer.headers["Access-Control-Allow-Origin"] == "*"  # the edge's CORS, the origin's hidden: once
     assert answer.headers["Cache-Control"] == "no-cache"
+
+
+def ask_from(source: str, port: int, path: str, forwarded_for: str) -> int:
+    """GET `path` from the local address `source` (any of 127.0.0.0/8), with this X-Forwarded-For."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=GENEROUS_TIMEOUT, source_address=(source, 0))
+    try:
+        connection.request("GET", path, headers={"X-Forwarded-For": forwarded_for})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_an_origin_does_not_count_an_edges_fetches_even_when_it_trusts_the_edge_as_a_proxy(
+        tmp_path: Path) -> None:
+    port = free_port()
+    config = render(tmp_path, "hls_nginx", "nginx.conf.j2", {"hls_edges": {"hosts": {
+        "edge-1": {"hls_edge_address": "127.0.0.2"}, "edge-2": {}}}}, {
+        "hls_nginx_port": port, "hls_nginx_trusted_proxies": ["127.0.0.0/8"],
+        "hls_common_access_log": str(tmp_path / "hls-access.log"),
+        "__hls_nginx_cors_file": str(tmp_path / "hls-cors.conf")})
+    process = start_nginx(tmp_path, config, free_port(), port)
+    try:
+        # The edge first: once the listener's line is in the log, the edge's would be there before it.
+        statuses = [ask_from("127.0.0.2", port, "/hls/demo/1-1.ts", "192.0.2.1") for _ in range(200)]
+        assert ask_from("127.0.0.1", port, "/hls/demo/1-1.ts?s=listener", "192.0.2.2") == 404
+        log = tmp_path / "hls-access.log"
+        wait_for(lambda: log.exists() and "192.0.2.2" in log.read_text(), "the listener's request in the log")
+    finally:
+        stop_nginx(process)
+    assert statuses == [404] * 200  # as many as it asks: no per-client limit (50 r/s, burst 100) for an edge
+    assert "192.0.2.1" not in log.read_text()
