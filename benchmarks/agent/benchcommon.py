@@ -151,11 +151,6 @@ class Listed:
     discontinuity: bool
 
     @property
-    def run(self) -> str:
-        """The run (FFmpeg start) that wrote it: the <run> of <run>-<index>.ts."""
-        return self.name.split("-")[0]
-
-    @property
     def end(self) -> float:
         return self.start + self.duration
 
@@ -182,12 +177,12 @@ def older_segments(before: float, seconds: float, target: int) -> str:
     a young playlist as long as a full window (playlist_cost.py), so its cost is the steady state's."""
     count = math.ceil(seconds / target)
     first = before - count * target
-    run = math.floor(first * 1000)
     lines = []
     for index in range(count):
         start = datetime.fromtimestamp(first + index * target, UTC).isoformat(timespec="milliseconds")
+        slot = math.floor((first + index * target) / target)  # hls-playlists names a segment after its slot
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{start.replace('+00:00', 'Z')}\n#EXTINF:{target:.3f},\n"
-                     f"{run}-{index}.ts\n")
+                     f"{slot}.ts\n")
     return "".join(lines)
 
 

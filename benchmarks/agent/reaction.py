@@ -31,7 +31,6 @@ from benchcommon import (
     median,
     playlist_path,
     run,
-    segments,
     set_backend,
     show,
     systemctl,
@@ -42,14 +41,9 @@ TOKEN = "bench-token"
 HEALTHY_S = 32  # hls_launcher.HEALTHY_RUN_SECONDS (30) and a margin
 
 
-def served_segments(slug: str) -> list[str]:
+def served_segments(slug: str) -> list[Listed]:
     status, body = http_get(f"{NGINX}/hls/{slug}/index.m3u8")
-    return segments(body) if status == 200 else []
-
-
-def launch(segment: str) -> str:
-    """The FFmpeg start (ms) that a segment name <start ms>-<sequence>.ts carries."""
-    return segment.split("-")[0]
+    return listed_segments(body) if status == 200 else []
 
 
 def time_flag(slug: str, slugs: list[str], timeout: float) -> float:
@@ -82,10 +76,11 @@ def listed(slug: str) -> list[Listed]:
         return []
 
 
-def new_run(segments: Sequence[Listed], old_runs: set[str]) -> tuple[Listed, Listed] | None:
-    """The first listed segment of a run not in `old_runs`, and the segment listed just before it."""
+def new_run(segments: Sequence[Listed], known: set[str]) -> tuple[Listed, Listed] | None:
+    """The first segment of a run begun since the names `known` were listed (it carries EXT-X-DISCONTINUITY,
+    and every segment is named after its slot), and the segment listed just before it."""
     for previous, segment in zip(segments, segments[1:], strict=False):
-        if segment.run not in old_runs:
+        if segment.discontinuity and segment.name not in known:
             return previous, segment
     return None
 
@@ -99,13 +94,13 @@ def time_restart(slug: str, action: str, timeout: float) -> dict[str, object]:
     unit = f"hls@{slug}.service"
     if not wait_for(lambda: len(listed(slug)) >= 2 and running_seconds(unit) > HEALTHY_S, timeout=120):
         raise RuntimeError(f"{slug} is not serving")
-    old_runs = {segment.run for segment in listed(slug)}
+    known = {segment.name for segment in listed(slug)}
     started = time.time()
     if action == "kill":
         systemctl("kill", "--signal=SIGKILL", unit)
     else:
         systemctl("restart", unit)
-    found = wait_for(lambda: new_run(listed(slug), old_runs), timeout, interval=0.05)
+    found = wait_for(lambda: new_run(listed(slug), known), timeout, interval=0.05)
     seconds = time.time() - started
     if found is None:
         raise RuntimeError(f"{slug}: no segment of a new run listed within {timeout:g} s of {action}")
@@ -142,7 +137,7 @@ def time_serving(slugs: Sequence[str], since: float, timeout: float) -> float:
 
     def fresh() -> bool:
         for slug in list(pending):
-            if any(int(launch(name)) / 1000 >= since for name in served_segments(slug) if launch(name).isdigit()):
+            if any(segment.start >= since for segment in served_segments(slug)):
                 pending.discard(slug)
         return not pending
 

@@ -261,16 +261,17 @@ def test_the_first_run_starts_at_the_wall_clock(tmp_path: Path) -> None:
 
 
 def test_a_run_starts_after_the_last_runs_timeline(tmp_path: Path) -> None:
-    # The last run listed segments up to NOW + 8.5 (Icecast's burst put it ahead of the clock): the next starts after.
+    # The last run cut its last whole segment at NOW + 7.877 (Icecast's burst put it ahead of the clock), then
+    # stopped at NOW + 8.5: the segment it cut short there is never published, so the next run starts after the cut.
     previous = run_of(segment_seconds=2, start=NOW - 20)
     previous.write(tmp_path)
-    end = previous.start - previous.base + 28.5
-    previous.list_path(tmp_path).write_text(f"{previous.run}-0.ts,0.000000,1.0\n"
-                                            f"{previous.run}-13.ts,26.0,{end:.6f}\n")
+    cut, end = previous.base + 28.0, previous.start - previous.base + 28.5
+    previous.list_path(tmp_path).write_text(f"{previous.run}-0.ts,0.000000,1.0\n{previous.run}-13.ts,26.0,28.0\n"
+                                            f"{previous.run}-14.ts,28.0,{end:.6f}\n")
     run = begin_run(tmp_path, settings(HLS_SEGMENT_SECONDS="2"), "copy", "aac", NOW)
-    assert run.start == pytest.approx(NOW + 8.5 + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
-    # What the upstream sends from the clock up to there, the last run listed: FFmpeg skips it.
-    assert run.skip == pytest.approx(8.5 + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
+    assert run.start == pytest.approx(cut + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
+    # What the upstream sends from the clock up to there, the last run published: FFmpeg skips it.
+    assert run.skip == pytest.approx(cut - NOW + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
     # Once the clock is ahead again, the wall clock wins: timestamps follow it, with the outage as their gap.
     later = begin_run(tmp_path, settings(), "copy", "aac", NOW + 60)
     assert (later.start, later.skip) == (pytest.approx(NOW + 60, abs=0.001), 0)
@@ -278,23 +279,25 @@ def test_a_run_starts_after_the_last_runs_timeline(tmp_path: Path) -> None:
 
 def test_a_run_starts_early_by_the_burst_the_last_one_got(tmp_path: Path) -> None:
     # The last run began at NOW - 100 (decided 0.5 s before), and its last segment, listed at NOW - 30.2, ends at
-    # NOW - 25.9: its timeline ran 4.3 s ahead of the clock, 0.5 s of which it began ahead. The upstream's burst
-    # on connect was 3.8 s: this run starts that much before the clock, to be on it once its own burst is in.
+    # the cut NOW - 26.123: its timeline ran 4.077 s ahead of the clock, 0.5 s of which it began ahead. The
+    # upstream's burst on connect was 3.577 s: this run starts that much before the clock, to be on it once its own
+    # burst is in.
     previous = Run.begin(NOW - 100, 2, "copy", "aac", NOW - 100.5)
     previous.write(tmp_path)
-    end = NOW - 25.9 - previous.base
+    cut = NOW - 26.123  # a multiple of 2
+    end = cut - previous.base
     previous.list_path(tmp_path).write_text(f"{previous.run}-36.ts,{end - 2:.6f},{end:.6f}\n")
     os.utime(previous.list_path(tmp_path), (NOW - 30.2, NOW - 30.2))
     run = begin_run(tmp_path, settings(HLS_SEGMENT_SECONDS="2"), "copy", "aac", NOW)
-    assert run.start == pytest.approx(NOW - 3.8, abs=0.002)
+    assert run.start == pytest.approx(NOW - 3.577, abs=0.002)
     # Never more than an upstream's burst can be, and never before the last run's end.
     os.utime(previous.list_path(tmp_path), (NOW - 130, NOW - 130))
     assert begin_run(tmp_path, settings(), "copy", "aac", NOW).start == pytest.approx(NOW - 15, abs=0.002)
     os.utime(previous.list_path(tmp_path), (NOW - 30.2, NOW - 30.2))
     soon = begin_run(tmp_path, settings(), "copy", "aac", NOW - 25)
-    assert soon.start == pytest.approx(NOW - 25.9 + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
-    # Its burst repeats what the last run listed from NOW - 28.8 on: FFmpeg skips that.
-    assert soon.skip == pytest.approx(2.9 + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
+    assert soon.start == pytest.approx(cut + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
+    # Its burst repeats what the last run listed from NOW - 28.577 on: FFmpeg skips that.
+    assert soon.skip == pytest.approx(2.454 + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
     # Never more than a burst can be: a timeline far ahead (the clock stepped back) is no audio the upstream repeats.
     assert begin_run(tmp_path, settings(), "copy", "aac", NOW - 90).skip == hls_launcher.MAX_BURST_SECONDS
 

@@ -22,11 +22,12 @@ T = 6
 class FakeStation:
     """What the launcher and FFmpeg's segment muxer leave in a station's directory, run by run."""
 
-    def __init__(self, root: Path, slug: str = "joy") -> None:
+    def __init__(self, root: Path, slug: str = "joy", frame_after_cut: float = 0.02) -> None:
         self.directory = root / slug
         self.directory.mkdir(parents=True)
         self.run: Run | None = None
         self.lines: list[str] = []
+        self.frame_after_cut = frame_after_cut  # where the first audio frame after a boundary falls
 
     def start(self, at: float) -> Run:
         previous = last_timeline(self.directory)
@@ -41,9 +42,19 @@ class FakeStation:
         for _ in range(count):
             index = len(self.lines)
             start = float(self.lines[-1].split(",")[2]) if self.lines else 0.0
-            end = (index + 1) * T + 0.02  # the first packet at or after the next multiple of T
-            (self.directory / f"{self.run.run}-{index}.ts").write_bytes(b"G" * 188)
-            self.lines.append(f"{self.run.run}-{index}.ts,{start:.6f},{end:.6f}")
+            end = (index + 1) * T + self.frame_after_cut  # the first packet at or after the next multiple of T
+            self._finish(start, end)
+
+    def stop_within(self, seconds: float) -> None:
+        """FFmpeg stops (SIGTERM) `seconds` into a segment: it finishes that segment there, cut short."""
+        start = float(self.lines[-1].split(",")[2]) if self.lines else 0.0
+        self._finish(start, start + seconds)
+
+    def _finish(self, start: float, end: float) -> None:
+        assert self.run is not None
+        index = len(self.lines)
+        (self.directory / f"{self.run.run}-{index}.ts").write_bytes(b"G" * 188)
+        self.lines.append(f"{self.run.run}-{index}.ts,{start:.6f},{end:.6f}")
         self.run.list_path(self.directory).write_text("\n".join(self.lines[-50:]) + "\n")
 
     def begin_unfinished(self) -> Path:
@@ -72,9 +83,19 @@ def test_a_list_gives_program_date_times_and_durations() -> None:
     text = (f"{run.run}-0.ts,0.000000,6.016256\n{run.run}-1.ts,6.016256,12.007011\n"
             f"{run.run}-2.ts,12.007011,18.0")  # the last line is not whole yet
     first, second = parse_list(text, run)
-    # FFmpeg says the first segment starts at 0: its audio starts at the run's offset.
-    assert (first.name, first.index, first.start, first.duration) == (f"{run.run}-0.ts", 0, NOW + 3.25, 0.766)
-    assert (second.start, second.duration) == (run.base + 6.016, 5.991)
+    # FFmpeg says the first segment starts at 0: its audio starts at the run's offset. A cut (the first frame at or
+    # after a boundary) is put on the boundary: the same time on every host that runs the station.
+    assert (first.name, first.index, first.start, first.duration) == (f"{run.run}-0.ts", 0, NOW + 3.25, 0.75)
+    assert (second.start, second.duration) == (run.base + 6, 6)
+    # Published under the interval of Unix time each starts in.
+    assert (first.published, second.published) == (f"{int(run.base // T)}.ts", f"{int(run.base // T) + 1}.ts")
+    assert first.whole and second.whole
+
+
+def test_a_segment_cut_short_by_a_stop_is_not_whole() -> None:
+    run = Run.begin(NOW + 3.25, T, "copy", "aac", NOW)
+    (first, stopped) = parse_list(f"{run.run}-0.ts,0.000000,6.016256\n{run.run}-1.ts,6.016256,9.5\n", run)
+    assert first.whole and not stopped.whole and stopped.duration == 3.5
 
 
 @pytest.mark.parametrize("line", ["1-0.ts,0,6", "{run}-x.ts,0,6", "{run}-1.ts,a,6", "{run}-1.ts,6,6",
@@ -94,15 +115,15 @@ def test_timestamps_sit_on_the_wall_clock_modulo_33_bits() -> None:
 
 def test_the_playlist_text() -> None:
     playlist = MediaPlaylist(6, 1000)
-    playlist.append("5-0.ts", 5, 0, NOW, 5.5)
-    playlist.append("5-1.ts", 5, 1, NOW + 5.5, 6.02)
-    playlist.append("9-0.ts", 9, 0, NOW + 20, 6.0)
+    playlist.append("1000.ts", 5, 1000, NOW, 5.5)
+    playlist.append("1001.ts", 5, 1001, NOW + 5.5, 6.02)
+    playlist.append("1002.ts", 9, 1002, NOW + 20, 6.0)  # another run, though the next slot
     assert playlist.text() == (
         "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:6\n#EXT-X-MEDIA-SEQUENCE:1000\n"
         "#EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n"
-        "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n#EXTINF:5.500,\n5-0.ts\n"
-        "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:25.500Z\n#EXTINF:6.020,\n5-1.ts\n"
-        "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:40.000Z\n#EXTINF:6.000,\n9-0.ts\n")
+        "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n#EXTINF:5.500,\n1000.ts\n"
+        "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:25.500Z\n#EXTINF:6.020,\n1001.ts\n"
+        "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:40.000Z\n#EXTINF:6.000,\n1002.ts\n")
     assert MediaPlaylist.from_text(playlist.text()).text() == playlist.text()  # type: ignore[union-attr]
 
 
@@ -159,8 +180,12 @@ def test_segments_are_listed_as_ffmpeg_finishes_them(root: Path) -> None:
     station.finish_segments(3)
     hls.tick(NOW + 19)
     playlist = playlist_of(root)
-    assert [s.index for s in playlist.segments] == [0, 1, 2]
-    assert playlist.media_sequence == int(NOW + 19) and playlist.target == T
+    first_slot = int((NOW + 0.3) // T)
+    assert [s.slot for s in playlist.segments] == [first_slot, first_slot + 1, first_slot + 2]
+    # Named and numbered after their slots, as on any other origin running the station.
+    assert [s.name for s in playlist.segments] == [f"{slot}.ts" for slot in range(first_slot, first_slot + 3)]
+    assert all((station.directory / s.name).exists() for s in playlist.segments)
+    assert playlist.media_sequence == first_slot and playlist.target == T
     assert playlist.discontinuity_sequence == 0  # hls.js walks it from 0 on every load: it stays small
     assert playlist.segments[0].start == pytest.approx(NOW + 0.3)
     for before, after in zip(playlist.segments, list(playlist.segments)[1:], strict=False):
@@ -177,12 +202,54 @@ def test_a_restart_continues_the_playlist_with_a_discontinuity(root: Path) -> No
     station.finish_segments(2)
     hls.tick(NOW + 40)
     playlist = playlist_of(root)
-    assert [(s.run, s.index, s.discontinuity) for s in playlist.segments] == [
-        (first.run, 0, False), (first.run, 1, False), (first.run, 2, False), (first.run, 3, False),
-        (second.run, 0, True), (second.run, 1, False)]
+    slot, restart = int(NOW // T), int((NOW + 26) // T)
+    assert [(s.slot, s.discontinuity) for s in playlist.segments] == [
+        (slot, False), (slot + 1, False), (slot + 2, False), (slot + 3, False), (restart, True), (restart + 1, False)]
+    assert second.run != first.run
     assert playlist.segments[4].start >= playlist.segments[3].end  # the timeline never goes back
     assert not unfinished.exists()  # never listed: gone at once
     assert not first.list_path(station.directory).exists()
+
+
+def test_a_segment_cut_short_by_a_stop_leaves_its_slot_to_the_next_run(root: Path) -> None:
+    # systemctl restart: FFmpeg finishes the segment it was writing, 2.5 s into its slot. Published, the next run's
+    # first segment (same slot, after the stop) would need a second name and number for one slot.
+    station, hls = FakeStation(root), writer(root)
+    first = station.start(NOW)
+    station.finish_segments(3)
+    station.stop_within(2.5)
+    hls.tick(NOW + 20)
+    second = station.start(NOW + 21)
+    station.finish_segments(2)
+    hls.tick(NOW + 40)
+    playlist = playlist_of(root)
+    slot = int(NOW // T)
+    assert [(s.slot, s.discontinuity) for s in playlist.segments] == [
+        (slot, False), (slot + 1, False), (slot + 2, False), (slot + 3, True), (slot + 4, False)]
+    assert int(second.start // T) == slot + 3  # the slot the stop cut short
+    assert not list(station.directory.glob(f"{first.run}-*.ts"))  # the unpublished one went at once
+
+
+def test_origins_publish_the_same_names_numbers_and_dates(tmp_path: Path) -> None:
+    """Two origins run one station from different moments, their frames after each boundary a little apart: for
+    every slot both list, the same name, media sequence number, PROGRAM-DATE-TIME and EXTINF."""
+    lists = []
+    for origin, (started, frame) in enumerate([(NOW + 0.3, 0.004), (NOW + 13.7, 0.041)]):
+        root = tmp_path / f"origin{origin}"
+        (root / "_playlists").mkdir(parents=True)
+        station, hls = FakeStation(root, frame_after_cut=frame), writer(root, minutes=5)
+        station.start(started)
+        station.finish_segments(8)
+        hls.tick(NOW + 60)
+        playlist = playlist_of(root)
+        lists.append({playlist.media_sequence + number: (s.name, s.start, s.duration)
+                      for number, s in enumerate(playlist.segments)})
+    shared = lists[0].keys() & lists[1].keys()
+    assert len(shared) >= 5
+    # A run's first segment starts with its audio, mid-slot: the same slot, not the same interval.
+    whole = sorted(shared)[1:]
+    assert all(lists[0][number] == lists[1][number] for number in whole), [
+        (lists[0][number], lists[1][number]) for number in whole]
 
 
 def test_segments_that_left_stay_downloadable_for_a_window_more(root: Path) -> None:
@@ -192,8 +259,8 @@ def test_segments_that_left_stay_downloadable_for_a_window_more(root: Path) -> N
     hls.tick(NOW + 105)
     playlist = playlist_of(root)
     assert playlist.duration >= 60 and playlist.duration - playlist.segments[0].duration < 60
-    first_listed = playlist.segments[0].index
-    gone = [station.directory / f"{station.run.run}-{index}.ts" for index in range(first_listed)]  # type: ignore[union-attr]
+    gone = [station.directory / f"{slot}.ts" for slot in range(int(NOW // T), playlist.segments[0].slot)]
+    assert gone
     # RFC 8216 6.2.2: available for its own duration plus the longest playlist that listed it (window + T).
     hls.tick(NOW + 105 + 60 + 2 * T - 0.1)
     assert all(path.exists() for path in gone)
@@ -211,8 +278,8 @@ def test_a_restarted_writer_continues_where_it_stopped(root: Path) -> None:
     writer(root).tick(NOW + 40)  # a new process: its only state is the playlist
     after = playlist_of(root)
     assert after.media_sequence == before.media_sequence
-    assert [s.index for s in after.segments] == [0, 1, 2, 3, 4]
-    assert not any(s.discontinuity for s in after.segments)
+    assert [s.slot - after.media_sequence for s in after.segments] == [0, 1, 2, 3, 4]
+    assert not any(s.discontinuity for s in after.segments)  # the run it read back goes on
 
 
 def test_a_stopped_station_loses_its_playlist(root: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from patience import wait_for
-from test_playlists import NOW, FakeStation, playlist_of, writer
+from test_playlists import NOW, FakeStation, T, playlist_of, writer
 
 from radio_hls.playlists import writer as hls_writer
 from radio_hls.playlists.writer import Writer
@@ -72,7 +72,8 @@ def test_each_rendition_has_its_playlist_and_the_master_lists_them(root: Path, p
     station.finish_segments(3)
     hls.tick(NOW + 19)
     main, low = playlist_of(root), playlist_of(root, "joy.low")
-    assert [s.name for s in main.segments] == [s.name for s in low.segments] == [f"{run.run}-{i}.ts" for i in range(3)]
+    names = [f"{run.base // T + i}.ts" for i in range(3)]  # their slots
+    assert [s.name for s in main.segments] == [s.name for s in low.segments] == names
     assert [s.start for s in main.segments] == [s.start for s in low.segments]
     master = master_of(root, hls, NOW + 19.5)
     # BANDWIDTH: the peak segment bit rate (the first segment is the shortest); AVERAGE-BANDWIDTH: all bits over

@@ -78,8 +78,8 @@ def test_an_empty_title_changes_nothing(tmp_path: Path) -> None:
 
 def test_a_title_is_a_daterange_before_its_segment() -> None:
     playlist = MediaPlaylist(T, 100)
-    playlist.append("1-0.ts", 1, 0, NOW, T)
-    playlist.append("1-1.ts", 1, 1, NOW + T, T, (Title(NOW + 8.25, 'Grupul "Eldad" - Isus e Domnul, ăîșțâ'),))
+    playlist.append("0.ts", 1, 0, NOW, T)
+    playlist.append("1.ts", 1, 1, NOW + T, T, (Title(NOW + 8.25, 'Grupul "Eldad" - Isus e Domnul, ăîșțâ'),))
     lines = playlist.text().splitlines()
     daterange = lines.index("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:26.000Z") - 1
     assert lines[daterange] == (
@@ -92,9 +92,9 @@ def test_a_title_is_a_daterange_before_its_segment() -> None:
 def test_the_title_in_effect_stays_when_its_segment_leaves() -> None:
     def playlist_with(later: tuple[Title, ...]) -> MediaPlaylist:
         playlist = MediaPlaylist(T, 100)
-        playlist.append("1-0.ts", 1, 0, NOW, T, (Title(NOW + 1, "First"),))
+        playlist.append("0.ts", 1, 0, NOW, T, (Title(NOW + 1, "First"),))
         for index in range(1, 5):
-            playlist.append(f"1-{index}.ts", 1, index, NOW + index * T, T, later if index == 2 else ())
+            playlist.append(f"{index}.ts", 1, index, NOW + index * T, T, later if index == 2 else ())
         playlist.trim(3 * T)  # 1-2, 1-3 and 1-4 stay
         return playlist
 

@@ -136,6 +136,19 @@ def parse_playlist(text: str) -> Playlist:
     return Playlist(sequence, segments, discontinuities, text)
 
 
+def new_run_in(before: Playlist, after: Playlist) -> int | None:
+    """Where in `after` a run begun since `before` was read starts: the first EXT-X-DISCONTINUITY after the last
+    segment `before` listed (a restarted FFmpeg's first segment carries one; the old one's last does not)."""
+    last = before.sequence + len(before.segments) - 1
+    return next((index for index in after.discontinuities if after.sequence + index > last), None)
+
+
+def segment_of_a_new_run(host, slug: str, before: Playlist) -> Playlist:
+    """The playlist once it lists a segment of an FFmpeg started after `before` was read."""
+    return wait_for(lambda: (p := playlist(host, slug)) and new_run_in(before, p) is not None and p,
+                    what=f"a segment from the new {slug} FFmpeg")
+
+
 def playlist(host, slug: str) -> Playlist | None:
     status, _, body = http(host, f"/hls/{slug}/index.m3u8")
     return parse_playlist(body) if status == 200 else None

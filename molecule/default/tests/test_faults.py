@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import STATIONS, main_pid, playlist, run_sync, station_ready, wait_for
+from conftest import STATIONS, main_pid, playlist, run_sync, segment_of_a_new_run, station_ready, wait_for
 
 FEED_ENV = "/etc/hls-demo/demo-mp3.env"
 
@@ -26,17 +26,6 @@ def never_failed_while(host, slug: str, seconds: float) -> None:
 def ffmpeg_argv(host, slug: str) -> str:
     """The station's FFmpeg command line, NUL-separated; empty while it is not running."""
     return host.run(f"cat /proc/{main_pid(host, slug)}/cmdline").stdout
-
-
-def segment_of_a_new_ffmpeg(host, slug: str, before):
-    """The playlist once its newest segment comes from an FFmpeg started after `before` was read.
-
-    Segment names start with their FFmpeg's start time, so a segment the old FFmpeg closed just before
-    it died is not taken for the new one's.
-    """
-    launches = {name.split("-")[0] for name in before.segments}
-    return wait_for(lambda: (p := playlist(host, slug)) and p.segments[-1].split("-")[0] not in launches and p,
-                    what=f"a segment from the new {slug} FFmpeg")
 
 
 def fresh_segment_after(host, slug: str, known: set[str], timeout: float = 90):
@@ -67,7 +56,7 @@ def test_a_crash_is_restarted_and_the_playlist_continues(host, signal):
     old_pid = main_pid(host, slug)
     host.check_output(f"kill -{signal} {old_pid}")
     wait_for(lambda: main_pid(host, slug) not in (0, old_pid), what="a new FFmpeg")
-    after = segment_of_a_new_ffmpeg(host, slug, before)
+    after = segment_of_a_new_run(host, slug, before)
     assert after.discontinuities
     assert set(before.numbered().items()) & set(after.numbered().items()), "the kept segments were renumbered"
 
@@ -177,7 +166,7 @@ def test_a_full_log_filesystem_does_not_stop_streaming(host):
         old_pid = main_pid(host, slug)
         host.check_output(f"systemctl restart hls@{slug}")
         wait_for(lambda: main_pid(host, slug) not in (0, old_pid), what="a new FFmpeg")
-        after = segment_of_a_new_ffmpeg(host, slug, before)
+        after = segment_of_a_new_run(host, slug, before)
         fresh_segment_after(host, slug, set(after.segments))
         assert host.service(f"hls@{slug}").is_running
         assert host.file(f"/var/log/hls/{slug}.log").size == 0  # it really wrote nothing: the disk stayed full
@@ -198,5 +187,5 @@ def test_a_stuck_ffmpeg_is_restarted_by_the_watchdog(host):
     finally:
         host.run(f"kill -CONT {stuck}")
     assert "restarting hls@demo-aac" in host.check_output("journalctl -u hls-watchdog --no-pager -o cat")
-    after = segment_of_a_new_ffmpeg(host, slug, before)
+    after = segment_of_a_new_run(host, slug, before)
     assert after.discontinuities

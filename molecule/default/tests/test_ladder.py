@@ -7,7 +7,7 @@ import json
 import shlex
 
 import pytest
-from conftest import http, wait_for
+from conftest import http, parse_playlist, wait_for
 
 OUTPUT = "/run/hls"
 PLAYLIST_DIR = f"{OUTPUT}/_playlists"  # contract.json: playlists_dir_name
@@ -26,6 +26,18 @@ def listed(host, path: str) -> dict[str, tuple[float, float]]:
     result = host.run(f"cat {path}")
     rows = [line.split(",") for line in result.stdout.splitlines() if line.count(",") == 2]
     return {name: (float(start), float(end)) for name, start, end in rows}
+
+
+def published(host, slug: str) -> list[str]:
+    """The segments both renditions' playlists list (hls-playlists publishes each under its slot, <slot>.ts)."""
+    def both() -> list[str] | None:
+        main, low = (http(host, f"/hls/{slug}/{path}index.m3u8") for path in ("", "low/"))
+        if main[0] != 200 or low[0] != 200:
+            return None
+        common = set(parse_playlist(main[2]).segments) & set(parse_playlist(low[2]).segments)
+        return sorted(common, key=lambda name: int(name.removesuffix(".ts"))) if len(common) >= 3 else None
+
+    return wait_for(both, timeout=120, what=f"3 segments of {slug} listed in both renditions")
 
 
 @pytest.mark.parametrize("slug", SLUGS)
@@ -49,8 +61,8 @@ def test_the_rendition_is_cut_like_the_main_one(host, slug):
         assert abs(main[name][0] - low[name][0]) <= FRAME_SECONDS, (name, main[name], low[name])
         assert abs(main[name][1] - low[name][1]) <= FRAME_SECONDS, (name, main[name], low[name])
     # And the audio in them: the same span of the station's timeline (the lists count from each output's start;
-    # the timestamps say where on the wall clock the audio is).
-    for name in common[-2:]:
+    # the timestamps say where on the wall clock the audio is), published under the same name.
+    for name in published(host, slug)[-2:]:
         assert abs(span(host, f"{OUTPUT}/{slug}/{name}")[0] - span(host, f"{OUTPUT}/{slug}/low/{name}")[0]) \
             <= FRAME_SECONDS, name
         assert abs(span(host, f"{OUTPUT}/{slug}/{name}")[1] - span(host, f"{OUTPUT}/{slug}/low/{name}")[1]) \
@@ -77,10 +89,7 @@ def beeps(host, path: str) -> list[float]:
 @pytest.mark.parametrize("slug", SLUGS)
 def test_the_rendition_holds_the_same_audio_at_the_same_time(host, slug):
     # Cut at the same times is not enough: each output's timeline could hold other audio (a wrong offset or skip).
-    run = launch(host, slug)["run"]
-    both = set(listed(host, f"{OUTPUT}/{slug}/{run}.csv")) & set(listed(host, f"{OUTPUT}/{slug}/low/{run}.csv"))
-    names = sorted(both, key=lambda name: int(name.split("-")[1][:-3]))[-2:]
-    for name in names:
+    for name in published(host, slug)[-2:]:
         main, low = beeps(host, f"{OUTPUT}/{slug}/{name}"), beeps(host, f"{OUTPUT}/{slug}/low/{name}")
         assert main, f"no beep found in {name}"
         assert all(any(abs(at - other) <= FRAME_SECONDS for other in low) for at in main), (name, main, low)
@@ -95,9 +104,7 @@ def span(host, path: str) -> tuple[float, float]:
 
 @pytest.mark.parametrize("slug", SLUGS)
 def test_the_rendition_is_aac_lc_at_about_48k(host, slug):
-    run = launch(host, slug)["run"]
-    name = sorted(listed(host, f"{OUTPUT}/{slug}/low/{run}.csv"), key=lambda n: int(n.split("-")[1][:-3]))[-1]
-    path = f"{OUTPUT}/{slug}/low/{name}"
+    path = f"{OUTPUT}/{slug}/low/{published(host, slug)[-1]}"
     probe = json.loads(host.check_output(
         f"ffprobe -v error -select_streams a:0 -show_entries stream=codec_name,profile,sample_rate,channels "
         f"-show_entries packet=size,duration_time -of json {path}"))
@@ -112,8 +119,7 @@ def test_the_rendition_is_aac_lc_at_about_48k(host, slug):
 
 @pytest.mark.parametrize("slug", SLUGS)
 def test_nginx_serves_the_renditions_segments(host, slug):
-    run = launch(host, slug)["run"]
-    name = sorted(listed(host, f"{OUTPUT}/{slug}/low/{run}.csv"))[0]
+    name = published(host, slug)[-1]
     status, headers, _ = http(host, f"/hls/{slug}/low/{name}?s=ladder-probe", "-o", "/dev/null")
     assert status == 200
     assert headers["content-type"] == "video/mp2t"
@@ -129,7 +135,7 @@ def test_the_multivariant_playlist_carries_the_session_onto_its_renditions(host)
     text = ('#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n'
             '#EXT-X-STREAM-INF:BANDWIDTH=140000,AVERAGE-BANDWIDTH=130000,CODECS="mp4a.40.2"\nindex.m3u8\n'
             '#EXT-X-STREAM-INF:BANDWIDTH=60000,AVERAGE-BANDWIDTH=50000,CODECS="mp4a.40.2"\nlow/index.m3u8\n')
-    media = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\n1-0.ts\n"
+    media = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\n100.ts\n"
     host.run(f"mkdir -p {OUTPUT}/{slug} && printf %s {shlex.quote(text)} > {PLAYLIST_DIR}/{slug}.master.m3u8 && "
              f"printf %s {shlex.quote(media)} > {PLAYLIST_DIR}/{slug}.low.m3u8")
     try:
@@ -139,7 +145,7 @@ def test_the_multivariant_playlist_carries_the_session_onto_its_renditions(host)
         assert body.splitlines()[4] == "index.m3u8?s=abc-123" and body.splitlines()[6] == "low/index.m3u8?s=abc-123"
         assert http(host, f"/hls/{slug}/master.m3u8")[2] == text  # without s= as it is
         status, _, body = http(host, f"/hls/{slug}/low/index.m3u8?s=abc-123")
-        assert status == 200 and body.splitlines()[-1] == "1-0.ts?s=abc-123"
+        assert status == 200 and body.splitlines()[-1] == "100.ts?s=abc-123"
         host.run(f"rmdir {OUTPUT}/{slug}")
         assert http(host, f"/hls/{slug}/master.m3u8", "-o", "/dev/null")[0] == 404  # a stopped station
         assert http(host, f"/hls/{slug}/low/index.m3u8", "-o", "/dev/null")[0] == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -77,11 +78,13 @@ def test_the_playlist_is_the_one_hls_playlists_writes(host):
 
 def test_no_other_file_of_the_output_is_served(host):
     # Whatever the launcher, FFmpeg and hls-playlists keep next to the segments (segment lists, run and state files,
-    # playlists), under each name they have now: 404 through the station's path and through _playlists/.
+    # playlists, the segment FFmpeg is writing under its own name), under each name they have now: 404 through the
+    # station's path and through _playlists/. Only published segments (<slot>.ts) are served.
     station_ready(host, "demo-aac")
     names = host.check_output(f"find {OUTPUT}/demo-aac {PLAYLIST_DIR} -maxdepth 1 -type f -printf '%f\\n'").split()
-    hidden = sorted({name for name in names if not name.endswith(".ts") and name != "now-playing.json"})
+    hidden = sorted({name for name in names if not re.fullmatch(r"[0-9]+\.ts", name) and name != "now-playing.json"})
     assert any(name.endswith(".m3u8") for name in hidden) and any(name.endswith(".json") for name in hidden), names
+    assert any(re.fullmatch(r"[0-9]+-[0-9]+\.ts", name) for name in hidden), names  # FFmpeg's, unfinished
     paths = {f"/hls/demo-aac/{name}" for name in hidden} | {f"/hls/_playlists/{name}" for name in hidden}
     served = [(path, status) for path in sorted(paths - {"/hls/demo-aac/index.m3u8"})  # the one playlist
               if (status := http(host, path, "-o", "/dev/null")[0]) not in (400, 404)]

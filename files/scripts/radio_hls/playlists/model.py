@@ -5,6 +5,9 @@ The rules it keeps (docs/conformance.md has each with its number):
   more than one audio frame;
 - segments are only appended and removed from the head, the media sequence counts the removed ones, and the
   discontinuity sequence counts the removed EXT-X-DISCONTINUITY tags, so every listed segment keeps both numbers;
+- a segment is named after its slot (stations/runs.py) and a playlist begins numbering at its first segment's slot,
+  so origins that run a station publish the same names and numbers while neither misses a slot (a gap: the
+  numbers go on one by one, behind the slots by the segments missed);
 - every segment has its EXT-X-PROGRAM-DATE-TIME, the wall-clock time of its timestamps;
 - EXT-X-DISCONTINUITY starts each run (a restart of FFmpeg: new encoder, maybe another codec) and marks segments
   hls-playlists missed;
@@ -20,7 +23,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from radio_hls.common import clock
@@ -66,9 +69,9 @@ class Title:
 
 @dataclass(frozen=True)
 class Segment:
-    name: str  # <run>-<index>.ts, relative to the playlist's URL
-    run: int
-    index: int
+    name: str  # <slot>.ts, relative to the playlist's URL
+    run: int | None  # None when read back from the file: a run is not in the name
+    slot: int
     start: float  # Unix seconds: its EXT-X-PROGRAM-DATE-TIME
     duration: float
     discontinuity: bool
@@ -86,7 +89,7 @@ class Segment:
             f"#EXT-X-PROGRAM-DATE-TIME:{iso_ms(self.start)}\n#EXTINF:{self.duration:.3f},\n{self.name}\n"
 
 
-SEGMENT_NAME = re.compile(r"([0-9]+)-([0-9]+)\.ts")
+SEGMENT_NAME = re.compile(r"([0-9]+)\.ts")
 
 
 class MediaPlaylist:
@@ -102,15 +105,20 @@ class MediaPlaylist:
     def last(self) -> Segment | None:
         return self.segments[-1] if self.segments else None
 
-    def append(self, name: str, run: int, index: int, start: float, duration: float,
+    def append(self, name: str, run: int, slot: int, start: float, duration: float,
                titles: tuple[Title, ...] = ()) -> Segment:
         """List a finished segment after the last; EXT-X-DISCONTINUITY when it starts a run or follows a gap."""
         last = self.last
-        discontinuity = last is not None and (run != last.run or index != last.index + 1)
-        segment = Segment(name, run, index, start, duration, discontinuity, titles)
+        discontinuity = last is not None and (run != last.run or slot != last.slot + 1)
+        segment = Segment(name, run, slot, start, duration, discontinuity, titles)
         self.segments.append(segment)
         self.duration += duration
         return segment
+
+    def continue_run(self, run: int) -> None:
+        """The last segment (read back, its run unknown) is `run`'s: the next of that run continues it."""
+        if self.segments:
+            self.segments[-1] = replace(self.segments[-1], run=run)
 
     def trim(self, window: float) -> list[Segment]:
         """Remove the oldest segments while the rest still hold `window` seconds and three target durations;
@@ -178,7 +186,7 @@ class MediaPlaylist:
                     return None
                 if not playlist.segments and titles and titles[0].start < start:
                     playlist.head_title = titles.pop(0)
-                segment = Segment(line, int(found[1]), int(found[2]), start, duration, discontinuity, tuple(titles))
+                segment = Segment(line, None, int(found[1]), start, duration, discontinuity, tuple(titles))
                 playlist.segments.append(segment)
                 playlist.duration += duration
                 pending, titles, discontinuity = {}, [], False

@@ -85,14 +85,15 @@ def retire(playlist_path: Path, playlist: MediaPlaylist | None) -> None:
     playlist_path.unlink(missing_ok=True)
 
 
-def new_playlist(playlist_path: Path, target: int, now: float) -> MediaPlaylist:
-    """A station's playlist after a stop or a reboot: both sequences go on from where the last one left them, so a
-    player that polled that one sees neither go back. The media sequence is at least the Unix time, which is ahead
-    of any number an earlier playlist reached (at most one segment a second) if those were lost (a RAM-backed
-    output after a reboot). The discontinuity sequence stays small: hls.js walks it from 0 on every load."""
+def new_playlist(playlist_path: Path, target: int, first_slot: int) -> MediaPlaylist:
+    """A station's playlist, first or after a stop or a reboot. Its media sequence begins at its first segment's
+    slot, as on every other origin, and never below where the last playlist left it (kept at a stop), so a player
+    that polled that one sees it go on; slots only grow, so a lost one (a RAM-backed output after a reboot) was
+    below too. The discontinuity sequence goes on from the last one's and stays small: hls.js walks it from 0 on
+    every load."""
     kept = read_json_object(sequences_path(playlist_path))
     media, discontinuity = kept.get("media_sequence"), kept.get("discontinuity_sequence")
-    return MediaPlaylist(target, max(int(now), media if isinstance(media, int) else 0),
+    return MediaPlaylist(target, max(first_slot, media if isinstance(media, int) else 0),
                          discontinuity if isinstance(discontinuity, int) and discontinuity >= 0 else 0)
 
 
@@ -146,26 +147,33 @@ class Rendition:
         return self.list_finished(run, tagging, now)
 
     def end_run(self, run: Run, tagging: Callable[[Listed], Tagging], now: float) -> None:
-        """The run stopped: its last segments (finished as it stopped) are listed, its list goes, and so does the
-        segment it was writing when it was killed, if any."""
+        """The run stopped: its last segments (finished as it stopped) are listed, its list goes, and so do its
+        files never published: the segment it was writing when it was killed, the one cut short by its stop."""
         self.list_finished(run, tagging, now)
         run.list_path(self.directory).unlink(missing_ok=True)
-        last = self.playlist.last if self.playlist else None
-        unfinished = (last.index + 1) if last is not None and last.run == run.run else 0
-        self.deletions.add(self.directory / f"{run.run}-{unfinished}{SEGMENT_SUFFIX}", now)
+        for unpublished in self.directory.glob(f"{run.run}-*{SEGMENT_SUFFIX}"):
+            self.deletions.add(unpublished, now)
         self.list_stamp = None
 
     def list_finished(self, run: Run, tagging: Callable[[Listed], Tagging], now: float) -> Listed | None:
         """Append the run's newly finished segments; rewrite the playlist when there were any."""
         last = self.playlist.last if self.playlist else None
+        finished = read_list(self.directory, run)
+        if self.playlist is not None and last is not None and last.run is None and any(
+                listed.slot == last.slot for listed in finished):
+            self.playlist.continue_run(run.run)  # read back at a start of this program: the run goes on
+            last = self.playlist.last
         added: Listed | None = None
-        for listed in read_list(self.directory, run):
-            if last is not None and (run.run, listed.index) <= (last.run, last.index):
+        for listed in finished:
+            # A segment cut short by a stop is not published: its slot is where the next run begins (that run
+            # starts after the last cut, launcher.begin_run), so a slot never names two segments.
+            if not listed.whole or (last is not None and listed.slot <= last.slot):
                 continue
             if self.playlist is None:
-                self.playlist = new_playlist(self.playlist_path, run.segment_seconds, now)
+                self.playlist = new_playlist(self.playlist_path, run.segment_seconds, listed.slot)
             titles = self._tag(listed, tagging(listed))
-            last = self.playlist.append(listed.name, run.run, listed.index, listed.start, listed.duration, titles)
+            last = self.playlist.append(listed.published, run.run, listed.slot, listed.start, listed.duration,
+                                        titles)
             added = listed
         if added is None or self.playlist is None:
             return None
@@ -179,9 +187,9 @@ class Rendition:
         return added
 
     def _tag(self, listed: Listed, tagging: Tagging) -> tuple[Title, ...]:
-        """Put the station's titles into the segment's file before anyone can fetch it; a file that cannot be
-        tagged is listed as it is (the audio matters more than its title)."""
-        path = self.directory / listed.name
+        """Put the station's titles into the segment's file and publish it under its slot's name, before anyone can
+        fetch it; a file that cannot be tagged is published as it is (the audio matters more than its title)."""
+        path, published = self.directory / listed.name, self.directory / listed.published
         if tagging.tags:
             tags = [(at, timed_id3.id3_tag(text)) for at, text in tagging.tags]
             try:
@@ -189,9 +197,10 @@ class Rendition:
             except (OSError, ValueError) as error:
                 log.warning("%s: %s listed without its title: %s", self.label, listed.name, error)
         try:
-            self.sizes[listed.name] = path.stat().st_size
-        except OSError:
-            pass
+            path.replace(published)
+            self.sizes[listed.published] = published.stat().st_size
+        except OSError as error:  # listed all the same: nginx answers 404, a player skips it
+            log.error("%s: cannot publish %s as %s: %s", self.label, listed.name, listed.published, error.strerror)
         return tagging.titles
 
     def measured(self) -> list[tuple[int, float]]:

@@ -176,7 +176,8 @@ class Station:
         """Measure a run's codec once per rendition, from its first segment listed, off the polling thread."""
         probed = self.codecs.get(rendition.label)
         if (probed is None or probed[0] != run.run) and rendition.label not in self.probing:
-            self.probing[rendition.label] = run.run, self.probes.submit(probe_codecs, rendition.directory / listed.name)
+            segment = rendition.directory / listed.published
+            self.probing[rendition.label] = run.run, self.probes.submit(probe_codecs, segment)
 
     def _probed(self) -> bool:
         """Take in the probes that finished; True when a CODECS changed."""

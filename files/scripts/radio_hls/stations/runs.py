@@ -8,6 +8,9 @@ into the station's directory:
 - `<run>.csv`: the last LIST_SIZE finished segments, `<name>,<start>,<end>` (seconds on the cutting timeline,
   which begins at `start - base`; the first line says 0), replaced atomically after every segment.
 Times on the cutting timeline plus `base` are Unix seconds: the segment's program date-time.
+hls-playlists publishes each finished segment under its *slot*, `<slot>.ts`: the number of the segment-length
+interval of Unix time it starts in. Cuts fall on the same boundaries on every host, so two origins running a
+station publish the same names, media sequence numbers and program date-times for the same interval.
 Each extra rendition of the run (its `variants`, the station's ladder) has the same two kinds of files, with the
 same names and cut at the same times, in its own directory `<name>/` of the station's (variant_dir).
 """
@@ -30,6 +33,20 @@ LIST_SUFFIX = ".csv"
 LIST_SIZE = 50
 # MPEG-TS timestamps: 33 bits of a 90 kHz clock, so they wrap every 2^33 / 90000 s (about 26.5 hours).
 PTS_WRAP_SECONDS = 2**33 / 90000
+# The segment muxer cuts at the first audio frame at or after a boundary (an AAC frame is 21-46 ms, MP3 26 ms):
+# a time this close after a boundary is a cut there. Also covers the list's rounding just before it.
+CUT_TOLERANCE = 0.1
+
+
+def slot_of(time: float, segment_seconds: int) -> int:
+    """The segment-length interval of Unix time that `time` falls in (a cut just before its boundary included)."""
+    return math.floor((time + 0.002) / segment_seconds)
+
+
+def cut_at(time: float, segment_seconds: int) -> float | None:
+    """The boundary a time is a cut at (Unix seconds), None when it is none (a run's first audio, a stop)."""
+    boundary = round(time / segment_seconds) * segment_seconds
+    return float(boundary) if abs(time - boundary) < CUT_TOLERANCE else None
 
 
 @dataclass(frozen=True)
@@ -97,12 +114,19 @@ def read_run(directory: Path) -> Run | None:
 
 @dataclass(frozen=True)
 class Listed:
-    """A finished segment, as its run's list reports it."""
+    """A finished segment, as its run's list reports it. An end (or a start) at a cut is put on its boundary, the
+    same on every host, rather than on the audio frame there: at most CUT_TOLERANCE from the frame's time."""
 
-    name: str
+    name: str  # FFmpeg's, <run>-<i>.ts
     index: int
     start: float  # Unix seconds: the program date-time
     duration: float
+    slot: int  # the interval it starts in: its published name and media sequence number
+    whole: bool  # it ends at a cut: every segment but a stopping run's last, which ends where the run stopped
+
+    @property
+    def published(self) -> str:
+        return f"{self.slot}{SEGMENT_SUFFIX}"
 
 
 def parse_list(text: str, run: Run) -> list[Listed]:
@@ -122,8 +146,12 @@ def parse_list(text: str, run: Run) -> list[Listed]:
             continue
         # FFmpeg reports the first segment from 0; its audio starts at the run's offset.
         start = max(start, run.offset) if int(index) == 0 else start
-        if end > start:
-            segments.append(Listed(fields[0], int(index), round(run.base + start, 3), round(end - start, 3)))
+        begins, ends = run.base + start, run.base + end
+        begins_at, cut = cut_at(begins, run.segment_seconds), cut_at(ends, run.segment_seconds)
+        begins, ends = begins if begins_at is None else begins_at, ends if cut is None else cut
+        if ends > begins:
+            segments.append(Listed(fields[0], int(index), round(begins, 3), round(ends - begins, 3),
+                                   slot_of(begins, run.segment_seconds), cut is not None))
     return segments
 
 
@@ -143,7 +171,8 @@ MAX_BURST_SECONDS = 15.0
 class Timeline:
     """Where the last run left the station's timeline."""
 
-    end: float  # the end of its last listed segment, or its start when it listed none
+    end: float  # the end of its last segment that ended at a cut (a stopping run's last is never published), or
+    # its start when it has none
     burst: float  # how far its audio ran ahead of the clock because the upstream sent a burst on connect
 
 
@@ -162,9 +191,11 @@ def last_timeline(directory: Path) -> Timeline | None:
     if not listed:
         return Timeline(run.start, 0.0)
     end = listed[-1].start + listed[-1].duration
+    whole = [segment for segment in listed if segment.whole]
+    published = whole[-1].start + whole[-1].duration if whole else run.start
     try:
         finished = run.list_path(directory).stat().st_mtime
     except OSError:
-        return Timeline(end, 0.0)
+        return Timeline(published, 0.0)
     burst = (end - finished) - (run.start - run.skip - run.started_at)
-    return Timeline(end, min(max(burst, 0.0), MAX_BURST_SECONDS))
+    return Timeline(published, min(max(burst, 0.0), MAX_BURST_SECONDS))
