@@ -24,7 +24,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import closing
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -92,11 +91,18 @@ def serve(origin: Origin) -> ThreadingHTTPServer:
     return server
 
 
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_ports(count: int) -> list[int]:
+    """Loopback ports nothing listens on now, all different (held open together while chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    ports = []
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
 
 
 def nginx_binary() -> str:
@@ -160,7 +166,7 @@ def for_a_throwaway_process(config: str, directory: Path, status_port: int) -> s
     user = pwd.getpwuid(os.getuid()).pw_name
     replaced = {r"^user .*;$": f"user {user};", r"^pid .*;$": f"pid {directory}/nginx.pid;",
                 r"^error_log .*;$": f"error_log {directory}/error.log info;",
-                r"^ *listen \[::\]:.*;$": ""}
+                r"^ *listen \[::\]:.*;$": "", r"^( *listen )([0-9]+ default_server;)$": r"\g<1>127.0.0.1:\g<2>"}
     for pattern, replacement in replaced.items():
         config, count = re.subn(pattern, replacement, config, count=1, flags=re.MULTILINE)
         assert count == 1, pattern
@@ -202,7 +208,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     directory = tmp_path_factory.mktemp("edge")
     origins = [Origin(), Origin()]
     servers = [serve(origin) for origin in origins]
-    port, status_port = free_port(), free_port()
+    port, status_port = free_ports(2)
     cache_dir = directory / "cache"
     config = render(directory, "hls_edge", "edge.conf.j2", {"hls_origins": {"hosts": {
         f"origin-{index}": {"hls_common_origin_address": origin.address} for index, origin in enumerate(origins)}}}, {
@@ -331,13 +337,13 @@ def ask_from(source: str, port: int, path: str, forwarded_for: str) -> int:
 
 def test_an_origin_does_not_count_an_edges_fetches_even_when_it_trusts_the_edge_as_a_proxy(
         tmp_path: Path) -> None:
-    port = free_port()
+    port, status_port = free_ports(2)
     config = render(tmp_path, "hls_nginx", "nginx.conf.j2", {"hls_edges": {"hosts": {
         "edge-1": {"hls_edge_address": "127.0.0.2"}, "edge-2": {}}}}, {
         "hls_nginx_port": port, "hls_nginx_trusted_proxies": ["127.0.0.0/8"],
         "hls_common_access_log": str(tmp_path / "hls-access.log"),
         "__hls_nginx_cors_file": str(tmp_path / "hls-cors.conf")})
-    process = start_nginx(tmp_path, config, free_port(), port)
+    process = start_nginx(tmp_path, config, status_port, port)
     try:
         # The edge first: once the listener's line is in the log, the edge's would be there before it.
         statuses = [ask_from("127.0.0.2", port, "/hls/demo/1-1.ts", "192.0.2.1") for _ in range(200)]
