@@ -113,22 +113,26 @@ def nginx_binary() -> str:
     return found
 
 
-def render(directory: Path, role: str, template: str, inventory: dict[str, Any], variables: dict[str, Any]) -> str:
-    """etc/nginx/<template> (and the CORS snippet it includes) as `role` renders it for this inventory."""
+def inventory(directory: Path, groups: dict[str, Any]) -> Path:
+    path = directory / "inventory.json"
+    path.write_text(json.dumps({"all": {"children": groups}}))
+    return path
+
+
+def render(directory: Path, role: str, template: str, hosts: Path, host: str, variables: dict[str, Any]) -> str:
+    """etc/nginx/<template> (and the CORS snippet it includes) as `role` renders it on `host` of the inventory
+    `hosts`: the role's defaults and vars (below the inventory's, as in a deployment) through its input checks."""
     # The play finds the shared macros (templates/macros) where Ansible looks for a play's templates.
     (directory / "templates").symlink_to(REPO / "templates")
-    play = [{"hosts": "localhost", "gather_facts": False, "connection": "local", "tasks": [
-        {"ansible.builtin.include_role": {"name": "hls_common", "public": True}},
-        {"ansible.builtin.include_vars": str(REPO / f"roles/{role}/defaults/main.yml")},
-        {"ansible.builtin.include_vars": str(REPO / f"roles/{role}/vars/main.yml")},
+    play = [{"hosts": host, "gather_facts": False, "connection": "local", "tasks": [
+        {"ansible.builtin.include_role": {"name": role, "tasks_from": "assert", "public": True}},
         *({"ansible.builtin.template": {"src": str(REPO / "templates/etc/nginx" / name),
                                         "dest": str(directory / name.removesuffix(".j2")), "mode": "0644"}}
           for name in (template, "hls-cors.conf.j2"))]}]
     (directory / "render.yml").write_text(json.dumps(play))
-    (directory / "inventory.json").write_text(json.dumps({"all": {"children": inventory}}))
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
            "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_NOCOLOR": "1"}
-    result = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(directory / "inventory.json"), "-e",
+    result = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(hosts), "-e",
                              json.dumps({"ansible_python_interpreter": sys.executable, **variables}),
                              str(directory / "render.yml")],
                             capture_output=True, text=True, env=env, timeout=300, check=False)
@@ -210,8 +214,9 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     servers = [serve(origin) for origin in origins]
     port, status_port = free_ports(2)
     cache_dir = directory / "cache"
-    config = render(directory, "hls_edge", "edge.conf.j2", {"hls_origins": {"hosts": {
-        f"origin-{index}": {"hls_common_origin_address": origin.address} for index, origin in enumerate(origins)}}}, {
+    hosts = inventory(directory, {"hls_origins": {"hosts": {
+        f"origin-{index}": {"hls_common_origin_address": origin.address} for index, origin in enumerate(origins)}}})
+    config = render(directory, "hls_edge", "edge.conf.j2", hosts, "localhost", {
         "hls_edge_port": port, "hls_edge_segment_seconds": SEGMENT_SECONDS, "hls_edge_cache_dir": str(cache_dir),
         "hls_common_access_log": str(directory / "hls-access.log"),
         "__hls_edge_cors_file": str(directory / "hls-cors.conf"),
@@ -338,8 +343,8 @@ def ask_from(source: str, port: int, path: str, forwarded_for: str) -> int:
 def test_an_origin_does_not_count_an_edges_fetches_even_when_it_trusts_the_edge_as_a_proxy(
         tmp_path: Path) -> None:
     port, status_port = free_ports(2)
-    config = render(tmp_path, "hls_nginx", "nginx.conf.j2", {"hls_edges": {"hosts": {
-        "edge-1": {"hls_edge_address": "127.0.0.2"}, "edge-2": {}}}}, {
+    hosts = inventory(tmp_path, {"hls_edges": {"hosts": {"edge-1": {"hls_edge_address": "127.0.0.2"}, "edge-2": {}}}})
+    config = render(tmp_path, "hls_nginx", "nginx.conf.j2", hosts, "localhost", {
         "hls_nginx_port": port, "hls_nginx_trusted_proxies": ["127.0.0.0/8"],
         "hls_common_access_log": str(tmp_path / "hls-access.log"),
         "__hls_nginx_cors_file": str(tmp_path / "hls-cors.conf")})
@@ -354,3 +359,16 @@ def test_an_origin_does_not_count_an_edges_fetches_even_when_it_trusts_the_edge_
         stop_nginx(process)
     assert statuses == [404] * 200  # as many as it asks: no per-client limit (50 r/s, burst 100) for an edge
     assert "192.0.2.1" not in log.read_text()
+
+
+def test_the_example_inventorys_edges_get_a_configuration_nginx_accepts(tmp_path: Path) -> None:
+    config = render(tmp_path, "hls_edge", "edge.conf.j2", REPO / "inventories/example", "edge-1.example.org", {
+        "hls_edge_cache_dir": str(tmp_path / "cache"), "hls_common_access_log": str(tmp_path / "hls-access.log"),
+        "__hls_edge_cors_file": str(tmp_path / "hls-cors.conf")})
+    servers = re.findall(r"^ *server (\S+) max_fails=1 fail_timeout=10s;$", config, flags=re.MULTILINE)
+    assert servers == ["10.0.0.11:80", "10.0.0.12:80", "10.0.0.13:80"]  # hls_origins, in inventory order
+    assert "set_real_ip_from 173.245.48.0/20;" in config  # the inventory's group_vars win over the defaults
+    (tmp_path / "nginx.conf").write_text(for_a_throwaway_process(config, tmp_path, free_ports(1)[0]))
+    result = subprocess.run([nginx_binary(), "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
+                             "-e", str(tmp_path / "error.log")], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
