@@ -36,7 +36,7 @@ from patience import GENEROUS_TIMEOUT, PATIENCE, wait_for
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 SEGMENT_SECONDS = 2  # the molecule scenarios' target duration: playlists fresh for 1 s
-PLAYLIST = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.0,\n1-7.ts\n#EXTINF:2.0,\n1-8.ts\n"
+PLAYLIST = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.0,\n7.ts\n#EXTINF:2.0,\n8.ts\n"
 MASTER = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\nindex.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=50000\nlow/index.m3u8\n"
 TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t", ".json": "application/json"}
 CACHE_CONTROL = {".m3u8": "no-cache", ".ts": "public, max-age=31536000, immutable", ".json": "no-cache"}
@@ -234,7 +234,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
 
 def first_origin(edge: Edge, slug: str) -> Origin:
     """The origin the edge asks first for this station (both hold a probe segment; the one asked answers)."""
-    path = f"/hls/{slug}/0-0.ts"
+    path = f"/hls/{slug}/0.ts"
     for origin in edge.origins:
         origin.files[path] = b"probe"
     assert edge.get(path).status_code == 200
@@ -248,7 +248,7 @@ def put(edge: Edge, path: str, body: bytes) -> None:
 
 
 def test_many_listeners_asking_for_one_segment_make_one_fetch(edge: Edge) -> None:
-    path = "/hls/many/1-1.ts"
+    path = "/hls/many/1.ts"
     put(edge, path, b"G" * 1000)
     origin = first_origin(edge, "many")
     origin.held[path] = release = threading.Event()
@@ -285,7 +285,7 @@ def test_a_playlist_is_fresh_for_half_a_target_duration_and_then_fetched_again(e
 
 
 def test_a_segment_is_kept_for_good(edge: Edge) -> None:
-    path = "/hls/kept/1-1.ts"
+    path = "/hls/kept/1.ts"
     put(edge, path, b"S" * 100)
     assert edge.get(path).content == b"S" * 100
     assert edge.lifetime(path) == 365 * DAY
@@ -298,7 +298,7 @@ def test_a_segment_is_kept_for_good(edge: Edge) -> None:
 
 
 def test_an_error_is_cached_for_a_second_at_most(edge: Edge) -> None:
-    path = "/hls/missing/1-1.ts"
+    path = "/hls/missing/1.ts"
     answer = edge.get(path)
     assert answer.status_code == 404
     assert answer.headers["Cache-Control"] == "no-store"
@@ -308,7 +308,7 @@ def test_an_error_is_cached_for_a_second_at_most(edge: Edge) -> None:
 def test_a_404_from_the_stations_first_origin_goes_to_its_second(edge: Edge) -> None:
     first = first_origin(edge, "moved")
     (second,) = [origin for origin in edge.origins if origin is not first]
-    path = "/hls/moved/2-1.ts"
+    path = "/hls/moved/2.ts"
     second.files[path] = b"second"
     answer = edge.get(path)
     assert (answer.status_code, answer.content) == (200, b"second")
@@ -319,7 +319,7 @@ def test_the_listeners_session_goes_onto_every_line_of_the_playlists(edge: Edge)
     put(edge, "/hls/session/index.m3u8", PLAYLIST.encode())
     put(edge, "/hls/session/master.m3u8", MASTER.encode())
     media = edge.get("/hls/session/index.m3u8?s=abc-1").text
-    assert [line for line in media.splitlines() if not line.startswith("#")] == ["1-7.ts?s=abc-1", "1-8.ts?s=abc-1"]
+    assert [line for line in media.splitlines() if not line.startswith("#")] == ["7.ts?s=abc-1", "8.ts?s=abc-1"]
     master = edge.get("/hls/session/master.m3u8?s=abc-1").text
     assert [line for line in master.splitlines() if not line.startswith("#")] == \
         ["index.m3u8?s=abc-1", "low/index.m3u8?s=abc-1"]
@@ -351,8 +351,8 @@ def test_an_origin_does_not_count_an_edges_fetches_even_when_it_trusts_the_edge_
     process = start_nginx(tmp_path, config, status_port, port)
     try:
         # The edge first: once the listener's line is in the log, the edge's would be there before it.
-        statuses = [ask_from("127.0.0.2", port, "/hls/demo/1-1.ts", "192.0.2.1") for _ in range(200)]
-        assert ask_from("127.0.0.1", port, "/hls/demo/1-1.ts?s=listener", "192.0.2.2") == 404
+        statuses = [ask_from("127.0.0.2", port, "/hls/demo/1.ts", "192.0.2.1") for _ in range(200)]
+        assert ask_from("127.0.0.1", port, "/hls/demo/1.ts?s=listener", "192.0.2.2") == 404
         log = tmp_path / "hls-access.log"
         wait_for(lambda: log.exists() and "192.0.2.2" in log.read_text(), "the listener's request in the log")
     finally:
