@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -51,6 +52,7 @@ class Origin:
     files: dict[str, bytes] = field(default_factory=dict)
     asked: list[str] = field(default_factory=list)
     held: dict[str, threading.Event] = field(default_factory=dict)
+    failing: set[str] = field(default_factory=set)  # answered 503
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
 
@@ -72,6 +74,9 @@ def serve(origin: Origin) -> ThreadingHTTPServer:
                 body = origin.files.get(self.path)
             if held is not None:
                 held.wait(PATIENCE)
+            if self.path in origin.failing:
+                self.send_error(503)
+                return
             suffix = Path(self.path).suffix
             self.send_response(200 if body is not None else 404)
             self.send_header("Content-Type", TYPES.get(suffix, "text/plain"))
@@ -207,9 +212,9 @@ class Edge:
         return valid_sec - date
 
 
-@pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
-    directory = tmp_path_factory.mktemp("edge")
+@contextmanager
+def running_edge(directory: Path) -> Iterator[Edge]:
+    """An edge in front of two fresh origins, with the role's defaults but for its port, files and lock timeout."""
     origins = [Origin(), Origin()]
     servers = [serve(origin) for origin in origins]
     port, status_port = free_ports(2)
@@ -230,6 +235,19 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         stop_nginx(process)
         for server in servers:
             server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    with running_edge(tmp_path_factory.mktemp("edge")) as running:
+        yield running
+
+
+@pytest.fixture
+def own_edge(tmp_path: Path) -> Iterator[Edge]:
+    """An edge of the test's own, for one that leaves the origins marked failed (hls_edge_fail_timeout)."""
+    with running_edge(tmp_path) as running:
+        yield running
 
 
 def first_origin(edge: Edge, slug: str) -> Origin:
@@ -328,6 +346,23 @@ def test_the_listeners_session_goes_onto_every_line_of_the_playlists(edge: Edge)
     answer = edge.get("/hls/session/index.m3u8?s=abc-1")
     assert answer.headers["Access-Control-Allow-Origin"] == "*"  # the edge's CORS, the origin's hidden: once
     assert answer.headers["Cache-Control"] == "no-cache"
+
+
+def test_when_every_origin_fails_listeners_keep_the_last_playlist(own_edge: Edge) -> None:
+    path = "/hls/stale/index.m3u8"
+    put(own_edge, path, PLAYLIST.encode())
+    assert own_edge.get(path).text == PLAYLIST
+    for origin in own_edge.origins:
+        origin.failing.add(path)
+
+    def stale_after_both_failed() -> bool:
+        answer = own_edge.get(path)
+        assert (answer.status_code, answer.text) == (200, PLAYLIST)
+        return sum(origin.count(path) for origin in own_edge.origins) >= 3  # the first fetch, then a 503 from each
+
+    wait_for(stale_after_both_failed, "the edge to ask both origins again")
+    answer = own_edge.get(path)
+    assert (answer.status_code, answer.text) == (200, PLAYLIST)
 
 
 def ask_from(source: str, port: int, path: str, forwarded_for: str) -> int:
