@@ -74,11 +74,13 @@ tests/browser/node_modules/.installed: tests/browser/package.json tests/browser/
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# default: the whole behaviour; paths: every path an operator can set moved, a few minutes more.
+# default: the whole behaviour; paths: every path an operator can set moved, a few minutes more; network: two
+# origins and an edge.
 molecule: $(BIN)/.installed image players
 	mkdir -p artifacts
 	$(call molecule_env,default) $(BIN)/molecule test
 	$(call molecule_env,paths) $(BIN)/molecule test -s paths
+	$(call molecule_env,network) $(BIN)/molecule test -s network
 
 # For molecule by hand (converge, login, verify): eval "$$(make -s molecule-env)", or SCENARIO=paths and -s paths.
 molecule-env:

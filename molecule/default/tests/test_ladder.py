@@ -7,6 +7,7 @@ import json
 import shlex
 
 import pytest
+from audio.beeps import beeps
 from conftest import http, parse_playlist, wait_for
 
 OUTPUT = "/run/hls"
@@ -67,23 +68,6 @@ def test_the_rendition_is_cut_like_the_main_one(host, slug):
             <= FRAME_SECONDS, name
         assert abs(span(host, f"{OUTPUT}/{slug}/{name}")[1] - span(host, f"{OUTPUT}/{slug}/low/{name}")[1]) \
             <= FRAME_SECONDS, name
-
-
-# The demo upstreams beep at every second of their clock (lavfi sine beep_factor: 40 ms at 4 times the tone's
-# frequency). Where a beep starts in a decoded segment, in 10 ms windows of the 8 kHz signal's change (high
-# frequencies change it more), printed by the host's Python.
-BEEPS = ("import sys, array; a = array.array('h', sys.stdin.buffer.read()); "
-         "env = [sum(abs(a[i] - a[i - 1]) for i in range(j + 1, j + 80)) for j in range(0, len(a) - 80, 80)]; "
-         "low = sorted(env)[len(env) // 2]; "
-         "print([j for j in range(1, len(env)) if env[j] > 3 * low >= env[j - 1]])")
-
-
-def beeps(host, path: str) -> list[float]:
-    """The PTS (seconds) where the demo upstream's beeps start in a segment."""
-    first = span(host, path)[0]
-    windows = json.loads(host.check_output(f"ffmpeg -v error -i {path} -ac 1 -ar 8000 -f s16le - | "
-                                           f"python3 -c {shlex.quote(BEEPS)}"))
-    return [round(first + window * 0.01, 3) for window in windows]
 
 
 @pytest.mark.parametrize("slug", SLUGS)

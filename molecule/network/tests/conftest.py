@@ -1,0 +1,49 @@
+"""The network scenario's hosts (molecule.yml): two origins and an edge, each reached with `docker exec`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import testinfra
+
+ID = os.environ.get("HLS_MOLECULE_ID", "default")
+ORIGINS = [f"hls-net-origin{number}-{ID}" for number in (1, 2)]
+EDGE = f"hls-net-edge-{ID}"
+SLUGS = ["demo-aac", "demo-mp3"]
+SEGMENT_SECONDS = 2  # hls_segment_seconds in molecule.yml
+REPO = Path(__file__).resolve().parents[3]
+T = TypeVar("T")
+
+# The placement module itself (which origin a station's requests go to first), and what the tests share (tests/).
+sys.path[:0] = [str(REPO / "files" / "scripts"), str(REPO / "tests")]
+
+
+def wait_for(probe: Callable[[], T], timeout: float = 120, what: str = "it") -> T:
+    deadline = time.monotonic() + timeout
+    while not (result := probe()):
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        time.sleep(1)
+    return result
+
+
+def http(host, path: str) -> tuple[int, str]:
+    """Status and body of a GET of the host's own nginx."""
+    out = host.run(f"curl -sS -w '\\n%{{http_code}}' 'http://127.0.0.1{path}'").stdout
+    body, _, status = out.rpartition("\n")
+    return int(status or 0), body
+
+
+@pytest.fixture(scope="session")
+def origins() -> list:
+    return [testinfra.get_host(f"docker://{name}") for name in ORIGINS]
+
+
+@pytest.fixture(scope="session")
+def edge():
+    return testinfra.get_host(f"docker://{EDGE}")

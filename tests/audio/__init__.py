@@ -1,0 +1,1 @@
+"""What the molecule tests hear in the demo upstream's audio."""
