@@ -220,9 +220,11 @@ def running_edge(directory: Path) -> Iterator[Edge]:
     port, status_port = free_ports(2)
     cache_dir = directory / "cache"
     hosts = inventory(directory, {"hls_origins": {"hosts": {
-        f"origin-{index}": {"hls_common_origin_address": origin.address} for index, origin in enumerate(origins)}}})
+        f"origin-{index}": {"hls_common_origin_address": origin.address, "hls_segment_seconds": SEGMENT_SECONDS}
+        for index, origin in enumerate(origins)}}})
+    # hls_edge_segment_seconds as its default has it: the origins' hls_segment_seconds.
     config = render(directory, "hls_edge", "edge.conf.j2", hosts, "localhost", {
-        "hls_edge_port": port, "hls_edge_segment_seconds": SEGMENT_SECONDS, "hls_edge_cache_dir": str(cache_dir),
+        "hls_edge_port": port, "hls_edge_cache_dir": str(cache_dir),
         "hls_common_access_log": str(directory / "hls-access.log"),
         "__hls_edge_cors_file": str(directory / "hls-cors.conf"),
         # Requests waiting for one fetch wait for as long as the test holds it, however slow the machine.
