@@ -199,8 +199,9 @@ def test_joins_saved_by_an_older_version_are_dropped() -> None:
 # --- the ladder: a listener of any rendition, or of the multivariant playlist, is one listener of the station -----
 
 def slug_of_uri(uri: str) -> str:
-    """$hls_slug as nginx.conf.j2's `map $uri $hls_slug` gives it, with the contract's slug pattern filled in."""
-    template = (REPO / "roles/hls_nginx/templates/etc/nginx/nginx.conf.j2").read_text(encoding="utf-8")
+    """$hls_slug as the origins' and edges' `map $uri $hls_slug` (templates/macros/nginx.j2) gives it, with the
+    contract's slug pattern filled in."""
+    template = (REPO / "templates/macros/nginx.j2").read_text(encoding="utf-8")
     pattern = re.search(r'map \$uri \$hls_slug \{\s*default "";\s*"~(.+)" \$slug;', template)
     assert pattern is not None
     found = re.match(pattern.group(1).replace("{{ __hls_common_slug_pattern }}", SLUG_PATTERN).replace("?<", "?P<"),
