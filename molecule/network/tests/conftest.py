@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -47,3 +48,9 @@ def origins() -> list:
 @pytest.fixture(scope="session")
 def edge():
     return testinfra.get_host(f"docker://{EDGE}")
+
+
+def edge_port() -> int:
+    """The edge's nginx on the controller: the port Docker published for it on 127.0.0.1."""
+    published = subprocess.run(["docker", "port", EDGE, "80/tcp"], capture_output=True, text=True, check=True)
+    return int(published.stdout.split()[0].rpartition(":")[2])
