@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import random
-import re
 import shutil
 import statistics
 import subprocess
@@ -28,6 +27,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from report import write_section
 
 from radio_hls.analytics.logparse import Aggregator, Networks
 from radio_hls.analytics.logreader import LogReader
@@ -179,17 +180,6 @@ def table(results: dict[str, tuple[int, list[float]]], lines: int, size: int, ru
     return "\n".join(out)
 
 
-def write_section(document: Path, section: str) -> None:
-    text = document.read_text(encoding="utf-8") if document.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _match: section + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    document.parent.mkdir(parents=True, exist_ok=True)
-    document.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
@@ -208,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         section = table(results, args.lines, path.stat().st_size, args.runs, conditions)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, HEADING, section)
     return 0
 
 

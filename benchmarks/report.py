@@ -52,6 +52,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+def write_section(document: Path, heading: str, section: str) -> None:
+    """Put `section` (which starts with `heading`) in the Markdown `document`, in place of the section of that
+    heading if there is one (up to the next `## `), else at the end; the other sections are kept."""
+    text = document.read_text(encoding="utf-8") if document.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.M | re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _match: section + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    document.parent.mkdir(parents=True, exist_ok=True)
+    document.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+
+
 def load(directory: Path, name: str) -> dict[str, Any] | None:
     """A result file, or None when that benchmark did not run (or did not finish)."""
     try:

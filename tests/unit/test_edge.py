@@ -12,16 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
-import os
-import pwd
 import re
-import shutil
-import signal
-import socket
 import struct
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,10 +25,10 @@ from typing import Any
 
 import pytest
 import requests
+import throwaway_nginx
 from patience import GENEROUS_TIMEOUT, PATIENCE, wait_for
+from throwaway_nginx import REPO, for_a_throwaway_process, free_ports, inventory, render, stop
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 SEGMENT_SECONDS = 2  # the molecule scenarios' target duration: playlists fresh for 1 s
 PLAYLIST = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.0,\n7.ts\n#EXTINF:2.0,\n8.ts\n"
 MASTER = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\nindex.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=50000\nlow/index.m3u8\n"
@@ -96,93 +89,12 @@ def serve(origin: Origin) -> ThreadingHTTPServer:
     return server
 
 
-def free_ports(count: int) -> list[int]:
-    """Loopback ports nothing listens on now, all different (held open together while chosen)."""
-    sockets = [socket.socket() for _ in range(count)]
-    ports = []
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports
-
-
-def nginx_binary() -> str:
-    # Debian's nginx is /usr/sbin/nginx, on root's PATH but not always on a user's.
-    found = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
-    if found is None:
-        pytest.fail("no nginx: install Debian's (apt-get install nginx-light)")
-    return found
-
-
-def inventory(directory: Path, groups: dict[str, Any]) -> Path:
-    path = directory / "inventory.json"
-    path.write_text(json.dumps({"all": {"children": groups}}))
-    return path
-
-
-def render(directory: Path, role: str, template: str, hosts: Path, host: str, variables: dict[str, Any]) -> str:
-    """etc/nginx/<template> (and the CORS snippet it includes) as `role` renders it on `host` of the inventory
-    `hosts`: the role's defaults and vars (below the inventory's, as in a deployment) through its input checks."""
-    # The play finds the shared macros (templates/macros) where Ansible looks for a play's templates.
-    (directory / "templates").symlink_to(REPO / "templates")
-    play = [{"hosts": host, "gather_facts": False, "connection": "local", "tasks": [
-        {"ansible.builtin.include_role": {"name": role, "tasks_from": "assert", "public": True}},
-        *({"ansible.builtin.template": {"src": str(REPO / "templates/etc/nginx" / name),
-                                        "dest": str(directory / name.removesuffix(".j2")), "mode": "0644"}}
-          for name in (template, "hls-cors.conf.j2"))]}]
-    (directory / "render.yml").write_text(json.dumps(play))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-           "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_NOCOLOR": "1"}
-    result = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(hosts), "-e",
-                             json.dumps({"ansible_python_interpreter": sys.executable, **variables}),
-                             str(directory / "render.yml")],
-                            capture_output=True, text=True, env=env, timeout=300, check=False)
-    assert result.returncode == 0, result.stdout
-    return (directory / template.removesuffix(".j2")).read_text()
-
-
 def start_nginx(directory: Path, config: str, status_port: int, port: int) -> subprocess.Popen[bytes]:
     """A throwaway nginx running `config` (as for_a_throwaway_process changes it), answering on `port`."""
-    (directory / "nginx.conf").write_text(for_a_throwaway_process(config, directory, status_port))
-    with (directory / "stderr").open("wb") as stderr:
-        process = subprocess.Popen([nginx_binary(), "-p", str(directory), "-c", str(directory / "nginx.conf"),
-                                    "-e", str(directory / "error.log"), "-g", "daemon off;"],
-                                   stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
-
     def up() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"nginx exited: {(directory / 'stderr').read_text()}")
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/nothing", timeout=GENEROUS_TIMEOUT).status_code == 404
-        except requests.ConnectionError:
-            return False
+        return requests.get(f"http://127.0.0.1:{port}/nothing", timeout=GENEROUS_TIMEOUT).status_code == 404
 
-    wait_for(up, "the throwaway nginx to answer")
-    return process
-
-
-def stop_nginx(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=GENEROUS_TIMEOUT)
-
-
-def for_a_throwaway_process(config: str, directory: Path, status_port: int) -> str:
-    """The rendered configuration with the process's own files in `directory`, and a stub_status server."""
-    user = pwd.getpwuid(os.getuid()).pw_name
-    replaced = {r"^user .*;$": f"user {user};", r"^pid .*;$": f"pid {directory}/nginx.pid;",
-                r"^error_log .*;$": f"error_log {directory}/error.log info;",
-                r"^ *listen \[::\]:.*;$": "", r"^( *listen )([0-9]+ default_server;)$": r"\g<1>127.0.0.1:\g<2>"}
-    for pattern, replacement in replaced.items():
-        config, count = re.subn(pattern, replacement, config, count=1, flags=re.MULTILINE)
-        assert count == 1, pattern
-    extra = [f"{kind}_temp_path {directory}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
-    extra.append(f"server {{ listen 127.0.0.1:{status_port}; access_log off; location / {{ stub_status; }} }}")
-    head, _, tail = config.rpartition("}")
-    return head + "\n".join(extra) + "\n}" + tail
+    return throwaway_nginx.start(directory, for_a_throwaway_process(config, directory, status_port), up)
 
 
 @dataclass
@@ -234,7 +146,7 @@ def running_edge(directory: Path) -> Iterator[Edge]:
         with requests.Session() as session:
             yield Edge(port, status_port, cache_dir, origins, session)
     finally:
-        stop_nginx(process)
+        stop(process)
         for server in servers:
             server.shutdown()
 
@@ -393,7 +305,7 @@ def test_an_origin_does_not_count_an_edges_fetches_even_when_it_trusts_the_edge_
         log = tmp_path / "hls-access.log"
         wait_for(lambda: log.exists() and "192.0.2.2" in log.read_text(), "the listener's request in the log")
     finally:
-        stop_nginx(process)
+        stop(process)
     assert statuses == [404] * 200  # as many as it asks: no per-client limit (50 r/s, burst 100) for an edge
     assert "192.0.2.1" not in log.read_text()
 
@@ -405,7 +317,4 @@ def test_the_example_inventorys_edges_get_a_configuration_nginx_accepts(tmp_path
     servers = re.findall(r"^ *server (\S+) max_fails=1 fail_timeout=10s;$", config, flags=re.MULTILINE)
     assert servers == ["10.0.0.11:80", "10.0.0.12:80", "10.0.0.13:80"]  # hls_origins, in inventory order
     assert "set_real_ip_from 173.245.48.0/20;" in config  # the inventory's group_vars win over the defaults
-    (tmp_path / "nginx.conf").write_text(for_a_throwaway_process(config, tmp_path, free_ports(1)[0]))
-    result = subprocess.run([nginx_binary(), "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
-                             "-e", str(tmp_path / "error.log")], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
+    throwaway_nginx.check(tmp_path, for_a_throwaway_process(config, tmp_path, free_ports(1)[0]))

@@ -8,19 +8,15 @@ followed too.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
 from collections.abc import Iterator, Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-from patience import GENEROUS_TIMEOUT, wait_for
+import throwaway_nginx
+from patience import GENEROUS_TIMEOUT
+from throwaway_nginx import free_ports
 
 from radio_hls.common.contract import BadSetting
 from radio_hls.stations.placement import POINTS_PER_SERVER, Placement, Ring, placement_from_env, server_base
@@ -29,26 +25,6 @@ from radio_hls.stations.placement import POINTS_PER_SERVER, Placement, Ring, pla
 SLUGS = [f"station-{number}" for number in range(3000)]
 ORIGINS = ("origin-a.example:80", "origin-b.example:80", "origin-c.example:80")
 NEW = "origin-d.example:80"
-
-
-def free_ports(count: int) -> list[int]:
-    """Loopback ports nothing listens on now (held open together, so they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    with closing(sockets[0]):
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        ports = [sock.getsockname()[1] for sock in sockets]
-        for sock in sockets[1:]:
-            sock.close()
-    return ports
-
-
-def nginx_binary() -> str:
-    # Debian's nginx is /usr/sbin/nginx, on root's PATH but not always on a user's.
-    found = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
-    if found is None:
-        pytest.fail("no nginx: `make unit` installs Debian's (tools/ensure-packages.sh nginx)")
-    return found
 
 
 @dataclass(frozen=True)
@@ -66,7 +42,7 @@ def nginx_conf(prefix: Path, front: int, backends: Sequence[int], upstreams: dic
     port, or 404 when the request names that port in miss1 or miss2."""
     lines = [f"pid {prefix}/nginx.pid;", f"error_log {prefix}/error.log notice;", "worker_processes 1;",
              "events { worker_connections 64; }", "http {", "access_log off;", "default_type text/plain;"]
-    lines += [f"{kind}_temp_path {prefix}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
+    lines += throwaway_nginx.temp_paths(prefix)
     for name, servers in upstreams.items():
         lines.append(f"upstream {name} {{ hash $arg_k consistent; {' '.join(f'server {s};' for s in servers)} }}")
     for port in backends:
@@ -87,27 +63,17 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
     front, *backends = free_ports(6)
     servers = [f"127.0.0.1:{port}" for port in backends]
     upstreams = {"three": servers[:3], "five": servers}
-    (prefix / "nginx.conf").write_text(nginx_conf(prefix, front, backends, upstreams))
-    with (prefix / "stderr").open("wb") as stderr:
-        process = subprocess.Popen([nginx_binary(), "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
-                                    "-e", str(prefix / "error.log"), "-g", "daemon off;"],
-                                   stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
     server = Nginx(front, upstreams)
-    try:
-        def up() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"nginx exited: {(prefix / 'stderr').read_text()}{(prefix / 'error.log').read_text()}")
-            try:
-                with requests.Session() as session:
-                    return server.answer(session, "three", "probe").status_code == 200
-            except requests.ConnectionError:
-                return False
 
-        wait_for(up, "the throwaway nginx to answer")
+    def up() -> bool:
+        with requests.Session() as session:
+            return server.answer(session, "three", "probe").status_code == 200
+
+    process = throwaway_nginx.start(prefix, nginx_conf(prefix, front, backends, upstreams), up)
+    try:
         yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=GENEROUS_TIMEOUT)
+        throwaway_nginx.stop(process)
 
 
 def port_of(server: str) -> int:
