@@ -33,8 +33,8 @@ BENCH_ENV = BENCH_STATIONS=$(BENCH_STATIONS) BENCH_WINDOW=$(BENCH_WINDOW) BENCH_
 	BENCH_SERVING_SECONDS=$(BENCH_SERVING_SECONDS) BENCH_SCALE_STATIONS=$(BENCH_SCALE_STATIONS) \
 	BENCH_SCALE_WINDOW=$(BENCH_SCALE_WINDOW) BENCH_RESTART_STATIONS=$(BENCH_RESTART_STATIONS) IMAGE=$(HLS_IMAGE)
 
-.PHONY: test lint unit molecule molecule-env demo demo-clean engine image bench bench-scale bench-analytics browser \
-	players
+.PHONY: test lint unit molecule molecule-env demo demo-clean engine image bench bench-scale bench-analytics \
+	bench-edge browser players
 
 test: lint unit molecule
 
@@ -99,6 +99,12 @@ demo-clean:
 bench-analytics: $(BIN)/.installed
 	command -v goaccess >/dev/null || apt-get install -y goaccess
 	$(BIN)/python benchmarks/analytics.py --write docs/benchmarks.md
+
+# Origin requests/s with 10, 100 and 1,000 listeners straight to an origin vs through the edge's nginx.conf, and the
+# edge's requests/s vs a plain nginx, on this machine's loopback (about 2 minutes); the tables go to docs/benchmarks.md.
+bench-edge: $(BIN)/.installed
+	PATH="$$PATH:/usr/sbin" bash tools/ensure-packages.sh nginx wrk
+	PATH="$$PATH:/usr/sbin" $(BIN)/python benchmarks/edge.py --write docs/benchmarks.md
 
 bench: $(BIN)/.installed image
 	$(BENCH_ENV) bash benchmarks/bench.sh all

@@ -11,6 +11,7 @@
 #   gstreamer    GStreamer 1.x: tools, plugins base/good/bad (hlsdemux, tsdemux, faad, mpg123) and python3-gi
 #   nginx        Debian's nginx, for the unit test of the placement ring against nginx's own hash (a throwaway one
 #                on loopback ports; the package's own service is none of the tests' business)
+#   wrk          Debian's wrk, the load generator of `make bench-edge`
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,7 +37,7 @@ for need in "$@"; do
             if lacks chromium; then missing+=(chromium); fi ;;
         nginx)
             if lacks nginx; then missing+=(nginx); fi ;;
-        ffmpeg|mpv)
+        ffmpeg|mpv|wrk)
             if lacks "$need"; then missing+=("$need"); fi ;;
         vlc)
             if lacks cvlc || ! compgen -G '/usr/lib/*/vlc/plugins/demux/libadaptive_plugin.so' >/dev/null; then

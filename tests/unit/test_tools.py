@@ -194,6 +194,8 @@ def test_an_image_of_that_name_from_another_recipe_is_built_again(machine, label
         ({"debootstrap"}, ["debootstrap", "docker"], ["docker.io"]),
         ({"nginx"}, ["nginx", "debootstrap"], ["debootstrap"]),
         ({"debootstrap"}, ["nginx", "debootstrap"], ["nginx"]),
+        ({"nginx"}, ["nginx", "wrk"], ["wrk"]),
+        ({"wrk"}, ["wrk", "nginx"], ["nginx"]),
     ],
 )
 def test_each_need_installs_only_what_it_lacks(machine, present, needs, expected):
