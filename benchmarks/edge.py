@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests/unit"))
 import throwaway_nginx  # noqa: E402 (from the unit tests' directory, just put on the path)
 
-HEADING = "## Edges: origin requests behind an edge, and the edge's requests/s"
+HEADING = "## Edges: origin load and requests per second"
 WRK_CONNECTIONS = 8
 
 
@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         "nginx.conf in front of it. Listeners (asyncio, one keep-alive connection each) poll their station's "
         "playlist every target duration and fetch each new segment, spread over the stations, arriving over the "
         f"first target duration; each case measured for {args.window:g} s once all have arrived.",
-        "", f"{machine_lines(before)[0]} Load average at the end {after['load_1_5_15']}.", "",
+        "", f"{machine_lines(before)[0]} Load average at the end {after['load_1_5_15']}. The machine is shared "
+        "(other sessions' builds and tests run on it): the origin's request counts do not depend on its speed, the "
+        "requests/s of the second table do, so read those as a ratio.", "",
         "### Origin load: listeners straight to the origin vs through one edge", "",
         *load_table(loads, args.stations, args.seconds), "",
         "### The edge's requests/s (cache hits) vs a plain static nginx serving the files from disk", "",
