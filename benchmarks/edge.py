@@ -197,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         "### The edge's requests/s (cache hits) vs a plain static nginx serving the files from disk", "",
         f"wrk, 1 thread, {WRK_CONNECTIONS} connections, {args.wrk_seconds:g} s per run, median of {args.rounds} runs "
         "taken in turns; both nginx with `worker_processes auto`. The edge writes its session log (buffered) and "
-        "puts the listener's `s=` on the playlist's lines (sub_filter); the plain one writes a combined log.", "",
+        "puts the listener's `s=` on the playlist's lines (sub_filter); the plain one writes a combined log. Per "
+        "request the edge does more: its locations' regular expressions, the cache lookup (the key in shared "
+        "memory, the body in a cache file behind its header), the session maps of its log, and for a playlist the "
+        "text filter (so a chunked answer).", "",
         *throughput_table(rates, sizes), ""])
     print(section)
     if args.write:

@@ -167,7 +167,9 @@ class Listeners:
                         if status != 200:
                             self.counts.errors += 1
                         fetched.add(name)
-                    due += self.seconds
+                    # As a player: the next poll a target duration after this one was due, or now when late
+                    # (a busy machine), never a burst to catch up.
+                    due = max(due + self.seconds, loop.time())
                     await asyncio.sleep(max(0.0, due - loop.time()))
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 self.counts.errors += 1
