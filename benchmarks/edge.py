@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests/unit"))
 import throwaway_nginx  # noqa: E402 (from the unit tests' directory, just put on the path)
 
-HEADING = "## Edges: origin load and requests per second"
+HEADING = "## Edges (issue 14): origin load and requests per second"
 WRK_CONNECTIONS = 8
 
 
