@@ -36,7 +36,7 @@ def nginx_binary() -> str:
     # Debian's nginx is /usr/sbin/nginx, on root's PATH but not always on a user's.
     found = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
     if found is None:
-        raise NginxError("no nginx: tools/ensure-packages.sh nginx installs Debian's (`make unit` and `make bench-edge` run it)")
+        raise NginxError("no nginx: tools/ensure-packages.sh nginx installs Debian's (make unit, make bench-edge)")
     return found
 
 
