@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import re
 import struct
 import subprocess
@@ -28,6 +29,9 @@ import requests
 import throwaway_nginx
 from patience import GENEROUS_TIMEOUT, PATIENCE, wait_for
 from throwaway_nginx import REPO, for_a_throwaway_process, free_ports, inventory, render, stop
+
+from radio_hls.operations import status as hls_status
+from radio_hls.operations.snapshot import Config, collect, read_settings
 
 SEGMENT_SECONDS = 2  # the molecule scenarios' target duration: playlists fresh for 1 s
 PLAYLIST = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.0,\n7.ts\n#EXTINF:2.0,\n8.ts\n"
@@ -104,6 +108,7 @@ class Edge:
     cache_dir: Path
     origins: list[Origin]
     session: requests.Session
+    directory: Path  # the session log, hls-status's files (status/) and the status page (page/)
 
     def get(self, path: str) -> requests.Response:
         return self.session.get(f"http://127.0.0.1:{self.port}{path}", timeout=GENEROUS_TIMEOUT)
@@ -131,6 +136,8 @@ def running_edge(directory: Path) -> Iterator[Edge]:
     servers = [serve(origin) for origin in origins]
     port, status_port = free_ports(2)
     cache_dir = directory / "cache"
+    for name in ("status", "page"):
+        (directory / name).mkdir()
     hosts = inventory(directory, {"hls_origins": {"hosts": {
         f"origin-{index}": {"hls_common_origin_address": origin.address, "hls_segment_seconds": SEGMENT_SECONDS}
         for index, origin in enumerate(origins)}}})
@@ -139,12 +146,13 @@ def running_edge(directory: Path) -> Iterator[Edge]:
         "hls_edge_port": port, "hls_edge_cache_dir": str(cache_dir),
         "hls_common_access_log": str(directory / "hls-access.log"),
         "__hls_edge_cors_file": str(directory / "hls-cors.conf"),
+        "__hls_common_status_dir": str(directory / "status"), "hls_nginx_page_dir": str(directory / "page"),
         # Requests waiting for one fetch wait for as long as the test holds it, however slow the machine.
         "hls_edge_cache_lock_timeout": f"{int(PATIENCE)}s"})
     process = start_nginx(directory, config, status_port, port)
     try:
         with requests.Session() as session:
-            yield Edge(port, status_port, cache_dir, origins, session)
+            yield Edge(port, status_port, cache_dir, origins, session, directory)
     finally:
         stop(process)
         for server in servers:
@@ -277,6 +285,39 @@ def test_when_every_origin_fails_listeners_keep_the_last_playlist(own_edge: Edge
     wait_for(stale_after_both_failed, "the edge to ask both origins again")
     answer = own_edge.get(path)
     assert (answer.status_code, answer.text) == (200, PLAYLIST)
+
+
+def test_an_edge_serves_its_listeners_counts_health_and_status_page(edge: Edge) -> None:
+    """What hls-status writes in edge mode (status.env with HLS_EDGE=true, as role hls writes it on an edge), served
+    by the edge's nginx at the origin's paths, outside the session log."""
+    (edge.directory / "listeners.json").write_text(json.dumps({"updated_at": "2026-01-01T00:00:00Z",
+                                                                "stations": {"joy": 2}}))
+    settings = edge.directory / "status.env"
+    settings.write_text("".join(f"{name}={edge.directory / name.lower()}\n" for name in (
+        "HLS_STATIONS_DIR", "HLS_OUTPUT_ROOT", "HLS_LOG_DIR", "HLS_SYNC_STATUS_FILE")) +
+        f"HLS_LISTENERS_FILE={edge.directory / 'listeners.json'}\nHLS_EDGE=true\n")
+    snapshot = collect(Config.from_env(read_settings(settings)), systemctl=lambda args: "")
+    hls_status.publish(snapshot, 60, edge.directory / "status")
+    (edge.directory / "page" / "index.html").write_text("<!doctype html>the page")
+    (edge.directory / "page" / "status.js").write_text("// the page's script")
+
+    health = edge.get("/health")
+    assert (health.status_code, health.json()["status"]) == (200, "ok")
+    metrics = edge.get("/metrics")
+    assert metrics.status_code == 200
+    assert 'hls_station_listeners{station="joy"} 2' in metrics.text.splitlines()
+    assert "hls_station_up" not in metrics.text
+    page = edge.get("/status.json").json()
+    assert (page["edge"], [station["slug"] for station in page["stations"]]) == (True, ["joy"])
+    index = edge.get("/")
+    assert (index.status_code, index.text) == (200, "<!doctype html>the page")
+    assert "default-src 'none'" in index.headers["Content-Security-Policy"]
+    assert edge.get("/status.js").status_code == 200
+    # The operators' requests stay out of the listeners' session log.
+    log = edge.directory / "hls-access.log"
+    edge.get("/hls/joy/index.m3u8?s=after-the-status-requests")
+    wait_for(lambda: log.exists() and "after-the-status-requests" in log.read_text(), "the listener's line in the log")
+    assert not re.search(r"\t/(health|metrics|status\.json|status\.js)?\t", log.read_text())
 
 
 def ask_from(source: str, port: int, path: str, forwarded_for: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,3 +55,9 @@ def edge_port() -> int:
     """The edge's nginx on the controller: the port Docker published for it on 127.0.0.1."""
     published = subprocess.run(["docker", "port", EDGE, "80/tcp"], capture_output=True, text=True, check=True)
     return int(published.stdout.split()[0].rpartition(":")[2])
+
+
+def counted(host) -> dict[str, int]:
+    """Listener sessions of the last 60 s per station, as the host's analytics counted them."""
+    listeners = host.file("/run/hls-analytics/listeners.json")
+    return json.loads(listeners.content_string).get("stations", {}) if listeners.exists else {}

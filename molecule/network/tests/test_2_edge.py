@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import EDGE, ORIGINS, REPO, edge_port, http, wait_for
+from conftest import EDGE, ORIGINS, REPO, counted, edge_port, http, wait_for
 
 from radio_hls.stations.placement import Ring
 
@@ -76,3 +76,5 @@ def test_a_listener_plays_on_while_its_origin_goes(origins, edge, stopped_origin
     assert len(reports) == len(PLAYERS), summary
     assert all(r["played"] >= MIN_PLAYED * WINDOW and not r["early"] and not r["went_back"] for r in reports), (
         f"first origin {origin}, edge {EDGE}", summary)
+    # Both players are one listener (s=net-listener-1) across the switch: the edge's analytics count it once.
+    wait_for(lambda: counted(edge).get(SLUG) == 1, what="one listener session across the switch")

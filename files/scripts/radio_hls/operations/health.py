@@ -6,7 +6,8 @@ listeners, whether it crashed or someone ran `systemctl stop`. For each such sta
 the playlist exists and was written less than --max-age seconds ago, and its newest segment is not empty.
 
 The host serves unless stations should run and none of them is healthy: one station down (its upstream gone,
-an odd record) must not take a host that serves hundreds of others out of a load balancer.
+an odd record) must not take a host that serves hundreds of others out of a load balancer. An edge runs no
+station: it serves while hls-status runs (nginx answers /health from its files).
 
 Exit status, as monitoring plugins read it: 0 every station is healthy; 1 some station is unhealthy, the host
 serves; 2 the host does not serve (no station that should run is healthy); 3 unknown (the station list cannot
@@ -55,6 +56,9 @@ def problems(station: Station, max_age: float) -> list[str]:
 
 
 def evaluate(snapshot: Snapshot, max_age: float) -> list[StationHealth]:
+    """Each station's verdict; none on an edge, where its origins run the stations and report on them."""
+    if snapshot.edge:
+        return []
     results = []
     for station in snapshot.stations:
         found = problems(station, max_age) if station.enabled else []
@@ -85,6 +89,8 @@ class HostHealth:
     def reason(self) -> str:
         if self.status == "unhealthy":
             return f"none of the {self.should_run} station(s) that should run is healthy"
+        if not self.should_run:
+            return "no station should run on this host"
         return f"{self.healthy} of {self.should_run} station(s) that should run are healthy"
 
 

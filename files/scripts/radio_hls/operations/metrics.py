@@ -114,8 +114,10 @@ def families(snapshot: Snapshot, health: Sequence[StationHealth]) -> list[Family
                "Unix time these metrics were collected (alert when it falls behind).",
                round(snapshot.generated_at, 3)),
     ]
-    return [up, enabled, ok, age, segments, newest, restarts, uptime, info, listeners, last_ok, last_success, failures,
-            *totals]
+    # An edge has listeners only: no hls_station_up or _healthy of stations its origins run (alerts on them would fire).
+    stations = [listeners] if snapshot.edge else [up, enabled, ok, age, segments, newest, restarts, uptime, info,
+                                                  listeners]
+    return [*stations, last_ok, last_success, failures, *totals]
 
 
 def render(snapshot: Snapshot, health: Sequence[StationHealth]) -> str:

@@ -5,6 +5,9 @@ Read-only: systemd (one `systemctl show` for the stations, hls-sync and hls-anal
 .launch.json, now-playing.json), the analytics' listeners file (listener numbers, spool, dead letters, counters) and
 the sync's status file. Stream URLs are never read into a snapshot: they may carry credentials, and snapshots
 end up on web pages.
+
+On an edge (HLS_EDGE=true, role hls_edge) no station runs: the stations are those its listeners ask for, from the
+listeners file alone, and the only job is the analytics.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ UNIT_PROPERTIES = ("Id", "LoadState", "UnitFileState", "ActiveState", "SubState"
                    "ActiveEnterTimestampMonotonic")
 # The background jobs whose last run /metrics reports (job name, unit).
 JOB_UNITS = (("sync", "hls-sync.service"), ("analytics", "hls-analytics.service"))
+EDGE_JOB_UNITS = JOB_UNITS[1:]
 DEFAULT_MAX_PLAYLIST_AGE = 60.0
 
 Systemctl = Callable[[Sequence[str]], str]
@@ -51,10 +55,14 @@ class Config:
     listeners_file: Path
     sync_status_file: Path
     max_playlist_age: float = DEFAULT_MAX_PLAYLIST_AGE
+    edge: bool = False  # a cache edge: no station runs here, listeners arrive
 
     @classmethod
     def from_env(cls, values: Mapping[str, str | None]) -> Config:
-        """BadSetting for a path that is not set."""
+        """BadSetting for a path that is not set, or an HLS_EDGE that is neither true nor false."""
+        edge = (values.get("HLS_EDGE") or "false").strip().lower()
+        if edge not in ("true", "false"):
+            raise BadSetting(f"HLS_EDGE must be true or false, not {edge!r}")
         return cls(
             stations_dir=Path(setting(values, "HLS_STATIONS_DIR")),
             output_root=Path(setting(values, "HLS_OUTPUT_ROOT")),
@@ -62,6 +70,7 @@ class Config:
             listeners_file=Path(setting(values, "HLS_LISTENERS_FILE")),
             sync_status_file=Path(setting(values, "HLS_SYNC_STATUS_FILE")),
             max_playlist_age=float(values.get("HLS_HEALTH_MAX_PLAYLIST_AGE") or DEFAULT_MAX_PLAYLIST_AGE),
+            edge=edge == "true",
         )
 
 
@@ -129,6 +138,7 @@ class Snapshot:
     stations: list[Station]
     jobs: list[Job]
     analytics: Analytics
+    edge: bool = False  # the stations are the ones listeners ask for here, none runs here
 
 
 def run_systemctl(args: Sequence[str]) -> str:
@@ -248,11 +258,13 @@ def collect(config: Config, systemctl: Systemctl = run_systemctl, now: float | N
             monotonic_now: float | None = None) -> Snapshot:
     now = time.time() if now is None else now
     monotonic_now = time.monotonic() if monotonic_now is None else monotonic_now
-    slugs = station_slugs(config.stations_dir)
+    slugs = [] if config.edge else station_slugs(config.stations_dir)
+    job_units = EDGE_JOB_UNITS if config.edge else JOB_UNITS
     units = parse_show(systemctl(["show", "--property=" + ",".join(UNIT_PROPERTIES),
-                                  *map(unit_name, slugs), *(unit for _, unit in JOB_UNITS)]))
+                                  *map(unit_name, slugs), *(unit for _, unit in job_units)]))
     listeners, analytics = read_listeners(config.listeners_file)
-    stations = []
+    # An edge's stations: those with listeners here now (the analytics list no station without).
+    stations = [Station(slug, listeners=number) for slug, number in sorted(listeners.items())] if config.edge else []
     for slug in slugs:
         station = Station(slug)
         read_identity(station, station_env_file(config.stations_dir, slug))
@@ -261,5 +273,5 @@ def collect(config: Config, systemctl: Systemctl = run_systemctl, now: float | N
         station.listeners = listeners.get(slug, 0)
         stations.append(station)
     status_files = {"sync": config.sync_status_file}
-    jobs = [read_job(name, units.get(unit, {}), status_files.get(name)) for name, unit in JOB_UNITS]
-    return Snapshot(generated_at=now, stations=stations, jobs=jobs, analytics=analytics)
+    jobs = [read_job(name, units.get(unit, {}), status_files.get(name)) for name, unit in job_units]
+    return Snapshot(generated_at=now, stations=stations, jobs=jobs, analytics=analytics, edge=config.edge)

@@ -54,12 +54,14 @@ def page_data(snapshot: Snapshot, health: Sequence[StationHealth]) -> dict[str, 
     return {
         "generated_at": round(snapshot.generated_at, 3),
         "listeners_updated_at": snapshot.analytics.updated_at,
+        # The page of an edge: the stations listeners ask for here, each playable through the edge.
+        "edge": snapshot.edge,
         "stations": [
             {
                 "slug": station.slug,
                 "title": station.title or station.slug,
                 "state": station.state,
-                "active": station.active_state == "active",
+                "active": snapshot.edge or station.active_state == "active",
                 "enabled": station.enabled,
                 "healthy": healthy.get(station.slug, False),
                 "uptime_seconds": None if station.uptime is None else round(station.uptime),

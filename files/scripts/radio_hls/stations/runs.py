@@ -33,9 +33,10 @@ LIST_SUFFIX = ".csv"
 LIST_SIZE = 50
 # MPEG-TS timestamps: 33 bits of a 90 kHz clock, so they wrap every 2^33 / 90000 s (about 26.5 hours).
 PTS_WRAP_SECONDS = 2**33 / 90000
-# The segment muxer cuts at the first audio frame at or after a boundary (an AAC frame is 21-46 ms, MP3 26 ms):
-# a time this close after a boundary is a cut there. Also covers the list's rounding just before it.
-CUT_TOLERANCE = 0.1
+# The segment muxer cuts at the first audio frame at or after a boundary (an AAC frame is 21-46 ms, MP3 24-52 ms):
+# a time this close after a boundary is a cut there. Also covers the list's rounding just before it. Less than the
+# launcher's 0.1 s between runs, so a run that begins after a cut is not taken for one.
+CUT_TOLERANCE = 0.06
 
 
 def slot_of(time: float, segment_seconds: int) -> int:
