@@ -65,9 +65,9 @@ class FakeStation:
         return path
 
 
-def writer(root: Path, minutes: int = 1) -> Writer:
+def writer(root: Path, minutes: int = 1, replicated: bool = False) -> Writer:
     return Writer(Config.from_env({"HLS_OUTPUT_ROOT": str(root), "HLS_WINDOW_MINUTES": str(minutes),
-                                   "HLS_STOP_GRACE_SECONDS": "6"}))
+                                   "HLS_STOP_GRACE_SECONDS": "6", "HLS_REPLICATED": str(replicated).lower()}))
 
 
 def playlist_of(root: Path, slug: str = "joy") -> MediaPlaylist:
@@ -230,6 +230,47 @@ def test_a_segment_cut_short_by_a_stop_leaves_its_slot_to_the_next_run(root: Pat
     assert not list(station.directory.glob(f"{first.run}-*.ts"))  # the unpublished one went at once
 
 
+def test_after_a_gap_the_playlist_starts_again_at_the_slot(root: Path) -> None:
+    # A replicated station, an outage longer than the upstream's burst: slots with no segment. Numbered one by one,
+    # the later segments would leave their slots (and every other origin's numbers); a playlist cannot list a hole.
+    station, hls = FakeStation(root), writer(root, replicated=True)
+    station.start(NOW)
+    station.finish_segments(7)
+    hls.tick(NOW + 45)
+    before = playlist_of(root)
+    second = station.start(NOW + 80)
+    station.finish_segments(5)  # fewer than six segments after the gap: held, the playlist as it was
+    hls.tick(NOW + 110)
+    assert playlist_of(root).text() == before.text()
+    station.finish_segments(1)  # six, over three target durations
+    hls.tick(NOW + 115)
+    after = playlist_of(root)
+    first_slot = int(second.start // T)
+    assert after.media_sequence == first_slot
+    assert [s.name for s in after.segments] == [f"{first_slot + n}.ts" for n in range(6)]
+    assert after.segments[0].discontinuity
+    # RFC 8216 6.2.2: what left is counted, so the discontinuity sequence of what stays is what it was.
+    assert after.discontinuity_sequence == before.discontinuity_sequence + sum(s.discontinuity for s in before.segments)
+    # The segments that left stay downloadable for the usual time, then go.
+    hls.tick(NOW + 115 + 60 + 2 * T + 0.1)
+    assert not any((station.directory / s.name).exists() for s in before.segments)
+
+
+def test_a_playlist_whose_segments_are_gone_is_not_continued(root: Path) -> None:
+    # A reboot empties the station's directory (systemd-tmpfiles) and keeps _playlists: the playlist read back
+    # would list only missing segments and number on from them.
+    station = FakeStation(root)
+    station.start(NOW)
+    station.finish_segments(3)
+    writer(root, replicated=True).tick(NOW + 20)
+    shutil.rmtree(station.directory)
+    station, hls = FakeStation(root), writer(root, replicated=True)  # after the reboot: emptied, a new hls-playlists
+    restarted = station.start(NOW + 300)
+    station.finish_segments(1)
+    hls.tick(NOW + 310)
+    assert playlist_of(root).media_sequence == int(restarted.start // T)
+
+
 def test_origins_publish_the_same_names_numbers_and_dates(tmp_path: Path) -> None:
     """Two origins run one station from different moments, their frames after each boundary a little apart: for
     every slot both list, the same name, media sequence number, PROGRAM-DATE-TIME and EXTINF."""
@@ -372,6 +413,7 @@ GOOD = {"HLS_OUTPUT_ROOT": "/run/hls", "HLS_WINDOW_MINUTES": "25", "HLS_STOP_GRA
     ({**GOOD, "HLS_WINDOW_MINUTES": "0"}, "HLS_WINDOW_MINUTES='0' is not a whole number from 1 to 1440"),
     ({**GOOD, "HLS_WINDOW_MINUTES": "2.5"}, "not a whole number"),
     ({**GOOD, "HLS_STOP_GRACE_SECONDS": "-1"}, "HLS_STOP_GRACE_SECONDS='-1' is not a whole number"),
+    ({**GOOD, "HLS_REPLICATED": "yes"}, "HLS_REPLICATED='yes' is neither true nor false"),
 ])
 def test_settings_are_checked(values: dict[str, str | None], message: str) -> None:
     with pytest.raises(BadSetting, match=message):

@@ -5,9 +5,8 @@ The rules it keeps (docs/conformance.md has each with its number):
   more than one audio frame;
 - segments are only appended and removed from the head, the media sequence counts the removed ones, and the
   discontinuity sequence counts the removed EXT-X-DISCONTINUITY tags, so every listed segment keeps both numbers;
-- a segment is named after its slot (stations/runs.py) and a playlist begins numbering at its first segment's slot,
-  so origins that run a station publish the same names and numbers while neither misses a slot (a gap: the
-  numbers go on one by one, behind the slots by the segments missed);
+- a segment is named and numbered after its slot (stations/runs.py), so origins that run a station publish the same
+  names and numbers; after a gap (slots with no segment) the playlist starts again at the new slot (restart_at);
 - every segment has its EXT-X-PROGRAM-DATE-TIME, the wall-clock time of its timestamps;
 - EXT-X-DISCONTINUITY starts each run (a restart of FFmpeg: new encoder, maybe another codec) and marks segments
   hls-playlists missed;
@@ -100,6 +99,7 @@ class MediaPlaylist:
         self.segments: deque[Segment] = deque()
         self.duration = 0.0
         self.head_title: Title | None = None  # the last title of a segment that left: maybe still in effect
+        self.starts_again = False  # restart_at emptied it: the next segment begins a discontinuity
 
     @property
     def last(self) -> Segment | None:
@@ -109,7 +109,8 @@ class MediaPlaylist:
                titles: tuple[Title, ...] = ()) -> Segment:
         """List a finished segment after the last; EXT-X-DISCONTINUITY when it starts a run or follows a gap."""
         last = self.last
-        discontinuity = last is not None and (run != last.run or slot != last.slot + 1)
+        discontinuity = self.starts_again or last is not None and (run != last.run or slot != last.slot + 1)
+        self.starts_again = False
         segment = Segment(name, run, slot, start, duration, discontinuity, titles)
         self.segments.append(segment)
         self.duration += duration
@@ -120,12 +121,22 @@ class MediaPlaylist:
         if self.segments:
             self.segments[-1] = replace(self.segments[-1], run=run)
 
-    def trim(self, window: float) -> list[Segment]:
-        """Remove the oldest segments while the rest still hold `window` seconds and three target durations;
-        returns them."""
+    def restart_at(self, slot: int) -> list[Segment]:
+        """After a gap: every listed segment leaves (as trim removes them, so both sequences count them) and the
+        media sequence jumps to `slot`, the next segment's. A playlist cannot list a hole and its numbers must stay
+        the slots (every origin's the same), so the window before an outage goes; the caller appends at least three
+        target durations at once (RFC 8216 6.2.2). Returns the segments that left."""
+        removed = self.trim(float("inf"), keep_none=True)
+        self.media_sequence = slot
+        self.starts_again = True
+        return removed
+
+    def trim(self, window: float, keep_none: bool = False) -> list[Segment]:
+        """Remove the oldest segments while the rest still hold `window` seconds and three target durations (all
+        of them with keep_none); returns them."""
         keep = max(window, 3 * self.target)
         removed = []
-        while self.segments and self.duration - self.segments[0].duration >= keep:
+        while self.segments and (keep_none or self.duration - self.segments[0].duration >= keep):
             segment = self.segments.popleft()
             self.duration -= segment.duration
             self.media_sequence += 1

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from radio_hls.common.files import read_json_object, write_atomically
 from radio_hls.playlists import timed_id3
-from radio_hls.playlists.model import MediaPlaylist, Title
+from radio_hls.playlists.model import MediaPlaylist, Segment, Title
 from radio_hls.playlists.titles import Tagging
 from radio_hls.stations.runs import LIST_SUFFIX, SEGMENT_SUFFIX, Listed, Run, read_list
 
@@ -26,6 +26,7 @@ log = logging.getLogger("hls-playlists")
 # <playlist>.json next to a playlist while the station is stopped: where its sequences got to (new_playlist).
 SEQUENCES_SUFFIX = ".json"
 LONGEST_SEGMENT = 60  # seconds: the launcher's bound on HLS_SEGMENT_SECONDS
+MIN_SEGMENTS = 6  # Apple's authoring spec 8.11: a live playlist that listed six never lists fewer
 
 
 def stamp(path: Path) -> tuple[int, int, int] | None:
@@ -102,9 +103,9 @@ class Rendition:
     main rendition, <name>/ in it for one of the ladder's)."""
 
     def __init__(self, label: str, directory: Path, playlist_path: Path, window_seconds: float,
-                 deletions: Deletions) -> None:
+                 deletions: Deletions, replicated: bool = False) -> None:
         self.label, self.directory, self.playlist_path = label, directory, playlist_path
-        self.window_seconds, self.deletions = window_seconds, deletions
+        self.window_seconds, self.deletions, self.replicated = window_seconds, deletions, replicated
         self.playlist = read_playlist(playlist_path)
         self.list_stamp: tuple[int, int, int] | None = None
         self.id3_continuity = 0  # the timed-ID3 stream's TS continuity counter, continued from segment to segment
@@ -114,6 +115,12 @@ class Rendition:
                 self.sizes[segment.name] = (directory / segment.name).stat().st_size
             except OSError:
                 pass
+        if replicated and self.playlist is not None and self.playlist.last is not None and \
+                self.playlist.last.name not in self.sizes:
+            # Its newest segment is gone (a reboot emptied the station's directory): nothing it lists can be
+            # served. The next playlist starts at its own first slot, as every other origin numbers it.
+            log.info("%s: the playlist read back lists segments that are gone: it starts again", label)
+            self.retire()
 
     def keep_seconds(self, target: int) -> float:
         """How long a segment stays on disk after it left the playlist: its own duration plus the longest playlist
@@ -163,12 +170,22 @@ class Rendition:
                 listed.slot == last.slot for listed in finished):
             self.playlist.continue_run(run.run)  # read back at a start of this program: the run goes on
             last = self.playlist.last
+        # A segment cut short by a stop is not published: its slot is where the next run begins (that run starts
+        # after the last cut, launcher.begin_run), so a slot never names two segments.
+        new = [listed for listed in finished if listed.whole and (last is None or listed.slot > last.slot)]
+        if self.replicated and self.playlist is not None and last is not None and new and \
+                new[0].slot > last.slot + 1:
+            # A gap: numbered one by one, the segments after it would leave their slots, and the other origins'
+            # numbers, which an edge mixes with these. Held until they alone fill three target durations and six
+            # segments (RFC 8216 6.2.2, Apple 8.11), then the playlist starts again there. On a host of its own a
+            # station's numbers go on one by one instead, and nothing waits.
+            if len(new) < MIN_SEGMENTS or sum(listed.duration for listed in new) < 3 * self.playlist.target:
+                return None
+            log.info("%s: slots %d-%d missing: the playlist starts again at %d", self.label, last.slot + 1,
+                     new[0].slot - 1, new[0].slot)
+            self._leave(self.playlist.restart_at(new[0].slot), now)
         added: Listed | None = None
-        for listed in finished:
-            # A segment cut short by a stop is not published: its slot is where the next run begins (that run
-            # starts after the last cut, launcher.begin_run), so a slot never names two segments.
-            if not listed.whole or (last is not None and listed.slot <= last.slot):
-                continue
+        for listed in new:
             if self.playlist is None:
                 self.playlist = new_playlist(self.playlist_path, run.segment_seconds, listed.slot)
             titles = self._tag(listed, tagging(listed))
@@ -177,14 +194,19 @@ class Rendition:
             added = listed
         if added is None or self.playlist is None:
             return None
-        for segment in self.playlist.trim(self.window_seconds):
-            self.sizes.pop(segment.name, None)
-            self.deletions.add(self.directory / segment.name, now + self.keep_seconds(self.playlist.target))
+        self._leave(self.playlist.trim(self.window_seconds), now)
         try:
             write_atomically(self.playlist_path, self.playlist.text(), mode=0o644, durable=False)
         except OSError as error:
             log.error("%s: cannot write %s: %s", self.label, self.playlist_path, error.strerror)
         return added
+
+    def _leave(self, removed: list[Segment], now: float) -> None:
+        """Segments that left the playlist: deleted once no client holding a playlist that listed them may ask."""
+        for segment in removed:
+            self.sizes.pop(segment.name, None)
+            if self.playlist is not None:
+                self.deletions.add(self.directory / segment.name, now + self.keep_seconds(self.playlist.target))
 
     def _tag(self, listed: Listed, tagging: Tagging) -> tuple[Title, ...]:
         """Put the station's titles into the segment's file and publish it under its slot's name, before anyone can

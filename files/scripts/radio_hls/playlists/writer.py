@@ -65,6 +65,9 @@ class Config:
     output_root: Path
     window_seconds: float
     stop_grace_seconds: float  # a station stopped this long stays stopped: its restart would have come
+    # Stations run on other origins too (hls_station_replicas > 1): after a gap a playlist starts again at the slot,
+    # so its numbers stay every origin's (renditions.Rendition.list_finished).
+    replicated: bool = False
 
     @classmethod
     def from_env(cls, values: Mapping[str, str | None]) -> Config:
@@ -74,8 +77,11 @@ class Config:
                 raise BadSetting(f"{name}={value!r} is not a whole number from {low} to {high}")
             return int(value)
 
+        replicated = values.get("HLS_REPLICATED") or "false"
+        if replicated not in ("true", "false"):
+            raise BadSetting(f"HLS_REPLICATED={replicated!r} is neither true nor false")
         return cls(Path(setting(values, "HLS_OUTPUT_ROOT")), whole("HLS_WINDOW_MINUTES", 1, 1440) * 60.0,
-                   float(whole("HLS_STOP_GRACE_SECONDS", 1, 86400)))
+                   float(whole("HLS_STOP_GRACE_SECONDS", 1, 86400)), replicated == "true")
 
 
 class Station:
@@ -105,7 +111,7 @@ class Station:
         directory = self.directory if name is None else Run.variant_dir(self.directory, name)
         return Rendition(self.slug if name is None else f"{self.slug}/{name}", directory,
                          playlist_path(self.config.output_root, self.slug, name), self.config.window_seconds,
-                         self.deletions)
+                         self.deletions, self.config.replicated)
 
     def renditions(self) -> list[Rendition]:
         return [self.main, *self.ladder.values()]
