@@ -5,8 +5,9 @@ The rules it keeps (docs/conformance.md has each with its number):
   more than one audio frame;
 - segments are only appended and removed from the head, the media sequence counts the removed ones, and the
   discontinuity sequence counts the removed EXT-X-DISCONTINUITY tags, so every listed segment keeps both numbers;
-- a segment is named and numbered after its slot (stations/runs.py), so origins that run a station publish the same
-  names and numbers; after a gap (slots with no segment) the playlist starts again at the new slot (restart_at);
+- a segment is named after its slot (stations/runs.py) and a playlist numbers from its first segment's slot, so
+  origins that run a station publish the same names and numbers; after a gap (slots with no segment) a replicated
+  station's playlist starts again at the new slot (restart_at), a single host's numbers go on one by one;
 - every segment has its EXT-X-PROGRAM-DATE-TIME, the wall-clock time of its timestamps;
 - EXT-X-DISCONTINUITY starts each run (a restart of FFmpeg: new encoder, maybe another codec) and marks segments
   hls-playlists missed;
