@@ -31,7 +31,7 @@ def test_the_edge_counts_a_listener_once_and_the_origins_never(origins, edge):
     assert "hls_station_up" not in metrics  # the edge runs no station
     # The edge's fetches are no listener on an origin: none of its addresses in their session logs (field 7 is the
     # connecting address, realip_remote_addr).
-    addresses = set(edge.check_output("hostname -I").split())
+    addresses = set(edge.interface("eth0").addresses)
     for origin in origins:
         log = origin.file(SESSION_LOG)
         lines = log.content_string.splitlines() if log.exists else []
