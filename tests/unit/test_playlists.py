@@ -362,6 +362,30 @@ def test_after_a_stop_neither_sequence_goes_back(root: Path, writer_restarts: bo
     assert after.discontinuity_sequence == before.discontinuity_sequence + 1 + 1
 
 
+@pytest.mark.parametrize("replicated", [False, True])
+def test_a_first_run_never_publishes_a_slot_again(root: Path, replicated: bool) -> None:
+    # A first run (after a stop or a reboot: its directory is new) starts early by the upstream's burst
+    # (launcher.begin_run), which can reach back into slots the station's last playlist already listed.
+    station, hls = FakeStation(root), writer(root, replicated=replicated)
+    station.start(NOW)
+    station.finish_segments(5)
+    hls.tick(NOW + 32)
+    before = playlist_of(root)
+    shutil.rmtree(station.directory)
+    hls.tick(NOW + 33)
+    station = FakeStation(root)
+    station.start(NOW + 34 - 9)  # early by a 9 s burst: inside the last listed segment's slot, and the one before
+    station.finish_segments(8)
+    hls.tick(NOW + 80)
+    after = playlist_of(root)
+    assert not {s.name for s in after.segments} & {s.name for s in before.segments}
+    assert after.segments[0].slot == before.segments[-1].slot + 1
+    assert after.media_sequence >= before.media_sequence + len(before.segments)
+    if replicated:  # every origin's number for the slot
+        assert [s.slot for s in after.segments] == list(range(after.media_sequence,
+                                                              after.media_sequence + len(after.segments)))
+
+
 def test_a_station_stopped_on_a_disk_output_goes_after_the_grace(root: Path) -> None:
     # On a disk, systemd leaves a stopped station's directory; hls@.service's ExecStopPost marks the stop, and the
     # next start (ExecStartPre) clears the mark.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from radio_hls.common.files import read_json_object, write_atomically
 from radio_hls.playlists import timed_id3
 from radio_hls.playlists.model import MediaPlaylist, Segment, Title
 from radio_hls.playlists.titles import Tagging
-from radio_hls.stations.runs import LIST_SUFFIX, SEGMENT_SUFFIX, Listed, Run, read_list
+from radio_hls.stations.runs import LIST_SUFFIX, MAX_BURST_SECONDS, SEGMENT_SUFFIX, Listed, Run, read_list
 
 log = logging.getLogger("hls-playlists")
 
@@ -79,6 +80,8 @@ def retire(playlist_path: Path, playlist: MediaPlaylist | None) -> None:
                    # One more than the last segment's: the next playlist starts another discontinuity.
                    "discontinuity_sequence": playlist.discontinuity_sequence + 1
                    + sum(segment.discontinuity for segment in playlist.segments)}
+        if playlist.last is not None:
+            numbers["next_slot"] = playlist.last.slot + 1
         try:
             write_atomically(sequences_path(playlist_path), json.dumps(numbers) + "\n", mode=0o644)
         except OSError as error:
@@ -96,6 +99,14 @@ def new_playlist(playlist_path: Path, target: int, first_slot: int) -> MediaPlay
     media, discontinuity = kept.get("media_sequence"), kept.get("discontinuity_sequence")
     return MediaPlaylist(target, max(first_slot, media if isinstance(media, int) else 0),
                          discontinuity if isinstance(discontinuity, int) and discontinuity >= 0 else 0)
+
+
+def first_free_slot(playlist_path: Path) -> int:
+    """The slot after the last one the station's last playlist listed (kept at a stop). A first run starts early by
+    the upstream's burst (launcher.begin_run), which can reach back into slots already published: its segments
+    there are never published, so a name never names two segments."""
+    kept = read_json_object(sequences_path(playlist_path)).get("next_slot")
+    return kept if isinstance(kept, int) else 0
 
 
 class Rendition:
@@ -173,6 +184,14 @@ class Rendition:
         # A segment cut short by a stop is not published: its slot is where the next run begins (that run starts
         # after the last cut, launcher.begin_run), so a slot never names two segments.
         new = [listed for listed in finished if listed.whole and (last is None or listed.slot > last.slot)]
+        if self.playlist is None and new:
+            # Within a burst's reach of the last listed slot; a run further back is a clock that stepped back,
+            # whose audio is not the last playlist's again: it is listed, numbered on.
+            free = first_free_slot(self.playlist_path)
+            reach = free - math.ceil(MAX_BURST_SECONDS / run.segment_seconds) - 1
+            for taken in [listed for listed in new if reach <= listed.slot < free]:
+                self.deletions.add(self.directory / taken.name, now)
+            new = [listed for listed in new if not reach <= listed.slot < free]
         if self.replicated and self.playlist is not None and last is not None and new and \
                 new[0].slot > last.slot + 1:
             # A gap: numbered one by one, the segments after it would leave their slots, and the other origins'
