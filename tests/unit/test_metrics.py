@@ -32,25 +32,6 @@ def samples(families: dict[str, Any], name: str) -> dict[tuple[tuple[str, str], 
             if sample.name == name}
 
 
-@pytest.fixture
-def metrics_text(tree: StatusTree) -> str:
-    tree.station("joy", restarts=2, uptime=300, playlist_age=3, segments=4, newest_bytes=4096,
-                 now_playing={"title": "A - B", "updated_at": "2023-11-14T22:12:00Z", "changed_at": 1_699_999_920.5})
-    tree.station("aac", launch={"upstream_codec": "aac", "mode": "copy", "started_at": 0}, playlist_age=90)
-    tree.station("down", active=False, restarts=5)
-    tree.station("forced", launch={"upstream_codec": None, "mode": "copy", "started_at": 0})
-    tree.write_json(tree.config.listeners_file, {"updated_at": "2023-11-14T22:13:10Z", "stations": {"joy": 42},
-                                                 "spool": {"batches": 2, "bytes": 250}, "dropped_events_total": 9,
-                                                 "dead_letter": {"batches": 1, "bytes": 120},
-                                                 "dead_letter_events_total": 37, "resent_batches_total": 4})
-    tree.write_json(tree.config.sync_status_file, {"last_success_at": "2023-11-14T22:13:00+00:00",
-                                                   "failures_total": 3})
-    tree.units["hls-sync.service"] = {"Id": "hls-sync.service", "LoadState": "loaded", "Result": "success"}
-    tree.units["hls-analytics.service"] = {"Id": "hls-analytics.service", "LoadState": "loaded", "Result": "exit-code"}
-    snapshot = tree.snapshot()
-    return render(snapshot, evaluate(snapshot, 60))
-
-
 def test_the_text_parses_with_prometheus_client(metrics_text: str) -> None:
     families = parse(metrics_text)
     assert set(families) == {
