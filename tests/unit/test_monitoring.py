@@ -53,7 +53,8 @@ def test_every_alert_is_tested_firing_and_not_firing() -> None:
 
 def anchors(markdown: str) -> set[str]:
     """The anchors GitHub makes of a document's headings (lower case, punctuation dropped, spaces to hyphens)."""
-    headings = re.findall(r"^#+ (.+)$", markdown, re.MULTILINE)
+    prose = re.sub(r"^```.*?^```", "", markdown, flags=re.MULTILINE | re.DOTALL)  # a shell comment is no heading
+    headings = re.findall(r"^#+ (.+)$", prose, re.MULTILINE)
     return {re.sub(r"[^\w\- ]", "", heading).strip().lower().replace(" ", "-") for heading in headings}
 
 
