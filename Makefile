@@ -77,13 +77,17 @@ tests/browser/node_modules/.installed: tests/browser/package.json tests/browser/
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# $(call failed_tests,SCENARIO): after a scenario failed, its failed tests last in the log (tools/failures.py).
+failed_tests = { $(BIN)/python tools/failures.py artifacts/molecule-$(1).xml; exit 1; }
+
 # default: the whole behaviour; paths: every path an operator can set moved, a few minutes more; network: two
 # origins and an edge.
 molecule: $(BIN)/.installed image players
 	mkdir -p artifacts
-	$(call molecule_env,default) $(BIN)/molecule test
-	$(call molecule_env,paths) $(BIN)/molecule test -s paths
-	$(call molecule_env,network) $(BIN)/molecule test -s network
+	rm -f artifacts/molecule-*.xml
+	$(call molecule_env,default) $(BIN)/molecule test || $(call failed_tests,default)
+	$(call molecule_env,paths) $(BIN)/molecule test -s paths || $(call failed_tests,paths)
+	$(call molecule_env,network) $(BIN)/molecule test -s network || $(call failed_tests,network)
 
 # For molecule by hand (converge, login, verify): eval "$$(make -s molecule-env)", or SCENARIO=paths and -s paths.
 molecule-env:

@@ -14,11 +14,11 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from patience import PATIENCE, wait_for
@@ -37,7 +37,8 @@ from radio_hls.stations.launcher import (
     prepare_directories,
     upstream_options,
 )
-from radio_hls.stations.runs import Run, read_run
+from radio_hls.stations.probe import Probe, ProbeFailed
+from radio_hls.stations.runs import Run, last_timeline, read_run
 from radio_hls.stations.station import Station, station_env
 from radio_hls.stations.variants import Variant
 
@@ -104,34 +105,36 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @dataclass
-class FakeFfprobe:
-    """subprocess.run for ffprobe: records each command and the document on its standard input."""
+class FakeProbe:
+    """probe.measure: records each input (its arguments and the document on standard input) and answers `probe`, or
+    raises `failure`."""
 
-    stdout: bytes = b'{"streams": [{"codec_name": "aac"}]}'
-    stderr: bytes = b""
-    returncode: int = 0
+    probe: Probe = field(default_factory=lambda: Probe("aac", 3.5))
+    failure: ProbeFailed | None = None
     calls: list[tuple[list[str], str]] = field(default_factory=list)
 
-    def __call__(self, command: list[str], input: bytes, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:  # noqa: A002
-        assert command[0] == "ffprobe"
-        self.calls.append((command, input.decode()))
-        return subprocess.CompletedProcess(command, self.returncode, self.stdout, self.stderr)
+    def __call__(self, arguments: list[str], document: str, timeout: float, max_burst: float) -> Probe:
+        self.calls.append((list(arguments), document))
+        assert max_burst == hls_launcher.MAX_BURST_SECONDS
+        if self.failure is not None:
+            raise self.failure
+        return self.probe
 
 
 @pytest.fixture
-def ffprobe(monkeypatch: pytest.MonkeyPatch) -> FakeFfprobe:
-    fake = FakeFfprobe()
-    monkeypatch.setattr(hls_launcher.subprocess, "run", fake)
+def probed(monkeypatch: pytest.MonkeyPatch) -> FakeProbe:
+    fake = FakeProbe()
+    monkeypatch.setattr(hls_launcher.probe, "measure", fake)
     return fake
 
 
 @pytest.fixture
-def no_ffprobe(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may probe a real upstream."""
     def forbidden(*args: object, **kwargs: object) -> None:
-        raise AssertionError("ffprobe called")
+        raise AssertionError("the upstream was probed")
 
-    monkeypatch.setattr(hls_launcher.subprocess, "run", forbidden)
+    monkeypatch.setattr(hls_launcher.probe, "measure", forbidden)
 
 
 @dataclass
@@ -254,10 +257,13 @@ def test_choose_mode(codec_setting: str, upstream: str | None, mode: str) -> Non
 
 
 def test_the_first_run_starts_at_the_wall_clock(tmp_path: Path) -> None:
-    run = begin_run(tmp_path, settings(HLS_SEGMENT_SECONDS="4"), "copy", "aac", NOW)
+    run = begin_run(last_timeline(tmp_path), settings(HLS_SEGMENT_SECONDS="4"), "copy", "aac", NOW)
     assert (run.run, run.start, run.base, run.segment_seconds) == (1_700_000_000_123, 1_700_000_000.123,
                                                                    1_700_000_000 - 1_700_000_000 % 4, 4)
     assert run.offset == round(run.start - run.base, 3) and 0 <= run.offset < 4
+    # Early by the burst the probe measured: on the clock once the burst is in, as a later run is (two origins
+    # that start a station, one of them after a reboot, put the same audio in the same slot).
+    assert begin_run(None, settings(HLS_SEGMENT_SECONDS="4"), "copy", "aac", NOW, 3.5).start == NOW - 3.5
 
 
 def test_a_run_starts_after_the_last_runs_timeline(tmp_path: Path) -> None:
@@ -268,12 +274,12 @@ def test_a_run_starts_after_the_last_runs_timeline(tmp_path: Path) -> None:
     cut, end = previous.base + 28.0, previous.start - previous.base + 28.5
     previous.list_path(tmp_path).write_text(f"{previous.run}-0.ts,0.000000,1.0\n{previous.run}-13.ts,26.0,28.0\n"
                                             f"{previous.run}-14.ts,28.0,{end:.6f}\n")
-    run = begin_run(tmp_path, settings(HLS_SEGMENT_SECONDS="2"), "copy", "aac", NOW)
+    run = begin_run(last_timeline(tmp_path), settings(HLS_SEGMENT_SECONDS="2"), "copy", "aac", NOW)
     assert run.start == pytest.approx(cut + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
     # What the upstream sends from the clock up to there, the last run published: FFmpeg skips it.
     assert run.skip == pytest.approx(cut - NOW + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
     # Once the clock is ahead again, the wall clock wins: timestamps follow it, with the outage as their gap.
-    later = begin_run(tmp_path, settings(), "copy", "aac", NOW + 60)
+    later = begin_run(last_timeline(tmp_path), settings(), "copy", "aac", NOW + 60)
     assert (later.start, later.skip) == (pytest.approx(NOW + 60, abs=0.001), 0)
 
 
@@ -288,18 +294,20 @@ def test_a_run_starts_early_by_the_burst_the_last_one_got(tmp_path: Path) -> Non
     end = cut - previous.base
     previous.list_path(tmp_path).write_text(f"{previous.run}-36.ts,{end - 2:.6f},{end:.6f}\n")
     os.utime(previous.list_path(tmp_path), (NOW - 30.2, NOW - 30.2))
-    run = begin_run(tmp_path, settings(HLS_SEGMENT_SECONDS="2"), "copy", "aac", NOW)
+    run = begin_run(last_timeline(tmp_path), settings(HLS_SEGMENT_SECONDS="2"), "copy", "aac", NOW)
     assert run.start == pytest.approx(NOW - 3.577, abs=0.002)
     # Never more than an upstream's burst can be, and never before the last run's end.
     os.utime(previous.list_path(tmp_path), (NOW - 130, NOW - 130))
-    assert begin_run(tmp_path, settings(), "copy", "aac", NOW).start == pytest.approx(NOW - 15, abs=0.002)
+    later = begin_run(last_timeline(tmp_path), settings(), "copy", "aac", NOW)
+    assert later.start == pytest.approx(NOW - 15, abs=0.002)
     os.utime(previous.list_path(tmp_path), (NOW - 30.2, NOW - 30.2))
-    soon = begin_run(tmp_path, settings(), "copy", "aac", NOW - 25)
+    soon = begin_run(last_timeline(tmp_path), settings(), "copy", "aac", NOW - 25)
     assert soon.start == pytest.approx(cut + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
     # Its burst repeats what the last run listed from NOW - 28.577 on: FFmpeg skips that.
     assert soon.skip == pytest.approx(2.454 + hls_launcher.RUN_GAP_SECONDS, abs=0.002)
     # Never more than a burst can be: a timeline far ahead (the clock stepped back) is no audio the upstream repeats.
-    assert begin_run(tmp_path, settings(), "copy", "aac", NOW - 90).skip == hls_launcher.MAX_BURST_SECONDS
+    stepped_back = begin_run(last_timeline(tmp_path), settings(), "copy", "aac", NOW - 90)
+    assert stepped_back.skip == hls_launcher.MAX_BURST_SECONDS
 
 
 @dataclass
@@ -333,18 +341,18 @@ def test_quick_restarts_keep_the_timeline_on_the_clock(tmp_path: Path, mode: str
     ahead = []
     for restart in range(6):
         now = NOW + 10 * restart
-        run = begin_run(tmp_path, settings(HLS_SEGMENT_SECONDS="2"), mode, "aac", now)
+        run = begin_run(last_timeline(tmp_path), settings(HLS_SEGMENT_SECONDS="2"), mode, "aac", now,
+                        upstream.burst)  # the probe's measure, which only a first run goes by
         run.write(tmp_path)
         # Where the timeline stands 9 s into the run, against the clock.
         ahead.append(run.start - run.skip + 9 + upstream.burst - (now + 9))
         upstream.play(run, now, now + 9.9)
-    assert ahead[0] == pytest.approx(4.0, abs=0.01)  # the first run has no burst to go by
-    assert ahead[1:] == [pytest.approx(0, abs=0.01)] * 5
+    assert ahead == [pytest.approx(0, abs=0.01)] * 6
 
 
 def test_a_run_that_listed_nothing_still_moves_the_next_one_on(tmp_path: Path) -> None:
     run_of(start=NOW + 5).write(tmp_path)  # its start is ahead of the clock, and it never finished a segment
-    assert begin_run(tmp_path, settings(), "copy", "aac", NOW).start > NOW + 5
+    assert begin_run(last_timeline(tmp_path), settings(), "copy", "aac", NOW).start > NOW + 5
 
 
 # --- build_command and the input document ---------------------------------------------------------------
@@ -477,7 +485,7 @@ def test_no_ladder_is_one_output() -> None:
 
 def test_a_run_records_its_renditions(tmp_path: Path) -> None:
     station = settings(HLS_VARIANTS="low:48k:1:22050")
-    run = begin_run(tmp_path, station, "copy", "aac", NOW)
+    run = begin_run(last_timeline(tmp_path), station, "copy", "aac", NOW)
     run.write(tmp_path)
     document = json.loads((tmp_path / ".launch.json").read_text())
     assert document["variants"] == [{"name": "low", "bitrate": "48k", "channels": 1, "sample_rate": 22050}]
@@ -513,13 +521,11 @@ def test_timestamps_are_the_wall_clock_on_the_33_bit_mpeg_ts_clock() -> None:
 
 # --- probe_codec -------------------------------------------------------------------------------------------
 
-def test_probe_codec_reads_the_first_audio_stream(ffprobe: FakeFfprobe) -> None:
-    ffprobe.stdout = b'{"streams": [{"codec_name": "aac"}, {"codec_name": "mp3"}]}'
-    assert hls_launcher.probe_codec(settings(), Upstream(BARE_URL, AUTHORIZATION)) == "aac"
-    [(command, document)] = ffprobe.calls
-    assert option(command, "-select_streams") == "a:0"
-    assert option(command, "-i") == "pipe:0" and option(command, "-protocol_whitelist") == "pipe"
-    assert not any("s3cret" in argument or "joy.example" in argument for argument in command)
+def test_the_probe_reads_the_document_with_the_upstreams_options(probed: FakeProbe) -> None:
+    assert hls_launcher.probe_upstream(settings(), Upstream(BARE_URL, AUTHORIZATION)) == Probe("aac", 3.5)
+    [(arguments, document)] = probed.calls
+    assert option(arguments, "-i") == "pipe:0" and option(arguments, "-protocol_whitelist") == "pipe"
+    assert not any("s3cret" in argument or "joy.example" in argument for argument in arguments)
     url, options = read_document(document)
     assert url == BARE_URL
     assert options["headers"] == f"Authorization: {AUTHORIZATION}" and options["max_redirects"] == "0"
@@ -528,24 +534,25 @@ def test_probe_codec_reads_the_first_audio_stream(ffprobe: FakeFfprobe) -> None:
     assert (options["probesize"], options["analyzeduration"]) == ("65536", "1000000")
 
 
-def test_probe_codec_errors_are_launch_errors_without_secrets(ffprobe: FakeFfprobe) -> None:
+def test_probe_errors_are_launch_errors_without_secrets(probed: FakeProbe) -> None:
     upstream = Upstream("http://joy.example:8000/live.mp3?token=t0ken", AUTHORIZATION)
-    ffprobe.returncode, ffprobe.stdout = 1, b"{}"
-    ffprobe.stderr = (b"[concat @ 0x1] Impossible to open 'http://joy.example:8000/live.mp3?token=t0ken'\n"
-                      b"pipe:0: Connection refused\n")
+    probed.failure = ProbeFailed(b"[concat @ 0x1] Impossible to open 'http://joy.example:8000/live.mp3?token=t0ken'\n"
+                                 b"pipe:0: Connection refused\n", has_audio_stream=False)
     with pytest.raises(LaunchError) as caught:
-        hls_launcher.probe_codec(settings(), upstream)
+        hls_launcher.probe_upstream(settings(), upstream)
     assert str(caught.value) == "cannot probe http://***@joy.example:8000/live.mp3: Connection refused"
 
-    ffprobe.stderr = b"http://joy.example:8000/live.mp3?token=t0ken: Server returned 404 Not Found\x1b[2J\n"
+    probed.failure = ProbeFailed(b"http://joy.example:8000/live.mp3?token=t0ken: Server returned 404 Not Found"
+                                 b"\x1b[2J\n", has_audio_stream=False)
     with pytest.raises(LaunchError) as caught:
-        hls_launcher.probe_codec(settings(), upstream)
+        hls_launcher.probe_upstream(settings(), upstream)
     assert str(caught.value) == ("cannot probe http://***@joy.example:8000/live.mp3: "
                                  "http://joy.example:8000/live.mp3?*** Server returned 404 Not Found?[2J")
 
-    ffprobe.returncode, ffprobe.stdout = 0, b'{"streams": []}'
+    probed.failure = ProbeFailed(b"Stream map '0:a:0' matches no streams.\nTo ignore this, add a trailing '?' to "
+                                 b"the map.\n", has_audio_stream=False)
     with pytest.raises(LaunchError, match=r"^http://\*\*\*@joy\.example:8000/live\.mp3 has no audio stream$"):
-        hls_launcher.probe_codec(settings(), upstream)
+        hls_launcher.probe_upstream(settings(), upstream)
 
 
 # --- hand_over ---------------------------------------------------------------------------------------------
@@ -591,7 +598,7 @@ def write_env(path: Path, url: str = BASE["HLS_STREAM_URL"], **settings_values: 
 
 
 def test_main_dry_run_prints_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                         monkeypatch: pytest.MonkeyPatch, no_ffprobe: None) -> None:
+                                         monkeypatch: pytest.MonkeyPatch, no_probe: None) -> None:
     monkeypatch.setattr(hls_launcher.time, "time", lambda: NOW)
     env_file = write_env(tmp_path / "radio-joy.env", HLS_CODEC="copy", HLS_SEGMENT_SECONDS="4")
     output = tmp_path / "out"
@@ -607,7 +614,7 @@ def test_main_dry_run_prints_the_command(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_main_dry_run_uses_runtime_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                             monkeypatch: pytest.MonkeyPatch, no_ffprobe: None) -> None:
+                                             monkeypatch: pytest.MonkeyPatch, no_probe: None) -> None:
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "runtime"))
     env_file = write_env(tmp_path / "radio-joy.env", HLS_CODEC="transcode")
     assert hls_launcher.main([str(env_file), "--dry-run"]) == 0
@@ -617,8 +624,8 @@ def test_main_dry_run_uses_runtime_directory(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_main_auto_probes_and_picks_the_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                             ffprobe: FakeFfprobe) -> None:
-    ffprobe.stdout = b'{"streams": [{"codec_name": "mp3"}]}'
+                                             probed: FakeProbe) -> None:
+    probed.probe = Probe("mp3", 4.0)
     env_file = write_env(tmp_path / "radio-joy.env")
     assert hls_launcher.main([str(env_file), "--output-dir", str(tmp_path), "--dry-run"]) == 0
     out, err = capsys.readouterr()
@@ -626,7 +633,7 @@ def test_main_auto_probes_and_picks_the_mode(tmp_path: Path, capsys: pytest.Capt
     assert "codec mp3, mode transcode" in err
 
 
-def test_main_missing_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_ffprobe: None) -> None:
+def test_main_missing_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_probe: None) -> None:
     missing = tmp_path / "nope.env"
     assert hls_launcher.main([str(missing), "--output-dir", str(tmp_path), "--dry-run"]) == 1
     out, err = capsys.readouterr()
@@ -635,7 +642,7 @@ def test_main_missing_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_main_unreadable_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                  monkeypatch: pytest.MonkeyPatch, no_ffprobe: None) -> None:
+                                  monkeypatch: pytest.MonkeyPatch, no_probe: None) -> None:
     env_file = write_env(tmp_path / "radio-joy.env", HLS_CODEC="copy")
     env_file.chmod(0)
     if os.geteuid() == 0:  # root reads a mode-0 file anyway: make the open fail as it would for the hls user
@@ -655,7 +662,7 @@ def test_main_unreadable_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert err == f"hls-launcher: {env_file}: cannot read it: Permission denied\n"
 
 
-def test_main_invalid_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_ffprobe: None) -> None:
+def test_main_invalid_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_probe: None) -> None:
     env_file = tmp_path / "radio-joy.env"
     env_file.write_text('HLS_STATION_SLUG="radio-joy"\nHLS_STREAM_URL="file:///etc/passwd"\n')
     assert hls_launcher.main([str(env_file), "--output-dir", str(tmp_path), "--dry-run"]) == 1
@@ -664,14 +671,14 @@ def test_main_invalid_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_main_without_output_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                 monkeypatch: pytest.MonkeyPatch, no_ffprobe: None) -> None:
+                                 monkeypatch: pytest.MonkeyPatch, no_probe: None) -> None:
     monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
     env_file = write_env(tmp_path / "radio-joy.env", HLS_CODEC="copy")
     assert hls_launcher.main([str(env_file), "--dry-run"]) == 1
     assert "no output directory: pass --output-dir or run under systemd" in capsys.readouterr().err
 
 
-def test_main_execs_ffmpeg_after_removing_partial_segments(tmp_path: Path, no_ffprobe: None,
+def test_main_execs_ffmpeg_after_removing_partial_segments(tmp_path: Path, probed: FakeProbe,
                                                            execs: list[Exec]) -> None:
     (tmp_path / "1-1.ts.tmp").write_text("half")
     (tmp_path / "1-0.ts").write_text("whole")
@@ -729,14 +736,15 @@ def test_backoff_without_a_writable_state_file(tmp_path: Path) -> None:
 # --- launch info -------------------------------------------------------------------------------------------
 
 def test_main_records_the_codec_and_mode_before_exec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     ffprobe: FakeFfprobe) -> None:
-    ffprobe.stdout = b'{"streams": [{"codec_name": "mp3"}]}'
+                                                     probed: FakeProbe) -> None:
+    probed.probe = Probe("mp3", 3.5)
     monkeypatch.setattr(hls_launcher.time, "time", lambda: NOW)
     seen: list[dict[str, object]] = []
     monkeypatch.setattr(hls_launcher.os, "execvp", lambda file, args: seen.append(
         json.loads((tmp_path / ".launch.json").read_text())))
     hls_launcher.main([str(write_env(tmp_path / "radio-joy.env")), "--output-dir", str(tmp_path)])
-    assert seen == [{"run": 1_700_000_000_123, "start": 1_700_000_000.123, "base": 1_699_999_998,
+    # A first run: early by the burst the probe measured, so that it is on the clock once its burst is in.
+    assert seen == [{"run": 1_699_999_996_623, "start": 1_699_999_996.623, "base": 1_699_999_992,
                      "segment_seconds": 6, "mode": "transcode", "upstream_codec": "mp3", "started_at": NOW,
                      "skip": 0.0, "variants": []}]
     info = tmp_path / ".launch.json"
@@ -745,14 +753,16 @@ def test_main_records_the_codec_and_mode_before_exec(tmp_path: Path, monkeypatch
 
 
 def test_main_records_an_unprobed_codec_as_null(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                no_ffprobe: None) -> None:
+                                                no_probe: None) -> None:
+    # A set codec and a run before this one (its burst known): nothing to probe.
+    run_of(start=NOW - 100).write(tmp_path)
     monkeypatch.setattr(hls_launcher.os, "execvp", lambda file, args: None)
     hls_launcher.main([str(write_env(tmp_path / "radio-joy.env", HLS_CODEC="copy")), "--output-dir", str(tmp_path)])
     info = json.loads((tmp_path / ".launch.json").read_text())
     assert (info["upstream_codec"], info["mode"]) == (None, "copy")
 
 
-def test_dry_run_records_nothing(tmp_path: Path, no_ffprobe: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_records_nothing(tmp_path: Path, no_probe: None, capsys: pytest.CaptureFixture[str]) -> None:
     env_file = write_env(tmp_path / "radio-joy.env", HLS_CODEC="copy")
     output = tmp_path / "out"
     output.mkdir()
@@ -761,10 +771,11 @@ def test_dry_run_records_nothing(tmp_path: Path, no_ffprobe: None, capsys: pytes
 
 
 def test_a_full_output_filesystem_does_not_stop_the_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str], no_ffprobe: None) -> None:
+                                                          capsys: pytest.CaptureFixture[str], no_probe: None) -> None:
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
+    run_of(start=NOW - 100).write(tmp_path)  # not a first run: nothing to probe
     monkeypatch.setattr(Run, "write", full)
     execs: list[str] = []
     monkeypatch.setattr(hls_launcher.os, "execvp", lambda file, args: execs.append(file))
@@ -795,7 +806,7 @@ class FakeClock:
     ({"HLS_RESTART_MAX_SECONDS": "0"}, {}),  # refused itself: the default ceiling (60 s) holds
 ])
 def test_a_refused_setting_waits_out_the_backoff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str], no_ffprobe: None,
+                                                 capsys: pytest.CaptureFixture[str], no_probe: None,
                                                  bad_setting: dict[str, str], ceiling: dict[str, str]) -> None:
     clock = FakeClock()
     monkeypatch.setattr(hls_launcher.time, "time", clock.time)
@@ -815,7 +826,7 @@ def test_a_refused_setting_waits_out_the_backoff(tmp_path: Path, monkeypatch: py
 
 
 def test_an_unreadable_env_file_waits_out_the_backoff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      no_ffprobe: None) -> None:
+                                                      no_probe: None) -> None:
     clock = FakeClock()
     monkeypatch.setattr(hls_launcher.time, "time", clock.time)
     monkeypatch.setattr(hls_launcher.time, "sleep", clock.sleep)
@@ -1010,9 +1021,10 @@ def test_no_request_is_made_for_a_url_without_credentials(hops: Hops) -> None:
 
 
 def test_main_gives_ffmpeg_the_final_url_and_no_credentials_for_another_origin(
-        tmp_path: Path, hops: Hops, execs: list[Exec], no_ffprobe: None) -> None:
+        tmp_path: Path, hops: Hops, execs: list[Exec], no_probe: None) -> None:
     hops.home.redirects["/moved"] = f"{hops.elsewhere.origin}/live"
     env_file = write_env(tmp_path / "radio-joy.env", url=hops.station_url("/moved"), HLS_CODEC="copy")
+    run_of(start=NOW - 100).write(tmp_path)  # not a first run: nothing to probe
     hls_launcher.main([str(env_file), "--output-dir", str(tmp_path)])
     [done] = execs
     url, options = read_document(done.stdin)
@@ -1057,6 +1069,8 @@ def test_ffmpegs_lines_reach_the_log_without_tokens_even_on_a_stop(tmp_path: Pat
     (bin_dir / "ffmpeg").write_text(FAKE_FFMPEG)
     (bin_dir / "ffmpeg").chmod(0o755)
     env_file = write_env(tmp_path / "radio-joy.env", url="http://127.0.0.1:9/live?token=t0ken", HLS_CODEC="copy")
+    (tmp_path / "out").mkdir()
+    run_of(start=time.time() - 100).write(tmp_path / "out")  # not a first run: the stand-in is no probe
     log = tmp_path / "radio-joy.log"
     entry_point = Path(sys.executable).with_name("hls-launcher")  # what hls@.service runs
     with log.open("ab") as log_file:

@@ -35,10 +35,12 @@ def test_a_third_origin_takes_only_its_share(origins):
     expected = {slug for slug in SLUGS if here in Ring(three).preference(slug)[:2]}
     assert expected != set(SLUGS)
     host.check_output(f"sed -E 's|^HLS_ORIGINS=(.*)$|HLS_ORIGINS=\\1 {third}|' {SYNC_ENV} > /tmp/sync-three.env")
+    # The host's own sync (its timer, the two-origin list) would start again what the three-origin sync stopped.
+    host.check_output("systemctl stop hls-sync.timer hls-sync.service")
     try:
         host.check_output("systemd-run --wait --quiet --collect -p EnvironmentFile=/tmp/sync-three.env "
                           "/opt/hls/venv/bin/hls-sync")
         assert running(host) == expected, (expected, Ring(three).preference(SLUGS[0]))
-    finally:
-        host.check_output("systemctl start hls-sync.service")  # the real list: both stations here again
+    finally:  # the real list: both stations here again
+        host.check_output("systemctl start hls-sync.timer hls-sync.service")
     wait_for(lambda: running(host) == set(SLUGS), what=f"both stations back on {ORIGINS[index]}")

@@ -3,7 +3,7 @@
 Run by hls@<slug>.service. After exec, FFmpeg is the unit's main PID, so systemd sees its crashes directly.
 
 The station URL never reaches a command line, where any local user could read it (`systemctl status`, `ps`):
-ffprobe and FFmpeg read it, its options and its credentials from an ffconcat document on their standard input
+the probe and FFmpeg read it, its options and its credentials from an ffconcat document on their standard input
 (input_document). Credentials reach only their origin: a station URL with user:password is followed through its
 redirects here (station.open_upstream), FFmpeg gets the URL where they led, and the Authorization only when
 that URL is on the credentials' origin, with max_redirects 0 (FFmpeg re-sends its headers on every hop).
@@ -23,7 +23,6 @@ import os
 import re
 import shlex
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -36,7 +35,8 @@ from dotenv import dotenv_values
 
 from radio_hls.common.contract import USER_AGENT
 from radio_hls.common.files import read_json_object
-from radio_hls.stations.runs import LIST_SIZE, MAX_BURST_SECONDS, Run, last_timeline
+from radio_hls.stations import probe
+from radio_hls.stations.runs import LIST_SIZE, MAX_BURST_SECONDS, Run, Timeline, last_timeline
 from radio_hls.stations.station import (
     CONTROL_CHARS,
     InvalidStation,
@@ -51,7 +51,7 @@ from radio_hls.stations.variants import InvalidVariants, Variant, parse_variants
 
 # The upstream may only come from the network: never file:, concat:, subfile:, pipe: and the like.
 PROTOCOL_WHITELIST = "http,https,tcp,tls"
-# FFmpeg's and ffprobe's input: the ffconcat document on standard input, the only thing pipe: may open; the
+# FFmpeg's input, and its probe's: the ffconcat document on standard input, the only thing pipe: may open; the
 # document holds the one upstream URL, with PROTOCOL_WHITELIST for it.
 STDIN_INPUT = "pipe:0"
 INPUT_OPTIONS: dict[str, object] = {"f": "concat", "safe": 0, "protocol_whitelist": "pipe"}
@@ -155,7 +155,7 @@ class StationSettings:
 
 @dataclass(frozen=True)
 class Upstream:
-    """What ffprobe and FFmpeg open: a URL without credentials, and the Authorization to send with it."""
+    """What the probe and FFmpeg open: a URL without credentials, and the Authorization to send with it."""
 
     url: str
     authorization: str | None = None
@@ -198,7 +198,7 @@ def resolve_upstream(settings: StationSettings) -> Upstream:
 
 
 def upstream_options(settings: StationSettings, upstream: Upstream) -> dict[str, object]:
-    """The options ffprobe and FFmpeg open the upstream with.
+    """The options the probe and FFmpeg open the upstream with.
 
     In-stream reconnection (`reconnect_streamed`) stays off on purpose: on a live stream it would loop
     forever against an upstream that accepts and then sends nothing, and would feed a changed codec into
@@ -230,7 +230,7 @@ def concat_quote(value: str) -> str:
 
 
 def input_document(upstream: Upstream, options: Mapping[str, object]) -> str:
-    """The ffconcat document ffprobe and FFmpeg read on their standard input: the upstream, and its options."""
+    """The ffconcat document the probe and FFmpeg read on their standard input: the upstream, and its options."""
     lines = ["ffconcat version 1.0", f"file {concat_quote(upstream.url)}"]
     lines += [f"option {key} {concat_quote(str(value))}" for key, value in options.items()]
     return "\n".join(lines) + "\n"
@@ -242,34 +242,31 @@ def redact_urls(text: str) -> str:
 
 
 def printable(text: str) -> str:
-    """Outside text (an upstream's reason phrase, ffprobe's error) fit for one log line, any URL in it redacted."""
+    """Outside text (an upstream's reason phrase, the probe's error) fit for one log line, any URL in it redacted."""
     return CONTROL_CHARS.sub("?", redact_urls(text)).strip()[:300]
 
 
 def probe_error(stderr: bytes) -> str:
-    """ffprobe's last line, without the input's name (the document's pipe:0) and with URLs redacted wherever
+    """The probing FFmpeg's last line, without the input's name (the document's pipe:0) and with URLs redacted wherever
     FFmpeg printed one in full."""
     lines = stderr.decode("utf-8", "replace").strip().splitlines()
     return printable(lines[-1].removeprefix(f"{STDIN_INPUT}: ") if lines else "no output")
 
 
-def probe_codec(settings: StationSettings, upstream: Upstream) -> str:
-    """The codec of the upstream's first audio stream, e.g. 'aac' or 'mp3'."""
+def probe_upstream(settings: StationSettings, upstream: Upstream) -> probe.Probe:
+    """The codec of the upstream's first audio stream (e.g. 'aac' or 'mp3') and its burst on connect."""
     options = {**upstream_options(settings, upstream), "probesize": 65536, "analyzeduration": 1_000_000}
-    command = ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_streams", "-of", "json",
-               *(argument for key, value in INPUT_OPTIONS.items() for argument in (f"-{key}", str(value))),
-               "-i", STDIN_INPUT]
-    result = subprocess.run(command, input=input_document(upstream, options).encode(), capture_output=True,
-                            check=False)
-    if result.returncode != 0:
-        raise LaunchError(f"cannot probe {redact_url(settings.stream_url)}: {probe_error(result.stderr)}")
+    arguments = [*(argument for key, value in INPUT_OPTIONS.items() for argument in (f"-{key}", str(value))),
+                 "-i", STDIN_INPUT]
     try:
-        streams = json.loads(result.stdout).get("streams") or []
-    except (ValueError, AttributeError):
-        streams = []
-    if not streams:
-        raise LaunchError(f"{redact_url(settings.stream_url)} has no audio stream")
-    return str(streams[0].get("codec_name", "unknown"))
+        # FFmpeg's own rw_timeout ends a silent upstream first; the margin covers its start and the burst's end.
+        return probe.measure(arguments, input_document(upstream, options), settings.read_timeout_seconds + 5,
+                             MAX_BURST_SECONDS)
+    except probe.ProbeFailed as failed:
+        url = redact_url(settings.stream_url)
+        if not failed.has_audio_stream and b"matches no streams" in failed.stderr:
+            raise LaunchError(f"{url} has no audio stream") from None
+        raise LaunchError(f"cannot probe {url}: {probe_error(failed.stderr)}") from None
 
 
 def choose_mode(settings: StationSettings, upstream_codec: str | None) -> str:
@@ -337,18 +334,19 @@ def prepare_directories(output_dir: Path, run: Run) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def begin_run(output_dir: Path, settings: StationSettings, mode: str, upstream_codec: str | None,
-              now: float) -> Run:
-    """This start's run: its timeline starts at the wall clock, early by the burst the upstream sent the last run
-    (so that after this run's burst its timeline is back on the clock), and never before the last run's end.
+def begin_run(previous: Timeline | None, settings: StationSettings, mode: str, upstream_codec: str | None,
+              now: float, burst: float = 0.0) -> Run:
+    """This start's run: its timeline starts at the wall clock, early by the burst the upstream sends on connect
+    (the last run's, measured by its list, or for a first run `burst`, measured by the probe), so that it is on
+    the clock once its burst is in; and never before the last run's end.
 
     A restart sooner than that lead gets audio the last run already listed: the burst repeats the seconds before
     the connection. FFmpeg skips that much of it, so the timeline stays on the clock however often the station
     restarts (without the skip, each quick restart put it one burst further ahead).
     """
-    previous = last_timeline(output_dir)
     if previous is None:
-        return Run.begin(now, settings.segment_seconds, mode, upstream_codec, now, variants=settings.variants)
+        return Run.begin(now - burst, settings.segment_seconds, mode, upstream_codec, now,
+                         variants=settings.variants)
     early = now - previous.burst
     start = max(early, previous.end + RUN_GAP_SECONDS)
     # Never more than a burst can be: a timeline ahead for another reason (the clock stepped back) is not audio
@@ -486,16 +484,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.dry_run:
                 wait_before_start(args.output_dir, values, args.env_file.stem)
         upstream = resolve_upstream(settings)
-        upstream_codec = probe_codec(settings, upstream) if settings.codec == "auto" else None
+        previous = last_timeline(args.output_dir)
+        # The codec decides the mode; a first run also needs the upstream's burst (a later one goes by its last
+        # run's). A dry run only shows the command: it probes for nothing the mode does not need.
+        needs_burst = previous is None and not args.dry_run
+        probed = probe_upstream(settings, upstream) if settings.codec == "auto" or needs_burst else None
+        upstream_codec = probed.codec if probed else None
         mode = choose_mode(settings, upstream_codec)
-        run = begin_run(args.output_dir, settings, mode, upstream_codec, time.time())
+        run = begin_run(previous, settings, mode, upstream_codec, time.time(), probed.burst if probed else 0.0)
         command = build_command(settings, args.output_dir, run)
         document = input_document(upstream, upstream_options(settings, upstream))
     except LaunchError as error:
         say(f"{args.env_file}: {error}")
         return 1
+    first = f", a first run: the upstream's burst {probed.burst:.2f} s" if probed and needs_burst else ""
     say(f"{settings.slug}: upstream {redact_url(settings.stream_url)} codec {upstream_codec or 'not probed'}, "
-        f"mode {mode}")
+        f"mode {mode}{first}")
     if args.dry_run:
         print(shlex.join(command))
         return 0
