@@ -53,9 +53,9 @@ lint: $(BIN)/.installed
 	cd files/scripts && ../../$(BIN)/mypy
 
 # tests/unit/test_placement.py checks the placement ring against a throwaway Debian nginx (/usr/sbin/nginx, on root's
-# PATH but not always on a user's).
+# PATH but not always on a user's); tests/unit/test_monitoring.py runs Debian's promtool on the alert rules.
 unit: $(BIN)/.installed
-	PATH="$$PATH:/usr/sbin" bash tools/ensure-packages.sh nginx
+	PATH="$$PATH:/usr/sbin" bash tools/ensure-packages.sh nginx promtool
 	$(BIN)/pytest -q tests/unit
 
 engine:

@@ -12,6 +12,8 @@
 #   nginx        Debian's nginx, for the unit test of the placement ring against nginx's own hash (a throwaway one
 #                on loopback ports; the package's own service is none of the tests' business)
 #   wrk          Debian's wrk, the load generator of `make bench-edge`
+#   promtool     Prometheus's promtool, for the alert rules' tests (tests/unit/test_monitoring.py); Debian ships it
+#                only in the package prometheus, whose server comes along (none of the tests' business either)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,6 +39,8 @@ for need in "$@"; do
             if lacks chromium; then missing+=(chromium); fi ;;
         nginx)
             if lacks nginx; then missing+=(nginx); fi ;;
+        promtool)
+            if lacks promtool; then missing+=(prometheus); fi ;;
         ffmpeg|mpv|wrk)
             if lacks "$need"; then missing+=("$need"); fi ;;
         vlc)

@@ -6,6 +6,7 @@
 - `url`: that backend's base URL (what test_fake_backend.py uses).
 - `held_hang`: the backend's "hang" failure held until the test ends, for tests about a client's timeout.
 - `tree`: a host's station files (env files, output directories) and a fake `systemctl show` (StatusTree).
+- `metrics_text`: the metrics of such a host with every family (test_metrics.py, test_monitoring.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import requests
 from patience import GENEROUS_TIMEOUT, PATIENCE
 
 from radio_hls.operations import snapshot
+from radio_hls.operations.health import evaluate
+from radio_hls.operations.metrics import render
 from radio_hls.stations.station import Station as EnvStation
 from radio_hls.stations.station import station_env
 
@@ -197,6 +200,26 @@ class StatusTree:
 @pytest.fixture
 def tree(tmp_path: Path) -> StatusTree:
     return StatusTree(tmp_path)
+
+
+@pytest.fixture
+def metrics_text(tree: StatusTree) -> str:
+    """An origin's metrics with every family and sample kind: what metrics.py renders from real files."""
+    tree.station("joy", restarts=2, uptime=300, playlist_age=3, segments=4, newest_bytes=4096,
+                 now_playing={"title": "A - B", "updated_at": "2023-11-14T22:12:00Z", "changed_at": 1_699_999_920.5})
+    tree.station("aac", launch={"upstream_codec": "aac", "mode": "copy", "started_at": 0}, playlist_age=90)
+    tree.station("down", active=False, restarts=5)
+    tree.station("forced", launch={"upstream_codec": None, "mode": "copy", "started_at": 0})
+    tree.write_json(tree.config.listeners_file, {"updated_at": "2023-11-14T22:13:10Z", "stations": {"joy": 42},
+                                                 "spool": {"batches": 2, "bytes": 250}, "dropped_events_total": 9,
+                                                 "dead_letter": {"batches": 1, "bytes": 120},
+                                                 "dead_letter_events_total": 37, "resent_batches_total": 4})
+    tree.write_json(tree.config.sync_status_file, {"last_success_at": "2023-11-14T22:13:00+00:00",
+                                                   "failures_total": 3})
+    tree.units["hls-sync.service"] = {"Id": "hls-sync.service", "LoadState": "loaded", "Result": "success"}
+    tree.units["hls-analytics.service"] = {"Id": "hls-analytics.service", "LoadState": "loaded", "Result": "exit-code"}
+    taken = tree.snapshot()
+    return render(taken, evaluate(taken, 60))
 
 
 @pytest.fixture

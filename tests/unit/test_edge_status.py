@@ -82,6 +82,7 @@ def test_an_edge_exports_its_listeners_and_analytics_and_nothing_of_the_stations
     assert found["hls_job_last_run_ok"] == {(("job_name", "analytics"),): 1}
     assert found["hls_analytics_spool_batches"] == {(): 2}
     assert found["hls_status_generated_timestamp_seconds"] == {(): NOW}
+    assert found["hls_host_serving"] == {(): 1}  # /health answers 200 while hls-status runs
     station_metrics = {name for name in found if name.startswith("hls_station_")}
     assert station_metrics == {"hls_station_listeners"}  # no hls_station_up / _healthy to fire alerts on
     assert not any(name.startswith("hls_job_") and ("job_name", "sync") in labels[0]

@@ -32,24 +32,6 @@ def samples(families: dict[str, Any], name: str) -> dict[tuple[tuple[str, str], 
             if sample.name == name}
 
 
-@pytest.fixture
-def metrics_text(tree: StatusTree) -> str:
-    tree.station("joy", restarts=2, uptime=300, playlist_age=3, segments=4, newest_bytes=4096)
-    tree.station("aac", launch={"upstream_codec": "aac", "mode": "copy", "started_at": 0}, playlist_age=90)
-    tree.station("down", active=False, restarts=5)
-    tree.station("forced", launch={"upstream_codec": None, "mode": "copy", "started_at": 0})
-    tree.write_json(tree.config.listeners_file, {"updated_at": "2023-11-14T22:13:10Z", "stations": {"joy": 42},
-                                                 "spool": {"batches": 2, "bytes": 250}, "dropped_events_total": 9,
-                                                 "dead_letter": {"batches": 1, "bytes": 120},
-                                                 "dead_letter_events_total": 37, "resent_batches_total": 4})
-    tree.write_json(tree.config.sync_status_file, {"last_success_at": "2023-11-14T22:13:00+00:00",
-                                                   "failures_total": 3})
-    tree.units["hls-sync.service"] = {"Id": "hls-sync.service", "LoadState": "loaded", "Result": "success"}
-    tree.units["hls-analytics.service"] = {"Id": "hls-analytics.service", "LoadState": "loaded", "Result": "exit-code"}
-    snapshot = tree.snapshot()
-    return render(snapshot, evaluate(snapshot, 60))
-
-
 def test_the_text_parses_with_prometheus_client(metrics_text: str) -> None:
     families = parse(metrics_text)
     assert set(families) == {
@@ -60,7 +42,7 @@ def test_the_text_parses_with_prometheus_client(metrics_text: str) -> None:
         "hls_job_failures", "hls_analytics_updated_timestamp_seconds", "hls_analytics_spool_batches",
         "hls_analytics_spool_bytes", "hls_analytics_dropped_events", "hls_analytics_dead_letter_batches",
         "hls_analytics_dead_letter_bytes", "hls_analytics_dead_letter_events", "hls_analytics_resent_batches",
-        "hls_status_generated_timestamp_seconds"}
+        "hls_station_title_changed_timestamp_seconds", "hls_host_serving", "hls_status_generated_timestamp_seconds"}
     for family in families.values():
         assert NAME.match(family.name), family.name
         assert family.type in ("gauge", "counter")
@@ -94,6 +76,8 @@ def test_station_values(metrics_text: str) -> None:
         (("mode", "copy"), ("station", "forced"), ("upstream_codec", "unknown")): 1}
     assert samples(families, "hls_station_listeners") == {station("aac"): 0, station("down"): 0,
                                                           station("forced"): 0, station("joy"): 42}
+    # Only joy has a title; a now-playing.json without changed_at (an older hls-nowplaying) gives no sample.
+    assert samples(families, "hls_station_title_changed_timestamp_seconds") == {station("joy"): 1_699_999_920.5}
 
 
 def test_job_values(metrics_text: str) -> None:
@@ -110,6 +94,24 @@ def test_job_values(metrics_text: str) -> None:
     assert samples(families, "hls_analytics_dead_letter_events_total") == {(): 37}
     assert samples(families, "hls_analytics_resent_batches_total") == {(): 4}
     assert samples(families, "hls_status_generated_timestamp_seconds") == {(): 1_700_000_000}
+    assert samples(families, "hls_host_serving") == {(): 1}  # joy and forced are healthy: degraded, serving
+
+
+def test_host_serving_follows_the_verdict_of_get_health(tree: StatusTree) -> None:
+    """hls_host_serving is 0 exactly when /health answers 503 by the verdict (no station that should run is
+    healthy), 1 while one is, and 1 on a host with no station to run."""
+    def serving() -> dict[tuple[tuple[str, str], ...], float]:
+        snapshot = tree.snapshot()
+        return samples(parse(render(snapshot, evaluate(snapshot, 60))), "hls_host_serving")
+
+    assert serving() == {(): 1}
+    tree.station("down", active=False)
+    tree.station("stale", playlist_age=600, now_playing={"title": "t", "changed_at": True})
+    assert serving() == {(): 0}
+    snapshot = tree.snapshot()  # a changed_at that is no number (true) gives no sample
+    assert samples(parse(render(snapshot, evaluate(snapshot, 60))), "hls_station_title_changed_timestamp_seconds") == {}
+    tree.station("joy")
+    assert serving() == {(): 1}
 
 
 def test_a_listeners_file_of_an_older_version_gives_no_dead_letter_samples(tree: StatusTree) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from radio_hls.common.contract import BadSetting
-from radio_hls.operations.health import StationHealth, evaluate
+from radio_hls.operations.health import StationHealth, evaluate, host_health
 from radio_hls.operations.snapshot import Config, Snapshot, SnapshotError, collect, read_settings
 
 
@@ -68,6 +68,8 @@ def families(snapshot: Snapshot, health: Sequence[StationHealth]) -> list[Family
     info = Family("hls_station_info", "gauge",
                   "Upstream codec and copy or transcode, as chosen at the station's last start (value 1).")
     listeners = Family("hls_station_listeners", "gauge", "Current listeners, from the listener analytics.")
+    title_changed = Family("hls_station_title_changed_timestamp_seconds", "gauge",
+                           "Unix time the station's now-playing title last changed (absent without a title).")
     for station in snapshot.stations:
         slug = station.slug
         up.add(station.active_state == "active", station=slug)
@@ -81,6 +83,7 @@ def families(snapshot: Snapshot, health: Sequence[StationHealth]) -> list[Family
         if station.mode is not None:
             info.add(1, station=slug, upstream_codec=station.upstream_codec or "unknown", mode=station.mode)
         listeners.add(station.listeners, station=slug)
+        title_changed.add(station.title_changed_at, station=slug)
     last_ok = Family("hls_job_last_run_ok", "gauge", "1 when the job's last run succeeded (systemd Result).")
     last_success = Family("hls_job_last_success_timestamp_seconds", "gauge",
                           "Unix time of the job's last successful run.")
@@ -110,13 +113,18 @@ def families(snapshot: Snapshot, health: Sequence[StationHealth]) -> list[Family
                "Batches sent again after an attempt whose answer was lost (timeout, connection dropped after "
                "sending, gateway timeout): the backend may have received each of them twice.",
                analytics.resent_batches_total),
+        # GET /health's verdict as a metric, so that an alert fires on what load balancers see (the other half
+        # of /health, hls-status vouching for the current 10 s, is the timestamp below going stale).
+        single("hls_host_serving", "gauge",
+               "1 while this host serves by this run's verdict (GET /health answers 200 while fresh).",
+               host_health(list(health)).serving),
         single("hls_status_generated_timestamp_seconds", "gauge",
                "Unix time these metrics were collected (alert when it falls behind).",
                round(snapshot.generated_at, 3)),
     ]
     # An edge has listeners only: no hls_station_up or _healthy of stations its origins run (alerts on them would fire).
     stations = [listeners] if snapshot.edge else [up, enabled, ok, age, segments, newest, restarts, uptime, info,
-                                                  listeners]
+                                                  listeners, title_changed]
     return [*stations, last_ok, last_success, failures, *totals]
 
 

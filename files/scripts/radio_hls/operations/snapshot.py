@@ -100,6 +100,7 @@ class Station:
     mode: str | None = None  # copy | transcode, as the launcher chose at the last start
     listeners: int = 0
     now_playing: dict[str, Any] | None = None
+    title_changed_at: float | None = None  # Unix time of the last title change (now-playing.json's changed_at)
 
     @property
     def state(self) -> str:
@@ -212,6 +213,9 @@ def apply_output(station: Station, output_root: Path, now: float) -> None:
     playing = read_json(directory / NOW_PLAYING_NAME)
     if isinstance(playing, dict) and isinstance(playing.get("title"), str):
         station.now_playing = {key: playing.get(key) for key in ("title", "artist", "song", "updated_at")}
+        changed = playing.get("changed_at")
+        station.title_changed_at = float(changed) if isinstance(changed, (int, float)) \
+            and not isinstance(changed, bool) else None
 
 
 def read_identity(station: Station, env_file: Path) -> None:
