@@ -112,9 +112,12 @@ class FakeProbe:
     probe: Probe = field(default_factory=lambda: Probe("aac", 3.5))
     failure: ProbeFailed | None = None
     calls: list[tuple[list[str], str]] = field(default_factory=list)
+    with_burst: list[bool] = field(default_factory=list)
 
-    def __call__(self, arguments: list[str], document: str, timeout: float, max_burst: float) -> Probe:
+    def __call__(self, arguments: list[str], document: str, timeout: float, max_burst: float,
+                 with_burst: bool) -> Probe:
         self.calls.append((list(arguments), document))
+        self.with_burst.append(with_burst)
         assert max_burst == hls_launcher.MAX_BURST_SECONDS
         if self.failure is not None:
             raise self.failure
@@ -631,6 +634,13 @@ def test_main_auto_probes_and_picks_the_mode(tmp_path: Path, capsys: pytest.Capt
     out, err = capsys.readouterr()
     assert option(shlex.split(out), "-c:a") == "aac"
     assert "codec mp3, mode transcode" in err
+    assert probed.with_burst == [False]  # a dry run starts nothing: the codec is all it needs
+
+
+def test_main_probes_a_restart_only_for_its_codec(tmp_path: Path, probed: FakeProbe, execs: list[Exec]) -> None:
+    run_of(start=NOW - 100).write(tmp_path)  # the last run: its list measures the burst
+    hls_launcher.main([str(write_env(tmp_path / "radio-joy.env")), "--output-dir", str(tmp_path)])
+    assert probed.with_burst == [False] and len(execs) == 1
 
 
 def test_main_missing_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_probe: None) -> None:
@@ -744,6 +754,7 @@ def test_main_records_the_codec_and_mode_before_exec(tmp_path: Path, monkeypatch
         json.loads((tmp_path / ".launch.json").read_text())))
     hls_launcher.main([str(write_env(tmp_path / "radio-joy.env")), "--output-dir", str(tmp_path)])
     # A first run: early by the burst the probe measured, so that it is on the clock once its burst is in.
+    assert probed.with_burst == [True]
     assert seen == [{"run": 1_699_999_996_623, "start": 1_699_999_996.623, "base": 1_699_999_992,
                      "segment_seconds": 6, "mode": "transcode", "upstream_codec": "mp3", "started_at": NOW,
                      "skip": 0.0, "variants": []}]

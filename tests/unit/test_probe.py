@@ -76,6 +76,14 @@ def test_the_probe_measures_the_burst_and_names_the_codec(upstream: str) -> None
     assert 2.0 <= probed.burst <= 4.0 + 2 * hls_launcher.probe.REPORT_SECONDS, probed
 
 
+@pytest.mark.parametrize("upstream", [4.0], indirect=True)
+def test_a_restart_probes_for_the_codec_alone(upstream: str) -> None:
+    url = f"{upstream}/live.mp3"
+    settings = StationSettings(slug="radio-joy", stream_url=url, read_timeout_seconds=10)
+    assert hls_launcher.probe_upstream(settings, Upstream(url, None), with_burst=False) == hls_launcher.probe.Probe(
+        "mp3", 0.0)
+
+
 @pytest.mark.parametrize("upstream", [0.0], indirect=True)
 def test_an_upstream_without_a_burst_measures_none(upstream: str) -> None:
     assert probe(f"{upstream}/live.mp3").burst <= 1.0

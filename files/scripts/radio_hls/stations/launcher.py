@@ -253,7 +253,7 @@ def probe_error(stderr: bytes) -> str:
     return printable(lines[-1].removeprefix(f"{STDIN_INPUT}: ") if lines else "no output")
 
 
-def probe_upstream(settings: StationSettings, upstream: Upstream) -> probe.Probe:
+def probe_upstream(settings: StationSettings, upstream: Upstream, with_burst: bool = True) -> probe.Probe:
     """The codec of the upstream's first audio stream (e.g. 'aac' or 'mp3') and its burst on connect."""
     options = {**upstream_options(settings, upstream), "probesize": 65536, "analyzeduration": 1_000_000}
     arguments = [*(argument for key, value in INPUT_OPTIONS.items() for argument in (f"-{key}", str(value))),
@@ -261,7 +261,7 @@ def probe_upstream(settings: StationSettings, upstream: Upstream) -> probe.Probe
     try:
         # FFmpeg's own rw_timeout ends a silent upstream first; the margin covers its start and the burst's end.
         return probe.measure(arguments, input_document(upstream, options), settings.read_timeout_seconds + 5,
-                             MAX_BURST_SECONDS)
+                             MAX_BURST_SECONDS, with_burst)
     except probe.ProbeFailed as failed:
         url = redact_url(settings.stream_url)
         if not failed.has_audio_stream and b"matches no streams" in failed.stderr:
@@ -488,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The codec decides the mode; a first run also needs the upstream's burst (a later one goes by its last
         # run's). A dry run only shows the command: it probes for nothing the mode does not need.
         needs_burst = previous is None and not args.dry_run
-        probed = probe_upstream(settings, upstream) if settings.codec == "auto" or needs_burst else None
+        probed = probe_upstream(settings, upstream, needs_burst) if settings.codec == "auto" or needs_burst else None
         upstream_codec = probed.codec if probed else None
         mode = choose_mode(settings, upstream_codec)
         run = begin_run(previous, settings, mode, upstream_codec, time.time(), probed.burst if probed else 0.0)

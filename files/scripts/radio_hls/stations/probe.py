@@ -47,9 +47,11 @@ class ProbeFailed(RuntimeError):
         self.has_audio_stream = has_audio_stream
 
 
-def measure(input_arguments: Sequence[str], document: str, timeout: float, max_burst: float) -> Probe:
+def measure(input_arguments: Sequence[str], document: str, timeout: float, max_burst: float,
+            with_burst: bool = True) -> Probe:
     """Open the input FFmpeg's `input_arguments` name (its document on standard input) and measure it; at most
-    `timeout` seconds, the burst at most `max_burst`."""
+    `timeout` seconds, the burst at most `max_burst`. Without `with_burst` it ends at the first audio, the codec
+    known (a restart: the last run measured the burst), and its burst is 0."""
     command = ["ffmpeg", "-hide_banner", "-nostats", "-loglevel", "info", *input_arguments,
                "-map", "0:a:0", "-c", "copy", "-f", "null", "-", "-progress", "pipe:1",
                "-stats_period", str(REPORT_SECONDS)]
@@ -62,26 +64,26 @@ def measure(input_arguments: Sequence[str], document: str, timeout: float, max_b
                 ffmpeg.stdin.close()
             except BrokenPipeError:
                 pass  # FFmpeg ended at once: its standard error says why
-            lead = read_lead(ffmpeg.stdout, started, started + timeout)
+            lead = read_lead(ffmpeg.stdout, started, started + timeout, SETTLED_SECONDS if with_burst else 0.0)
             ffmpeg.kill()
         errors.seek(0)
         stderr = errors.read()
     codec = AUDIO_STREAM.search(stderr)
     if lead is None or codec is None:
         raise ProbeFailed(stderr, codec is not None)
-    return Probe(codec.group(1).decode(), round(min(max(lead, 0.0), max_burst), 3))
+    return Probe(codec.group(1).decode(), round(min(max(lead, 0.0), max_burst), 3) if with_burst else 0.0)
 
 
-def read_lead(progress: IO[bytes], started: float, deadline: float) -> float | None:
-    """How far the audio FFmpeg read ran ahead of the time since `started` once it stopped gaining, or None when it
-    read none before the deadline or its end."""
+def read_lead(progress: IO[bytes], started: float, deadline: float, settled: float) -> float | None:
+    """How far the audio FFmpeg read ran ahead of the time since `started` once it stopped gaining for `settled`
+    seconds, or None when it read none before the deadline or its end."""
     lead: float | None = None
     grown_at = started
     pending = b""
     with selectors.DefaultSelector() as selector:
         selector.register(progress, selectors.EVENT_READ)
         while (now := time.monotonic()) < deadline:
-            if lead is not None and now - grown_at >= SETTLED_SECONDS:
+            if lead is not None and now - grown_at >= settled:
                 return lead
             if not selector.select(min(2 * REPORT_SECONDS, deadline - now)):
                 continue
