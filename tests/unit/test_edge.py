@@ -17,6 +17,7 @@ import re
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -223,6 +224,18 @@ def test_a_playlist_is_fresh_for_half_a_target_duration_and_then_fetched_again(e
     newer = PLAYLIST.replace("MEDIA-SEQUENCE:7", "MEDIA-SEQUENCE:8")
     put(edge, path, newer.encode())
     wait_for(lambda: edge.get(path).text == newer, "the edge to fetch the playlist again")
+
+
+def test_the_first_listener_after_a_quiet_while_gets_the_current_playlist(edge: Edge) -> None:
+    # Not the one cached when the station last had a listener (minutes or hours old, its segments gone): the
+    # request that finds it expired waits for the origin's; only listeners meanwhile get the last one.
+    path = "/hls/quiet/index.m3u8"
+    put(edge, path, PLAYLIST.encode())
+    assert edge.get(path).text == PLAYLIST
+    newer = PLAYLIST.replace("MEDIA-SEQUENCE:7", "MEDIA-SEQUENCE:9")
+    put(edge, path, newer.encode())
+    time.sleep(max(SEGMENT_SECONDS // 2 - 1, 1) + 1.5)  # expired, and nobody asked meanwhile
+    assert edge.get(path).text == newer
 
 
 @pytest.mark.parametrize(("segment_seconds", "fresh"), [(2, 1), (4, 1), (6, 2), (10, 4)])

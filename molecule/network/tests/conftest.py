@@ -61,3 +61,10 @@ def counted(host) -> dict[str, int]:
     """Listener sessions of the last 60 s per station, as the host's analytics counted them."""
     listeners = host.file("/run/hls-analytics/listeners.json")
     return json.loads(listeners.content_string).get("stations", {}) if listeners.exists else {}
+
+
+def serving(host, slug: str) -> bool:
+    """The host's nginx serves the station: its playlist, and the newest segment that lists."""
+    status, text = http(host, f"/hls/{slug}/index.m3u8")
+    uris = [line for line in text.splitlines() if line and not line.startswith("#")] if status == 200 else []
+    return bool(uris) and http(host, f"/hls/{slug}/{uris[-1]}")[0] == 200

@@ -7,7 +7,7 @@ import json
 import time
 import urllib.request
 
-from conftest import counted, edge_port, http, wait_for
+from conftest import counted, edge_port, http, serving, wait_for
 
 SLUG = "demo-mp3"  # not test_2's station, so its players are not in the edge's 60 s window
 SESSION_LOG = "/var/log/nginx/hls-access.log"
@@ -19,6 +19,11 @@ def get(url: str) -> str:
 
 
 def test_the_edge_counts_a_listener_once_and_the_origins_never(origins, edge):
+    # The tests before stopped an origin and moved stations: until both serve the station again, the edge may have
+    # nothing fresh to give (asked here, on the origins themselves, where no listener of the edge's counts).
+    for origin in origins:
+        wait_for(lambda origin=origin: serving(origin, SLUG), timeout=180,
+                 what=f"{SLUG} served by {origin.backend.hostname}")
     base = f"http://127.0.0.1:{edge_port()}/hls/{SLUG}/"
     for _ in range(3):  # a player: the playlist, its newest segments (each line carries ?s=), again
         playlist = get(base + "index.m3u8?s=net-count-1")
