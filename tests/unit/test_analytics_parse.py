@@ -7,12 +7,13 @@ import random
 import pytest
 from loglines import T0, UA, line, nginx_escape
 
+from radio_hls.analytics import logparse
 from radio_hls.analytics.logparse import (
     PLAYLIST,
     SEGMENT,
     Aggregator,
     Networks,
-    build_event,
+    Requests,
     clean_session_id,
     client_ip,
     unescape,
@@ -21,16 +22,16 @@ from radio_hls.analytics.logparse import (
 NO_CLOUDFLARE = Networks()
 
 
-def feed(*lines: str, window: int = 10) -> Aggregator:
+def feed(*lines: str | bytes, window: int = 10) -> Aggregator:
     aggregator = Aggregator(window_seconds=window)
-    aggregator.feed("".join(lines))
+    aggregator.feed(b"".join(line.encode() if isinstance(line, str) else line for line in lines))
     return aggregator
 
 
 def only_event(aggregator: Aggregator, cloudflare: Networks = NO_CLOUDFLARE) -> dict:
     [(key, aggregate)] = aggregator.by_session.items()
     session_id, slug, kind, _window = key
-    return build_event(session_id, slug, kind, aggregate, cloudflare)
+    return Requests(cloudflare).event(session_id, slug, kind, aggregate)
 
 
 # --- unescaping and session ids ---------------------------------------------------------------------------
@@ -192,11 +193,11 @@ NGINX_LINE = (b"2026-11-30T03:58:54+00:00\t1796011134.115\tdemo-aac\tabc\t%00%01
 def test_control_characters_are_removed_from_ref_user_agent_and_referer() -> None:
     """NUL, which PostgreSQL refuses (and with it the whole batch), and every other C0, DEL or C1 character,
     whether nginx escaped it, wrote it raw or the client percent-encoded it in ref=."""
-    event = only_event(feed(NGINX_LINE.decode("utf-8", "replace")))  # as hls_logreader decodes
+    event = only_event(feed(NGINX_LINE))
     assert event["user_agent"] == "abcd\ufffd"
     assert event["referer"] == "x"
-    [(_, aggregate)] = feed(NGINX_LINE.decode("utf-8", "replace").replace("%00%01x%7f%C2%85%0A", "")).by_session.items()
-    assert build_event("abc", "demo-aac", PLAYLIST, aggregate, NO_CLOUDFLARE)["referer"] == "http://x/[31m"
+    [(_, aggregate)] = feed(NGINX_LINE.replace(b"%00%01x%7f%C2%85%0A", b"")).by_session.items()
+    assert Requests(NO_CLOUDFLARE).event("abc", "demo-aac", PLAYLIST, aggregate)["referer"] == "http://x/[31m"
 
 
 @pytest.mark.parametrize("control", [chr(code) for code in (*range(0x20), *range(0x7F, 0xA0))])
@@ -239,10 +240,46 @@ def test_long_user_agent_and_referer_are_cut() -> None:
     assert event["referer"] == "R" * 512
 
 
-def test_invalid_utf8_has_been_replaced_before_parsing() -> None:
-    raw = line(ua="Player-XY").encode().replace(b"XY", b"\xff\xfe")
-    event = only_event(feed(raw.decode("utf-8", "replace")))
-    assert event["user_agent"] == "Player-\ufffd\ufffd"
+def test_invalid_utf8_is_replaced_field_by_field_as_in_the_whole_line() -> None:
+    raw = line(ua="Player-XY", slug="radio-joy").encode().replace(b"XY", b"\xff\xfe")
+    # A sequence cut short by the end of its field: one U+FFFD, as decoding the whole line gives.
+    raw = raw.replace(b"\tradio-joy\t", b"\tradio-joy\xe2\x82\t")
+    assert "\tradio-joy\ufffd\t" in raw.decode("utf-8", "replace")
+    [((_, slug, _, _), aggregate)] = feed(raw).by_session.items()
+    assert slug == "radio-joy\ufffd"
+    assert Requests(NO_CLOUDFLARE).event("sess-1", slug, SEGMENT, aggregate)["user_agent"] == "Player-\ufffd\ufffd"
+
+
+def test_numbers_in_other_digits_are_read_as_text_reads_them() -> None:
+    """int() and float() of text take any script's digits, of bytes only ASCII: such a line still counts."""
+    arabic = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+    text = line(msec=T0 + 4567, size=1234, seconds=0.25)
+    fields = text.split("\t")
+    for position in (1, 12, 13):  # msec, body_bytes_sent, request_time
+        fields[position] = fields[position].translate(arabic)
+    aggregator = feed("\t".join(fields))
+    assert aggregator.counts["events"] == 1 and aggregator.counts["malformed"] == 0
+    [aggregate] = aggregator.by_session.values()
+    assert aggregate[:4] == [1, 1234, 0.25, T0 + 4567]
+    assert feed(text.replace(f"\t{(T0 + 4567) // 1000}.567\t", "\t\u0661x.567\t")).counts["malformed"] == 1
+
+
+def test_a_last_line_without_its_newline_is_read() -> None:
+    aggregator = feed(line(kind="playlist"), line(kind="segment").rstrip("\n"))
+    assert aggregator.counts["events"] == 2
+
+
+def test_chunks_end_at_line_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A feed larger than a chunk, with a line longer than a chunk and malformed lines, parses as one chunk."""
+    lines = [line(kind="segment", msec=T0 + number * 700, s=f"s{number % 3}") for number in range(40)]
+    lines[7] = line(ua="U" * 5000)
+    lines[11] = "only\tthree\tfields\n"
+    lines[12] = lines[12].rstrip("\n") + "\textra\n"
+    whole = feed(*lines)
+    monkeypatch.setattr(logparse, "CHUNK_BYTES", 300)
+    chunked = feed(*lines)
+    assert chunked.counts == whole.counts and chunked.counts["malformed"] == 2
+    assert chunked.by_session == whole.by_session
 
 
 # --- events -----------------------------------------------------------------------------------------------

@@ -433,6 +433,14 @@ def test_large_backlogs_are_committed_in_slices(environ: dict[str, str], backend
     assert len({event["batch"] for event in received(backend)}) > 5
 
 
+def test_slices_are_measured_in_characters_as_the_decoded_text_was() -> None:
+    """The reader hands out bytes; a slice still ends where it did when it handed out text: same slices, same
+    events."""
+    assert hls_analytics.text_length(b"abc\n") == 4
+    assert hls_analytics.text_length("\u00e9\u20ac\n".encode()) == 3
+    assert hls_analytics.text_length(b"a\xe2\x82\xff\n") == 4  # a cut sequence and a stray byte: one U+FFFD each
+
+
 # --- the spool bound and the live listeners file ----------------------------------------------------------
 
 def test_a_full_spool_drops_the_oldest_and_says_so(environ: dict[str, str], backend: FakeBackend,

@@ -6,8 +6,12 @@ and nothing else. Which field is where comes from contract.json's session_log_fi
 the log_format from: fields are found by their nginx variable's name, never by a position written here. Only
 the few fields an event needs are unescaped, and only when they hold a backslash.
 
-Speed matters (hundreds of thousands of lines per second in plain Python): the loop in Aggregator.feed does
-one str.split per line, no regex and no JSON; session ids and addresses are validated once per distinct value.
+Speed matters (a million lines in a few seconds of plain Python): the log is parsed as bytes, never decoded
+as a whole. Aggregator.feed splits a chunk of lines with one bytes.split (each line boundary becomes a field
+of its own, which also proves every line has the right number of fields) and reads each field as a column, a
+slice of that one list, so a line costs no list and no decoding of its own. Only what keys and events need is
+decoded, once per distinct value: UTF-8 with invalid bytes replaced (U+FFFD) field by field, which gives what
+decoding the whole line gave, since tabs and newlines are ASCII and no invalid sequence spans them.
 """
 
 from __future__ import annotations
@@ -79,14 +83,19 @@ CONTROL_CHARACTERS = dict.fromkeys((*range(0x20), *range(0x7F, 0xA0)))
 CONTROL_PATTERN = re.compile("[\x00-\x1f\x7f-\x9f]")
 MAX_INT = 2**31 - 1  # GraphQL Int is 32-bit
 SESSION_CACHE_LIMIT = 200_000
-OK_STATUS = ("2", "3")
+OK_STATUS = (b"2", b"3")
+# Lines are parsed this many bytes at a time (at line ends): a chunk's fields, one object each, stay in the CPU's
+# caches and memory stays bounded whatever a caller feeds at once.
+CHUNK_BYTES = 1 << 20
 
 # The run summary's counters: every line read lands in exactly one of them.
 COUNTERS = ("events", "not_hls", "not_media", "method", "status", "malformed")
 
-# An aggregate: [request count, bytes, seconds, last msec, the last line]. Keeping the line rather than its
-# fields halves the parser's time: one string stays alive per aggregate instead of sixteen and a list.
+# An aggregate: [request count, bytes, seconds, last msec, the last request's Context].
 Aggregate = list[Any]
+# What an event tells of its last request, as logged (bytes): remote_addr, realip_remote_addr, CF-Connecting-IP,
+# user agent (the client: a request without `s` is keyed by these four), `ref`, Referer and status.
+Context = tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes]
 
 
 @contextmanager
@@ -205,33 +214,84 @@ def iso_time(msec: int) -> str:
     return f"{_iso_second(msec // 1000)}.{msec % 1000:03d}+00:00"
 
 
-def build_event(session_id: str, slug: str, kind: str, aggregate: Aggregate, cloudflare: Networks,
-                log: LogFields = SESSION_LOG) -> dict[str, Any]:
-    """One ListeningEventInput: counts and sizes summed, everything else from the aggregate's last request."""
-    count, size, seconds, msec, line = aggregate
-    fields = line.split("\t")
-    return {
-        "anonymous_session_id": session_id,
-        "station_slug": slug,
-        "ip_address": client_ip(fields[log.remote_addr], fields[log.peer_addr], fields[log.cf_ip], cloudflare),
-        "user_agent": clean_text(fields[log.user_agent]),
-        "timestamp": iso_time(msec),
-        "event_type": kind,
-        "bytes_transferred": min(size, MAX_INT),
-        "request_duration": round(seconds, 3),
-        "status_code": int(fields[log.status]),
-        "request_count": count,
-        "referer": clean_text(fields[log.ref], url_encoded=True) or clean_text(fields[log.referer]),
-    }
+def text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+class Requests:
+    """What the backend is told of requests, from their logged fields: decoded, cleaned and cached per distinct
+    value for one batch of events (the same clients make most requests)."""
+
+    def __init__(self, cloudflare: Networks) -> None:
+        self.cloudflare = cloudflare
+        self._clients: dict[tuple[bytes, bytes, bytes, bytes], tuple[str | None, str]] = {}
+        self._described: dict[Context, tuple[str | None, str | None, str | None, int]] = {}
+
+    def client(self, remote: bytes, peer: bytes, cf_ip: bytes, user_agent: bytes) -> tuple[str | None, str]:
+        """The client's address and its user agent as logged: what its keyed hash is made of."""
+        fields = (remote, peer, cf_ip, user_agent)
+        found = self._clients.get(fields)
+        if found is None:
+            found = self._clients[fields] = (client_ip(text(remote), text(peer), text(cf_ip), self.cloudflare),
+                                             text(user_agent))
+        return found
+
+    def _describe(self, context: Context) -> tuple[str | None, str | None, str | None, int]:
+        remote, peer, cf_ip, user_agent, ref, referer, status = map(text, context)
+        return (client_ip(remote, peer, cf_ip, self.cloudflare), clean_text(user_agent),
+                clean_text(ref, url_encoded=True) or clean_text(referer), int(status))
+
+    def event(self, session_id: str, slug: str, kind: str, aggregate: Aggregate) -> dict[str, Any]:
+        """One ListeningEventInput: counts and sizes summed, everything else from the aggregate's last request."""
+        count, size, seconds, msec, context = aggregate
+        described = self._described.get(context)
+        if described is None:
+            described = self._described[context] = self._describe(context)
+        ip, user_agent, referer, status = described
+        return {
+            "anonymous_session_id": session_id,
+            "station_slug": slug,
+            "ip_address": ip,
+            "user_agent": user_agent,
+            "timestamp": iso_time(msec),
+            "event_type": kind,
+            "bytes_transferred": size if size < MAX_INT else MAX_INT,
+            "request_duration": round(seconds, 3),
+            "status_code": status,
+            "request_count": count,
+            "referer": referer,
+        }
+
+
+def numbers_as_text(msec: bytes, size: bytes, seconds: bytes) -> tuple[int, int, float] | None:
+    """A request's time, size and duration read from decoded text, for values int() and float() refuse as bytes:
+    as text they also take digits of other scripts and Unicode spaces, which the parser read when it decoded whole
+    lines, so the same lines still make the same events. None: a malformed line."""
+    try:
+        return int(text(msec).replace(".", "")), int(text(size)), float(text(seconds))
+    except ValueError:
+        return None
+
+
+def well_formed(chunk: bytes, tabs: int) -> tuple[bytes, int]:
+    """The lines of a chunk that have their `tabs`, and how many others were not empty (malformed ones)."""
+    kept = []
+    malformed = 0
+    for line in chunk.split(b"\n"):
+        if line.count(b"\t") == tabs:
+            kept.append(line + b"\n")
+        elif line:
+            malformed += 1
+    return b"".join(kept), malformed
 
 
 @dataclass
 class Aggregator:
-    """Collects the listening requests of some log text.
+    """Collects the listening requests of some log lines.
 
     by_session: (session id, slug, type, window) -> aggregate, for requests with a valid `s`.
-    anonymous:  (remote, peer, CF-Connecting-IP, user agent, slug, type, window) -> aggregate, for the others;
-                analytics.sessions gives them a session (joined to an `s` or a keyed hash).
+    anonymous:  (remote, peer, CF-Connecting-IP, user agent (bytes as logged), slug, type, window) -> aggregate,
+                for the others; analytics.sessions gives them a session (joined to an `s` or a keyed hash).
     counts:     the run summary (COUNTERS), plus `invalid_session_id` for `s` values that were refused.
     """
 
@@ -240,62 +300,88 @@ class Aggregator:
     by_session: dict[tuple[Any, ...], Aggregate] = field(default_factory=dict)
     anonymous: dict[tuple[Any, ...], Aggregate] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*COUNTERS, "invalid_session_id"), 0))
-    _session_ids: dict[str, str] = field(default_factory=dict)
+    _session_ids: dict[bytes, str] = field(default_factory=dict)
 
-    def feed(self, text: str) -> None:
-        """Add complete lines (text ending in a newline, or a list of lines joined by newlines)."""
+    def feed(self, data: bytes | str) -> None:
+        """Add lines: log bytes (text is taken as UTF-8), normally ending in a newline; a last line without one is
+        read as a line too."""
+        if isinstance(data, str):
+            data = data.encode()
         with no_gc():
-            self._feed(text)
+            start = 0
+            while start < len(data):
+                end = data.rfind(b"\n", start, start + CHUNK_BYTES) + 1
+                if end <= start:  # a line longer than a chunk, or the last line without a newline
+                    end = data.find(b"\n", start + CHUNK_BYTES) + 1 or len(data)
+                self._feed(data[start:end])
+                start = end
 
-    def _feed(self, text: str) -> None:
+    def _feed(self, chunk: bytes) -> None:
         by_session, anonymous, session_ids = self.by_session, self.anonymous, self._session_ids
         if len(session_ids) > SESSION_CACHE_LIMIT:
             session_ids.clear()
+        slugs: dict[bytes, str] = {}
         window_ms = self.window_seconds * 1000
-        # The positions as locals: the loop below runs once per line, by the hundred thousand.
         log = self.log
-        field_count, msec_at, slug_at, session_at, method_at, uri_at, status_at = (
-            log.count, log.msec, log.slug, log.session, log.method, log.uri, log.status)
-        bytes_at, time_at, remote_at, peer_at, cf_ip_at, agent_at = (
-            log.bytes, log.request_time, log.remote_addr, log.peer_addr, log.cf_ip, log.user_agent)
-        events = not_hls = not_media = method = status = malformed = invalid = 0
-        for line in text.split("\n"):
-            fields = line.split("\t")
-            if len(fields) != field_count:
-                if line:
-                    malformed += 1
-                continue
-            slug = fields[slug_at]
-            if not slug:
+        malformed = 0
+        if not chunk.endswith(b"\n"):
+            chunk += b"\n"
+        # Each newline becomes a field of its own: a chunk of n well-formed lines splits into n * width + 1 fields
+        # with a newline at every width-th place from the line's end. Then field `i` of every line is
+        # fields[i::width]. Anything else (a line with more or fewer fields, an empty line) takes a slow path that
+        # counts and drops those lines first.
+        width = log.count + 1
+        lines = chunk.count(b"\n")
+        fields = chunk.replace(b"\n", b"\t\n\t").split(b"\t")
+        if len(fields) != lines * width + 1 or fields[log.count::width].count(b"\n") != lines:
+            chunk, malformed = well_formed(chunk, log.count - 1)
+            lines = chunk.count(b"\n")
+            fields = chunk.replace(b"\n", b"\t\n\t").split(b"\t")
+        end = lines * width
+
+        def column(position: int) -> list[bytes]:
+            return fields[position:end:width]
+
+        contexts = zip(column(log.remote_addr), column(log.peer_addr), column(log.cf_ip), column(log.user_agent),
+                       column(log.ref), column(log.referer), column(log.status), strict=True)
+        events = not_hls = not_media = method = status = invalid = 0
+        for msec_field, slug_field, raw, method_field, uri, status_field, size_field, time_field, context in zip(
+                column(log.msec), column(log.slug), column(log.session), column(log.method), column(log.uri),
+                column(log.status), column(log.bytes), column(log.request_time), contexts, strict=True):
+            if not slug_field:
                 not_hls += 1
                 continue
-            uri = fields[uri_at]
-            if uri.endswith(".ts"):
+            if uri.endswith(b".ts"):
                 kind = SEGMENT
-            elif uri.endswith(".m3u8"):
+            elif uri.endswith(b".m3u8"):
                 kind = PLAYLIST
             else:
                 not_media += 1
                 continue
-            if fields[method_at] != "GET":
+            if method_field != b"GET":
                 method += 1
                 continue
-            if fields[status_at][:1] not in OK_STATUS:
+            if status_field[:1] not in OK_STATUS:
                 status += 1
                 continue
             try:
-                msec = int(fields[msec_at].replace(".", ""))
-                size = int(fields[bytes_at])
-                seconds = float(fields[time_at])
+                msec = int(msec_field.replace(b".", b""))
+                size = int(size_field)
+                seconds = float(time_field)
             except ValueError:
-                malformed += 1
-                continue
-            raw = fields[session_at]
+                numbers = numbers_as_text(msec_field, size_field, time_field)
+                if numbers is None:
+                    malformed += 1
+                    continue
+                msec, size, seconds = numbers
+            slug = slugs.get(slug_field)
+            if slug is None:
+                slug = slugs[slug_field] = text(slug_field)
             session_id: str | None = ""
             if raw:
                 session_id = session_ids.get(raw)
                 if session_id is None:
-                    session_id = clean_session_id(raw) or ""
+                    session_id = clean_session_id(text(raw)) or ""
                     if len(raw) <= MAX_RAW_SESSION_ID:
                         session_ids[raw] = session_id
                 if not session_id:
@@ -305,19 +391,18 @@ class Aggregator:
                 key = (session_id, slug, kind, msec // window_ms)
                 table = by_session
             else:
-                key = (fields[remote_at], fields[peer_at], fields[cf_ip_at], fields[agent_at], slug, kind,
-                       msec // window_ms)
+                key = (context[0], context[1], context[2], context[3], slug, kind, msec // window_ms)
                 table = anonymous
             aggregate = table.get(key)
             if aggregate is None:
-                table[key] = [1, size, seconds, msec, line]
+                table[key] = [1, size, seconds, msec, context]
             else:
                 aggregate[0] += 1
                 aggregate[1] += size
                 aggregate[2] += seconds
                 if msec >= aggregate[3]:
                     aggregate[3] = msec
-                    aggregate[4] = line
+                    aggregate[4] = context
             events += 1
         counts = self.counts
         counts["events"] += events

@@ -86,7 +86,8 @@ def gzip_text_size(path: Path) -> int:
 
 
 class LogReader:
-    """Iterate over the new complete lines of `path` as decoded text blocks; then read `positions`."""
+    """Iterate over the new complete lines of `path` in blocks of bytes (the parser decodes only the fields it
+    needs); then read `positions`."""
 
     def __init__(self, path: Path | str, positions: Sequence[Position] | None,
                  rotated_suffixes: Sequence[str] = ROTATED_SUFFIXES, block_bytes: int | None = None) -> None:
@@ -191,7 +192,7 @@ class LogReader:
             return entry.size
         return 0
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[bytes]:
         files = self._open_all()
         compressed: list[tuple[_Open, int]] = []
         try:
@@ -211,7 +212,7 @@ class LogReader:
             for entry in [*files, *(entry for entry, _ in compressed)]:
                 entry.handle.close()
 
-    def _read(self, entry: _Open, offset: int) -> Iterator[str]:
+    def _read(self, entry: _Open, offset: int) -> Iterator[bytes]:
         handle = entry.handle
         handle.seek(offset)
         pending = b""
@@ -232,9 +233,8 @@ class LogReader:
                 continue
             pending = data[end:]
             offset += end
-            text = data[:end].decode("utf-8", "replace")
             self._remember(entry, offset)
-            yield text
+            yield data[:end]
 
     def _remember(self, entry: _Open, offset: int) -> None:
         head_len = min(HEAD_BYTES, offset)

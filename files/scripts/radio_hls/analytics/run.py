@@ -231,6 +231,12 @@ def recover(state: State, spool: Spool) -> None:
         log.warning("removed %d spool batch(es) of an unfinished run; their lines are read again", len(removed))
 
 
+def text_length(block: bytes) -> int:
+    """A block's length as decoded text: slices were measured so when the reader decoded, and the same slices
+    make the same events."""
+    return len(block) if block.isascii() else len(block.decode("utf-8", "replace"))
+
+
 class Analytics:
     def __init__(self, config: Config, now: Callable[[], float] = time.time,
                  http: requests.Session | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -262,9 +268,9 @@ class Analytics:
         reader = LogReader(self.config.access_log, self.state.files)
         aggregator = Aggregator(window_seconds=self.config.interval_seconds)
         pending = 0
-        for text in reader:
-            aggregator.feed(text)
-            pending += len(text)
+        for block in reader:
+            aggregator.feed(block)
+            pending += text_length(block)
             if pending >= SLICE_BYTES:
                 self.commit(aggregator, reader.positions())
                 pending = 0

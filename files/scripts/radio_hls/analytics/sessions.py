@@ -22,7 +22,7 @@ import secrets
 import uuid
 from typing import Any
 
-from radio_hls.analytics.logparse import Aggregate, Aggregator, Networks, build_event, client_ip, no_gc
+from radio_hls.analytics.logparse import Aggregate, Aggregator, Networks, Requests, no_gc
 
 DAY_MS = 86_400_000
 LIVE_WINDOW_MS = 60_000
@@ -40,6 +40,7 @@ class Sessions:
         self.anonymous: dict[str, list[Any]] = dict(state.get("anonymous") or {})  # client key -> [start, last msec]
         self.live: dict[str, dict[str, int]] = {slug: dict(seen) for slug, seen in (state.get("live") or {}).items()}
         self._client_keys: dict[tuple[str, str, int], str] = {}
+        self._hashed: dict[tuple[str, int], str] = {}  # (client key, span start) -> its session id
         self.ambiguous = 0  # requests without `s` whose key several `s` sessions shared (this instance's count)
 
     def state(self) -> dict[str, Any]:
@@ -72,7 +73,13 @@ class Sessions:
     def owner(self, client: str, slug: str, msec: int) -> str | None:
         """The one `s` session a request without `s` belongs to, if exactly one is possible: the sessions of its
         client key within the timeout, those on its station first. None when there is none, or several."""
-        near = [(session_id, seen_slug) for session_id, (seen_slug, last) in self.joins.get(client, {}).items()
+        seen = self.joins.get(client)
+        if not seen:
+            return None
+        if len(seen) == 1:  # most clients: one listener
+            [(session_id, (_slug, last))] = seen.items()
+            return session_id if abs(msec - last) <= self.timeout_ms else None
+        near = [(session_id, seen_slug) for session_id, (seen_slug, last) in seen.items()
                 if abs(msec - last) <= self.timeout_ms]
         owners = [session_id for session_id, seen_slug in near if seen_slug == slug] or \
             [session_id for session_id, _ in near]
@@ -92,8 +99,11 @@ class Sessions:
             span = self.anonymous[client] = [msec, msec]
         elif msec > span[1]:
             span[1] = msec
-        digest = hashlib.sha256(f"{client}:{span[0]}".encode()).digest()
-        return str(uuid.UUID(bytes=digest[:16]))
+        found = self._hashed.get((client, span[0]))
+        if found is None:
+            digest = hashlib.sha256(f"{client}:{span[0]}".encode()).digest()
+            found = self._hashed[(client, span[0])] = str(uuid.UUID(bytes=digest[:16]))
+        return found
 
     def seen(self, slug: str, session_id: str, msec: int) -> None:
         station = self.live.setdefault(slug, {})
@@ -112,6 +122,7 @@ class Sessions:
         today = now_ms // DAY_MS
         self.keys = {day: key for day, key in self.keys.items() if int(day) >= today - 1}
         self._client_keys.clear()
+        self._hashed.clear()
 
     def listeners(self, now_ms: int) -> dict[str, int]:
         """Sessions seen in the last 60 s, per station."""
@@ -125,7 +136,7 @@ class Sessions:
             return self._assign(aggregator, cloudflare)
 
     def _assign(self, aggregator: Aggregator, cloudflare: Networks) -> list[dict[str, Any]]:
-        log = aggregator.log
+        requests = Requests(cloudflare)
         merged: dict[tuple[Any, ...], Aggregate] = dict(aggregator.by_session)
         # Each `s` session's latest request per client key and station: what requests without `s` join.
         latest: dict[tuple[str, str], Aggregate] = {}
@@ -134,12 +145,11 @@ class Sessions:
             if known is None or aggregate[3] > known[3]:
                 latest[(session_id, slug)] = aggregate
         for (session_id, slug), aggregate in latest.items():
-            fields = aggregate[4].split("\t")
-            ip = client_ip(fields[log.remote_addr], fields[log.peer_addr], fields[log.cf_ip], cloudflare)
-            self.join(self.client_key(ip, fields[log.user_agent], aggregate[3]), session_id, slug, aggregate[3])
+            ip, user_agent = requests.client(*aggregate[4][:4])
+            self.join(self.client_key(ip, user_agent, aggregate[3]), session_id, slug, aggregate[3])
         for key, aggregate in sorted(aggregator.anonymous.items(), key=lambda item: item[1][3]):
-            remote, peer, cf_ip, user_agent, slug, kind, window = key
-            ip = client_ip(remote, peer, cf_ip, cloudflare)
+            remote, peer, cf_ip, raw_user_agent, slug, kind, window = key
+            ip, user_agent = requests.client(remote, peer, cf_ip, raw_user_agent)
             session_id = self.session_of(self.client_key(ip, user_agent, aggregate[3]), slug, aggregate[3])
             target = merged.get((session_id, slug, kind, window))
             if target is None:
@@ -150,7 +160,8 @@ class Sessions:
                     *(target[3:] if target[3] >= aggregate[3] else aggregate[3:])]
         aggregator.clear()
         events = []
+        event = requests.event
         for (session_id, slug, kind, _window), aggregate in sorted(merged.items(), key=lambda item: item[1][3]):
             self.seen(slug, session_id, aggregate[3])
-            events.append(build_event(session_id, slug, kind, aggregate, cloudflare, log))
+            events.append(event(session_id, slug, kind, aggregate))
         return events
