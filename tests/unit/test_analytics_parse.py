@@ -7,7 +7,6 @@ import random
 import pytest
 from loglines import T0, UA, line, nginx_escape
 
-from radio_hls.analytics import logparse
 from radio_hls.analytics.logparse import (
     PLAYLIST,
     SEGMENT,
@@ -29,9 +28,8 @@ def feed(*lines: str | bytes, window: int = 10) -> Aggregator:
 
 
 def only_event(aggregator: Aggregator, cloudflare: Networks = NO_CLOUDFLARE) -> dict:
-    [(key, aggregate)] = aggregator.by_session.items()
-    session_id, slug, kind, _window = key
-    return Requests(cloudflare).event(session_id, slug, kind, aggregate)
+    [aggregate] = aggregator.by_session.values()
+    return Requests(cloudflare).event(aggregate)
 
 
 # --- unescaping and session ids ---------------------------------------------------------------------------
@@ -196,8 +194,7 @@ def test_control_characters_are_removed_from_ref_user_agent_and_referer() -> Non
     event = only_event(feed(NGINX_LINE))
     assert event["user_agent"] == "abcd\ufffd"
     assert event["referer"] == "x"
-    [(_, aggregate)] = feed(NGINX_LINE.replace(b"%00%01x%7f%C2%85%0A", b"")).by_session.items()
-    assert Requests(NO_CLOUDFLARE).event("abc", "demo-aac", PLAYLIST, aggregate)["referer"] == "http://x/[31m"
+    assert only_event(feed(NGINX_LINE.replace(b"%00%01x%7f%C2%85%0A", b"")))["referer"] == "http://x/[31m"
 
 
 @pytest.mark.parametrize("control", [chr(code) for code in (*range(0x20), *range(0x7F, 0xA0))])
@@ -245,9 +242,8 @@ def test_invalid_utf8_is_replaced_field_by_field_as_in_the_whole_line() -> None:
     # A sequence cut short by the end of its field: one U+FFFD, as decoding the whole line gives.
     raw = raw.replace(b"\tradio-joy\t", b"\tradio-joy\xe2\x82\t")
     assert "\tradio-joy\ufffd\t" in raw.decode("utf-8", "replace")
-    [((_, slug, _, _), aggregate)] = feed(raw).by_session.items()
-    assert slug == "radio-joy\ufffd"
-    assert Requests(NO_CLOUDFLARE).event("sess-1", slug, SEGMENT, aggregate)["user_agent"] == "Player-\ufffd\ufffd"
+    event = only_event(feed(raw))
+    assert (event["station_slug"], event["user_agent"]) == ("radio-joy\ufffd", "Player-\ufffd\ufffd")
 
 
 def test_numbers_in_other_digits_are_read_as_text_reads_them() -> None:
@@ -267,19 +263,6 @@ def test_numbers_in_other_digits_are_read_as_text_reads_them() -> None:
 def test_a_last_line_without_its_newline_is_read() -> None:
     aggregator = feed(line(kind="playlist"), line(kind="segment").rstrip("\n"))
     assert aggregator.counts["events"] == 2
-
-
-def test_chunks_end_at_line_ends(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A feed larger than a chunk, with a line longer than a chunk and malformed lines, parses as one chunk."""
-    lines = [line(kind="segment", msec=T0 + number * 700, s=f"s{number % 3}") for number in range(40)]
-    lines[7] = line(ua="U" * 5000)
-    lines[11] = "only\tthree\tfields\n"
-    lines[12] = lines[12].rstrip("\n") + "\textra\n"
-    whole = feed(*lines)
-    monkeypatch.setattr(logparse, "CHUNK_BYTES", 300)
-    chunked = feed(*lines)
-    assert chunked.counts == whole.counts and chunked.counts["malformed"] == 2
-    assert chunked.by_session == whole.by_session
 
 
 # --- events -----------------------------------------------------------------------------------------------

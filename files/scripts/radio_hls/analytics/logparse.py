@@ -6,12 +6,11 @@ and nothing else. Which field is where comes from contract.json's session_log_fi
 the log_format from: fields are found by their nginx variable's name, never by a position written here. Only
 the few fields an event needs are unescaped, and only when they hold a backslash.
 
-Speed matters (a million lines in a few seconds of plain Python): the log is parsed as bytes, never decoded
-as a whole. Aggregator.feed splits a chunk of lines with one bytes.split (each line boundary becomes a field
-of its own, which also proves every line has the right number of fields) and reads each field as a column, a
-slice of that one list, so a line costs no list and no decoding of its own. Only what keys and events need is
-decoded, once per distinct value: UTF-8 with invalid bytes replaced (U+FFFD) field by field, which gives what
-decoding the whole line gave, since tabs and newlines are ASCII and no invalid sequence spans them.
+Speed matters (a million lines in a few seconds of plain Python): the loop in Aggregator.feed does one split
+per line, no regex and no JSON. The log is parsed as bytes, never decoded as a whole (splitting bytes makes
+no per-field scan for the widest character, as str does): only what keys and events need is decoded, once per
+distinct value, as UTF-8 with invalid bytes replaced (U+FFFD) field by field, which gives what decoding the
+whole line gave, since tabs and newlines are ASCII and no invalid sequence spans them.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from __future__ import annotations
 import gc
 import ipaddress
 import json
+import operator
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -84,17 +84,16 @@ CONTROL_PATTERN = re.compile("[\x00-\x1f\x7f-\x9f]")
 MAX_INT = 2**31 - 1  # GraphQL Int is 32-bit
 SESSION_CACHE_LIMIT = 200_000
 OK_STATUS = (b"2", b"3")
-# Lines are parsed this many bytes at a time (at line ends): a chunk's fields, one object each, stay in the CPU's
-# caches and memory stays bounded whatever a caller feeds at once.
-CHUNK_BYTES = 1 << 20
 
 # The run summary's counters: every line read lands in exactly one of them.
 COUNTERS = ("events", "not_hls", "not_media", "method", "status", "malformed")
 
-# An aggregate: [request count, bytes, seconds, last msec, the last request's Context].
+# An aggregate: [request count, bytes, seconds, last msec, the last line, its key in its table]. Keeping the line
+# rather than its fields halves the parser's time: one object stays alive per aggregate instead of sixteen.
 Aggregate = list[Any]
-# What an event tells of its last request, as logged (bytes): remote_addr, realip_remote_addr, CF-Connecting-IP,
-# user agent (the client: a request without `s` is keyed by these four), `ref`, Referer and status.
+LAST_MSEC = operator.itemgetter(3)
+# What an event tells of its last request, as logged: remote_addr, realip_remote_addr, CF-Connecting-IP, user
+# agent, `ref`, Referer and status.
 Context = tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes]
 
 
@@ -209,9 +208,14 @@ def _iso_second(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
+# Every timestamp's end: one concatenation per event instead of a formatting.
+_MILLISECONDS = [f".{millisecond:03d}+00:00" for millisecond in range(1000)]
+
+
 def iso_time(msec: int) -> str:
     """ISO 8601 in UTC with milliseconds, like datetime.isoformat(timespec="milliseconds")."""
-    return f"{_iso_second(msec // 1000)}.{msec % 1000:03d}+00:00"
+    second, millisecond = divmod(msec, 1000)
+    return _iso_second(second) + _MILLISECONDS[millisecond]
 
 
 def text(value: bytes) -> str:
@@ -222,10 +226,13 @@ class Requests:
     """What the backend is told of requests, from their logged fields: decoded, cleaned and cached per distinct
     value for one batch of events (the same clients make most requests)."""
 
-    def __init__(self, cloudflare: Networks) -> None:
+    def __init__(self, cloudflare: Networks, log: LogFields = SESSION_LOG) -> None:
         self.cloudflare = cloudflare
+        self._context = operator.itemgetter(log.remote_addr, log.peer_addr, log.cf_ip, log.user_agent, log.ref,
+                                            log.referer, log.status)
         self._clients: dict[tuple[bytes, bytes, bytes, bytes], tuple[str | None, str]] = {}
         self._described: dict[Context, tuple[str | None, str | None, str | None, int]] = {}
+        self._durations: dict[float, float] = {}  # summed seconds -> rounded: round() is slow, sums repeat
 
     def client(self, remote: bytes, peer: bytes, cf_ip: bytes, user_agent: bytes) -> tuple[str | None, str]:
         """The client's address and its user agent as logged: what its keyed hash is made of."""
@@ -241,13 +248,18 @@ class Requests:
         return (client_ip(remote, peer, cf_ip, self.cloudflare), clean_text(user_agent),
                 clean_text(ref, url_encoded=True) or clean_text(referer), int(status))
 
-    def event(self, session_id: str, slug: str, kind: str, aggregate: Aggregate) -> dict[str, Any]:
-        """One ListeningEventInput: counts and sizes summed, everything else from the aggregate's last request."""
-        count, size, seconds, msec, context = aggregate
+    def event(self, aggregate: Aggregate) -> dict[str, Any]:
+        """The ListeningEventInput of an aggregate keyed (session id, slug, type, window): counts and sizes summed,
+        everything else from its last request."""
+        count, size, seconds, msec, line, (session_id, slug, kind, _window) = aggregate
+        context: Context = self._context(line.split(b"\t"))
         described = self._described.get(context)
         if described is None:
             described = self._described[context] = self._describe(context)
         ip, user_agent, referer, status = described
+        duration = self._durations.get(seconds) if seconds else seconds  # (a cached 0.0 could answer for -0.0)
+        if duration is None:
+            duration = self._durations[seconds] = round(seconds, 3)
         return {
             "anonymous_session_id": session_id,
             "station_slug": slug,
@@ -256,7 +268,7 @@ class Requests:
             "timestamp": iso_time(msec),
             "event_type": kind,
             "bytes_transferred": size if size < MAX_INT else MAX_INT,
-            "request_duration": round(seconds, 3),
+            "request_duration": duration,
             "status_code": status,
             "request_count": count,
             "referer": referer,
@@ -271,18 +283,6 @@ def numbers_as_text(msec: bytes, size: bytes, seconds: bytes) -> tuple[int, int,
         return int(text(msec).replace(".", "")), int(text(size)), float(text(seconds))
     except ValueError:
         return None
-
-
-def well_formed(chunk: bytes, tabs: int) -> tuple[bytes, int]:
-    """The lines of a chunk that have their `tabs`, and how many others were not empty (malformed ones)."""
-    kept = []
-    malformed = 0
-    for line in chunk.split(b"\n"):
-        if line.count(b"\t") == tabs:
-            kept.append(line + b"\n")
-        elif line:
-            malformed += 1
-    return b"".join(kept), malformed
 
 
 @dataclass
@@ -303,54 +303,36 @@ class Aggregator:
     _session_ids: dict[bytes, str] = field(default_factory=dict)
 
     def feed(self, data: bytes | str) -> None:
-        """Add lines: log bytes (text is taken as UTF-8), normally ending in a newline; a last line without one is
-        read as a line too."""
+        """Add complete lines: log bytes ending in a newline, or lines joined by newlines (text is taken as UTF-8)."""
         if isinstance(data, str):
             data = data.encode()
         with no_gc():
-            start = 0
-            while start < len(data):
-                end = data.rfind(b"\n", start, start + CHUNK_BYTES) + 1
-                if end <= start:  # a line longer than a chunk, or the last line without a newline
-                    end = data.find(b"\n", start + CHUNK_BYTES) + 1 or len(data)
-                self._feed(data[start:end])
-                start = end
+            self._feed(data)
 
-    def _feed(self, chunk: bytes) -> None:
+    def _feed(self, data: bytes) -> None:
         by_session, anonymous, session_ids = self.by_session, self.anonymous, self._session_ids
         if len(session_ids) > SESSION_CACHE_LIMIT:
             session_ids.clear()
         slugs: dict[bytes, str] = {}
         window_ms = self.window_seconds * 1000
+        # The positions as locals: the loop below runs once per line, by the hundred thousand.
         log = self.log
-        malformed = 0
-        if not chunk.endswith(b"\n"):
-            chunk += b"\n"
-        # Each newline becomes a field of its own: a chunk of n well-formed lines splits into n * width + 1 fields
-        # with a newline at every width-th place from the line's end. Then field `i` of every line is
-        # fields[i::width]. Anything else (a line with more or fewer fields, an empty line) takes a slow path that
-        # counts and drops those lines first.
-        width = log.count + 1
-        lines = chunk.count(b"\n")
-        fields = chunk.replace(b"\n", b"\t\n\t").split(b"\t")
-        if len(fields) != lines * width + 1 or fields[log.count::width].count(b"\n") != lines:
-            chunk, malformed = well_formed(chunk, log.count - 1)
-            lines = chunk.count(b"\n")
-            fields = chunk.replace(b"\n", b"\t\n\t").split(b"\t")
-        end = lines * width
-
-        def column(position: int) -> list[bytes]:
-            return fields[position:end:width]
-
-        contexts = zip(column(log.remote_addr), column(log.peer_addr), column(log.cf_ip), column(log.user_agent),
-                       column(log.ref), column(log.referer), column(log.status), strict=True)
-        events = not_hls = not_media = method = status = invalid = 0
-        for msec_field, slug_field, raw, method_field, uri, status_field, size_field, time_field, context in zip(
-                column(log.msec), column(log.slug), column(log.session), column(log.method), column(log.uri),
-                column(log.status), column(log.bytes), column(log.request_time), contexts, strict=True):
+        field_count, msec_at, slug_at, session_at, method_at, uri_at, status_at = (
+            log.count, log.msec, log.slug, log.session, log.method, log.uri, log.status)
+        bytes_at, time_at, remote_at, peer_at, cf_ip_at, agent_at = (
+            log.bytes, log.request_time, log.remote_addr, log.peer_addr, log.cf_ip, log.user_agent)
+        events = not_hls = not_media = method = status = malformed = invalid = 0
+        for line in data.split(b"\n"):
+            fields = line.split(b"\t")
+            if len(fields) != field_count:
+                if line:
+                    malformed += 1
+                continue
+            slug_field = fields[slug_at]
             if not slug_field:
                 not_hls += 1
                 continue
+            uri = fields[uri_at]
             if uri.endswith(b".ts"):
                 kind = SEGMENT
             elif uri.endswith(b".m3u8"):
@@ -358,18 +340,18 @@ class Aggregator:
             else:
                 not_media += 1
                 continue
-            if method_field != b"GET":
+            if fields[method_at] != b"GET":
                 method += 1
                 continue
-            if status_field[:1] not in OK_STATUS:
+            if fields[status_at][:1] not in OK_STATUS:
                 status += 1
                 continue
             try:
-                msec = int(msec_field.replace(b".", b""))
-                size = int(size_field)
-                seconds = float(time_field)
+                msec = int(fields[msec_at].replace(b".", b""))
+                size = int(fields[bytes_at])
+                seconds = float(fields[time_at])
             except ValueError:
-                numbers = numbers_as_text(msec_field, size_field, time_field)
+                numbers = numbers_as_text(fields[msec_at], fields[bytes_at], fields[time_at])
                 if numbers is None:
                     malformed += 1
                     continue
@@ -377,6 +359,7 @@ class Aggregator:
             slug = slugs.get(slug_field)
             if slug is None:
                 slug = slugs[slug_field] = text(slug_field)
+            raw = fields[session_at]
             session_id: str | None = ""
             if raw:
                 session_id = session_ids.get(raw)
@@ -391,18 +374,19 @@ class Aggregator:
                 key = (session_id, slug, kind, msec // window_ms)
                 table = by_session
             else:
-                key = (context[0], context[1], context[2], context[3], slug, kind, msec // window_ms)
+                key = (fields[remote_at], fields[peer_at], fields[cf_ip_at], fields[agent_at], slug, kind,
+                       msec // window_ms)
                 table = anonymous
             aggregate = table.get(key)
             if aggregate is None:
-                table[key] = [1, size, seconds, msec, context]
+                table[key] = [1, size, seconds, msec, line, key]
             else:
                 aggregate[0] += 1
                 aggregate[1] += size
                 aggregate[2] += seconds
                 if msec >= aggregate[3]:
                     aggregate[3] = msec
-                    aggregate[4] = context
+                    aggregate[4] = line
             events += 1
         counts = self.counts
         counts["events"] += events
@@ -416,6 +400,8 @@ class Aggregator:
     def lines(self) -> int:
         return sum(self.counts[name] for name in COUNTERS)
 
-    def clear(self) -> None:
-        self.by_session.clear()
-        self.anonymous.clear()
+    def take(self) -> tuple[dict[tuple[Any, ...], Aggregate], dict[tuple[Any, ...], Aggregate]]:
+        """by_session and anonymous, leaving the aggregator empty."""
+        taken = self.by_session, self.anonymous
+        self.by_session, self.anonymous = {}, {}
+        return taken

@@ -35,7 +35,7 @@ from typing import IO, Any
 import requests
 import urllib3
 
-from radio_hls.analytics.logparse import CONTROL_CHARACTERS, Aggregator, Networks
+from radio_hls.analytics.logparse import CONTROL_CHARACTERS, Aggregator, Networks, no_gc
 from radio_hls.analytics.logreader import LogReader, Position
 from radio_hls.analytics.sessions import LIVE_WINDOW_MS, Sessions
 from radio_hls.analytics.spool import Batch, Spool
@@ -268,14 +268,17 @@ class Analytics:
         reader = LogReader(self.config.access_log, self.state.files)
         aggregator = Aggregator(window_seconds=self.config.interval_seconds)
         pending = 0
-        for block in reader:
-            aggregator.feed(block)
-            pending += text_length(block)
-            if pending >= SLICE_BYTES:
-                self.commit(aggregator, reader.positions())
-                pending = 0
-                if self.stopping:
-                    break
+        # No cycle collection while reading: each one would scan every aggregate and event made so far, none of
+        # which is in a cycle (once the collector runs again, it scans what is still alive once).
+        with no_gc():
+            for block in reader:
+                aggregator.feed(block)
+                pending += text_length(block)
+                if pending >= SLICE_BYTES:
+                    self.commit(aggregator, reader.positions())
+                    pending = 0
+                    if self.stopping:
+                        break
         for warning in reader.warnings:
             log.warning("%s", warning)
         self.commit(aggregator, reader.positions())

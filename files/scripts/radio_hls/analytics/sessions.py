@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import operator
 import secrets
 import uuid
 from typing import Any
 
-from radio_hls.analytics.logparse import Aggregate, Aggregator, Networks, Requests, no_gc
+from radio_hls.analytics.logparse import LAST_MSEC, Aggregate, Aggregator, Networks, Requests, no_gc
 
 DAY_MS = 86_400_000
+SESSION_AND_SLUG = operator.itemgetter(0, 1)
 LIVE_WINDOW_MS = 60_000
 
 
@@ -105,11 +107,6 @@ class Sessions:
             found = self._hashed[(client, span[0])] = str(uuid.UUID(bytes=digest[:16]))
         return found
 
-    def seen(self, slug: str, session_id: str, msec: int) -> None:
-        station = self.live.setdefault(slug, {})
-        if msec > station.get(session_id, 0):
-            station[session_id] = msec
-
     def prune(self, now_ms: int) -> None:
         """Forget what can no longer matter: joins and spans past the timeout, keys older than yesterday."""
         horizon = now_ms - self.timeout_ms
@@ -136,32 +133,41 @@ class Sessions:
             return self._assign(aggregator, cloudflare)
 
     def _assign(self, aggregator: Aggregator, cloudflare: Networks) -> list[dict[str, Any]]:
-        requests = Requests(cloudflare)
-        merged: dict[tuple[Any, ...], Aggregate] = dict(aggregator.by_session)
-        # Each `s` session's latest request per client key and station: what requests without `s` join.
+        log = aggregator.log
+        requests = Requests(cloudflare, log)
+        merged, anonymous = aggregator.take()
+        # Each `s` session's latest request per station (the first of equal ones): what requests without `s` join.
         latest: dict[tuple[str, str], Aggregate] = {}
-        for (session_id, slug, _kind, _window), aggregate in merged.items():
-            known = latest.get((session_id, slug))
-            if known is None or aggregate[3] > known[3]:
-                latest[(session_id, slug)] = aggregate
+        for pair, aggregate in zip(map(SESSION_AND_SLUG, merged), merged.values(), strict=True):
+            if aggregate[3] > latest.setdefault(pair, aggregate)[3]:
+                latest[pair] = aggregate
         for (session_id, slug), aggregate in latest.items():
-            ip, user_agent = requests.client(*aggregate[4][:4])
+            fields = aggregate[4].split(b"\t")
+            ip, user_agent = requests.client(fields[log.remote_addr], fields[log.peer_addr], fields[log.cf_ip],
+                                             fields[log.user_agent])
             self.join(self.client_key(ip, user_agent, aggregate[3]), session_id, slug, aggregate[3])
-        for key, aggregate in sorted(aggregator.anonymous.items(), key=lambda item: item[1][3]):
-            remote, peer, cf_ip, raw_user_agent, slug, kind, window = key
+        for aggregate in sorted(anonymous.values(), key=LAST_MSEC):
+            remote, peer, cf_ip, raw_user_agent, slug, kind, window = aggregate[5]
             ip, user_agent = requests.client(remote, peer, cf_ip, raw_user_agent)
-            session_id = self.session_of(self.client_key(ip, user_agent, aggregate[3]), slug, aggregate[3])
-            target = merged.get((session_id, slug, kind, window))
+            key = (self.session_of(self.client_key(ip, user_agent, aggregate[3]), slug, aggregate[3]), slug, kind,
+                   window)
+            target = merged.get(key)
             if target is None:
-                merged[(session_id, slug, kind, window)] = aggregate
+                aggregate[5] = key
+                merged[key] = aggregate
             else:
-                merged[(session_id, slug, kind, window)] = [
-                    target[0] + aggregate[0], target[1] + aggregate[1], target[2] + aggregate[2],
-                    *(target[3:] if target[3] >= aggregate[3] else aggregate[3:])]
-        aggregator.clear()
+                merged[key] = [target[0] + aggregate[0], target[1] + aggregate[1], target[2] + aggregate[2],
+                               *(target[3:5] if target[3] >= aggregate[3] else aggregate[3:5]), key]
         events = []
+        live = self.live
         event = requests.event
-        for (session_id, slug, kind, _window), aggregate in sorted(merged.items(), key=lambda item: item[1][3]):
-            self.seen(slug, session_id, aggregate[3])
-            events.append(event(session_id, slug, kind, aggregate))
+        for aggregate in sorted(merged.values(), key=LAST_MSEC):
+            session_id, slug, _kind, _window = aggregate[5]
+            msec = aggregate[3]
+            station = live.get(slug)
+            if station is None:
+                station = live[slug] = {}
+            if msec > station.get(session_id, 0):
+                station[session_id] = msec
+            events.append(event(aggregate))
         return events
