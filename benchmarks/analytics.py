@@ -2,19 +2,26 @@
 
 Generates a session log in the exact nginx format (log_format hls_session escape=json: 16 tab-separated fields),
 then times, alternating and on the same file in the same run:
-- hls-analytics parse: radio_hls.analytics.logparse.Aggregator.feed over the file's text (split, classify, aggregate);
-- hls-analytics run: what a run does before it spools: LogReader (bytes from disk, decoding), the parser,
-  sessions (joins, keyed hashes) and the events sent to the backend;
+- hls-analytics parse: radio_hls.analytics.logparse.Aggregator.feed over the file's bytes (split, classify,
+  aggregate);
+- hls-analytics run: what a run does before it spools: LogReader (bytes from disk), the parser, sessions (joins,
+  keyed hashes) and the events sent to the backend, without cycle collection as Analytics.read;
 - GoAccess, given the matching --log-format, writing its JSON report (it parses and aggregates every panel).
 Each is timed `--runs` times (median reported). With --write, the table and the machine go into
 docs/benchmarks.md under "## Analytics: log lines parsed per second" (the other sections are kept).
 
-Usage: python3 benchmarks/analytics.py [--lines 1000000] [--runs 3] [--write docs/benchmarks.md]
+--same-as REF checks instead that this checkout's code and the code at git REF (e.g. main) turn the generated log,
+and the same log with hostile lines mixed in, into the same events, counters and session state, both as one
+batch and as a run in small slices (what a speed-up must keep).
+
+Usage: python3 benchmarks/analytics.py [--lines 1000000] [--runs 3] [--write docs/benchmarks.md] [--same-as REF]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
 import json
 import os
 import platform
@@ -30,7 +37,8 @@ from pathlib import Path
 
 from report import write_section
 
-from radio_hls.analytics.logparse import Aggregator, Networks
+from radio_hls.analytics import logreader, run
+from radio_hls.analytics.logparse import Aggregator, Networks, no_gc
 from radio_hls.analytics.logreader import LogReader
 from radio_hls.analytics.sessions import Sessions
 
@@ -87,10 +95,10 @@ def generate(path: Path, lines: int, seed: int = 1) -> None:
 
 
 def parse_only(path: Path) -> int:
-    text = path.read_text(encoding="utf-8", errors="replace")
+    data = path.read_bytes()
     started = time.perf_counter()
     aggregator = Aggregator(window_seconds=10)
-    aggregator.feed(text)
+    aggregator.feed(data)
     elapsed = time.perf_counter() - started
     assert aggregator.lines() > 0
     return_time.append(elapsed)
@@ -103,10 +111,11 @@ def whole_run(path: Path) -> int:
     sessions = Sessions(timeout_minutes=5)
     cloudflare = Networks()
     events = 0
-    for text in LogReader(path, None):
-        aggregator.feed(text)
-    lines = aggregator.lines()
-    events += len(sessions.assign(aggregator, cloudflare))
+    with no_gc():
+        for block in LogReader(path, None):
+            aggregator.feed(block)
+        lines = aggregator.lines()
+        events += len(sessions.assign(aggregator, cloudflare))
     return_time.append(time.perf_counter() - started)
     assert events > 0
     return lines
@@ -171,13 +180,114 @@ def table(results: dict[str, tuple[int, list[float]]], lines: int, size: int, ru
     for name, parsed, seconds, rate in rows:
         ratio = f"{rate / goaccess_rate:.1f}x" if goaccess_rate else "-"
         out.append(f"| {name} | {parsed:,} | {seconds:.2f} | {rate:,.0f} | {ratio} |")
-    out += ["", "- hls-analytics parse: `Aggregator.feed` on text already in memory (split on tabs, classify, "
-            "aggregate per session, station, type and 10 s window).",
-            "- hls-analytics run: what one run does before spooling: reading and decoding the file "
-            "(`LogReader`), parsing, sessions (joins and keyed hashes) and building the events.",
+    out += ["", "- hls-analytics parse: `Aggregator.feed` on the file's bytes already in memory (split on tabs, "
+            "classify, aggregate per session, station, type and 10 s window).",
+            "- hls-analytics run: what one run does before spooling: reading the file (`LogReader`), parsing, "
+            "sessions (joins and keyed hashes) and building the events.",
             "- GoAccess: `goaccess <log> --log-format ... -o report.json`, every panel of its report (single "
             "thread, its default).", ""]
     return "\n".join(out)
+
+
+# Lines no nginx writes, or that only a hostile client makes it write: every one is counted, refused or cleaned
+# the same way by the code compared (--same-as). A function of the line's fields (bytes), by field name.
+ARABIC_DIGITS = str.maketrans("0123456789", "".join(map(chr, range(0x660, 0x66A))))
+HOSTILE: list[Callable[[dict[str, bytes]], bytes]] = [
+    lambda f: b"only\tthree\tfields",
+    lambda f: b"\t".join(f.values()) + b"\textra",
+    lambda f: b"",
+    lambda f: b"\t".join({**f, "http_user_agent": f["http_user_agent"] + b"\xff\xfe\xe2\x82"}.values()),
+    lambda f: b"\t".join({**f, "hls_slug": f["hls_slug"] + b"\xe9"}.values()),
+    lambda f: b"\t".join({**f, "arg_s": f["arg_s"][:8] + b"\xc3"}.values()),
+    lambda f: b"\t".join({**f, "arg_ref": b"%00%01x%7f%C2%85%0A\xe9",
+                          "http_referer": b"http://x/\\u0002\\u001B[31m\x7f\xc2\x85"}.values()),
+    lambda f: b"\t".join({**f, "msec": f["msec"].decode().translate(ARABIC_DIGITS).encode()}.values()),
+    lambda f: b"\t".join({**f, "body_bytes_sent": "\u0663\u0664".encode(),
+                          "request_time": "\u0660.\u0665".encode()}.values()),
+    lambda f: b"\t".join({**f, "status": "2\u0660\u0660".encode()}.values()),
+    lambda f: b"\t".join({**f, "arg_s": b"A" * 500}.values()),
+    lambda f: b"\t".join({**f, "arg_s": b"abc%2Ddef"}.values()),
+    lambda f: b"\t".join({**f, "arg_s": b'x\\"evil'}.values()),
+    lambda f: b"\t".join({**f, "request_method": b"HEAD"}.values()),
+    lambda f: b"\t".join({**f, "status": b"404"}.values()),
+    lambda f: b"\t".join({**f, "uri": b"/hls/x/"}.values()),
+    lambda f: b"\t".join({**f, "http_cf_connecting_ip": b"203.0.113.9"}.values()),
+    lambda f: b"\t".join({**f, "http_cf_connecting_ip": b"garbage", "arg_s": b""}.values()),
+    lambda f: b"\t".join({**f, "arg_s": b"", "http_user_agent": b"a\\u0001b\x7fc\xc2\x85d\xe9 \xc3\xbc"}.values()),
+    lambda f: b"\t".join({**f, "msec": b"not-a-time"}.values()),
+    lambda f: b"\t".join({**f, "body_bytes_sent": b"99999999999"}.values()),
+    lambda f: b"\t".join({**f, "arg_s": b"", "hls_slug": "st\u00e4tion".encode()}.values()),
+    lambda f: b"\t".join({**f, "arg_s": b"other-" + f["arg_s"][:8]}.values()),  # a second session of a client
+    lambda f: b"\t".join(f.values()) + b"\r",
+]
+
+
+def hostile(path: Path, out: Path, lines: int) -> None:
+    """The first `lines` lines of a generated log with a hostile line after every 37th."""
+    from radio_hls.common.contract import SESSION_LOG_FIELDS
+
+    written = []
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle):
+            if number >= lines:
+                break
+            written.append(line)
+            if number % 37 == 0:
+                fields = dict(zip(SESSION_LOG_FIELDS, line.rstrip(b"\n").split(b"\t"), strict=True))
+                written.append(HOSTILE[number // 37 % len(HOSTILE)](fields) + b"\n")
+    out.write_bytes(b"".join(written))
+
+
+def outcome(path: Path, cloudflare: str) -> str:
+    """A hash of everything this checkout's code makes of a log: one batch (as whole_run) and a run in small
+    slices (run.Analytics.read, its spooled batches and state file); keys of the day fixed, so hashes repeat."""
+    keys = {str(day): f"{day:064x}" for day in range(20_000, 21_000)}  # (a day without one gets a random key)
+    aggregator = Aggregator(window_seconds=10)
+    sessions = Sessions({"keys": dict(keys)}, timeout_minutes=5)
+    for block in LogReader(path, None):
+        aggregator.feed(block)
+    counts = dict(aggregator.counts)
+    result: dict[str, object] = {"counts": counts, "events": sessions.assign(aggregator, Networks.parse(cloudflare)),
+                                 "state": sessions.state(), "ambiguous": sessions.ambiguous}
+    logreader.BLOCK_BYTES, run.SLICE_BYTES = 64 << 10, 1 << 20
+    with tempfile.TemporaryDirectory() as directory:
+        state_dir = Path(directory)
+        (state_dir / "state.json").write_text(json.dumps({"files": None, "spool_seq": 0, "sessions": {"keys": keys}}))
+        analytics = run.Analytics(run.Config.from_env({
+            "HLS_ANALYTICS_STATE_DIR": directory, "HLS_ACCESS_LOG": str(path), "BATCH_SIZE": "50000",
+            "HLS_LISTENERS_FILE": str(state_dir / "listeners.json"), "GRAPHQL_ENDPOINT": "http://127.0.0.1:9/graphql",
+            "CLOUDFLARE_NETWORKS": cloudflare}))
+        analytics.read()
+        result["run"] = {"counts": analytics.counts, "lines": analytics.lines_read,
+                         "ambiguous": analytics.sessions.ambiguous,
+                         "batches": [json.loads(gzip.decompress(batch.read_bytes()))
+                                     for batch in analytics.spool.paths()],
+                         "state": json.loads((state_dir / "state.json").read_text())}
+    return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
+
+
+def same_as(ref: str, lines: int) -> int:
+    """0 when the code at `ref` and this checkout's make the same of the generated and the hostile log."""
+    with tempfile.TemporaryDirectory() as directory:
+        folder = Path(directory)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "files/scripts"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True)
+        generate(folder / "generated.log", lines)
+        hostile(folder / "generated.log", folder / "hostile.log", lines // 3)
+        differ = 0
+        # The hostile log with Cloudflare's ranges set to the generated addresses: CF-Connecting-IP is read.
+        for log, cloudflare in ((folder / "generated.log", ""), (folder / "hostile.log", "10.0.0.0/8")):
+            hashes = []
+            for scripts in (REPO / "files" / "scripts", folder / "files" / "scripts"):
+                hashes.append(subprocess.run(
+                    [sys.executable, __file__, "--outcome", str(log), "--cloudflare", cloudflare], check=True,
+                    capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(scripts)}).stdout.strip())
+            same = hashes[0] == hashes[1]
+            differ += not same
+            print(f"{log.name}: {'same' if same else 'DIFFERENT'} "
+                  f"(this checkout {hashes[0][:16]}, {ref} {hashes[1][:16]})")
+    return 1 if differ else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--write", type=Path, help="the benchmark notes to put the table in (docs/benchmarks.md)")
+    parser.add_argument("--same-as", metavar="REF", help="check the outcome against the code at this git ref")
+    parser.add_argument("--outcome", type=Path, help=argparse.SUPPRESS)  # (one side of --same-as)
+    parser.add_argument("--cloudflare", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.outcome:
+        print(outcome(args.outcome, args.cloudflare))
+        return 0
+    if args.same_as:
+        return same_as(args.same_as, args.lines)
     if shutil.which("goaccess") is None:
         print("goaccess is not installed: apt-get install goaccess", file=sys.stderr)
         return 2
