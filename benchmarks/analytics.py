@@ -185,7 +185,9 @@ def table(results: dict[str, tuple[int, list[float]]], lines: int, size: int, ru
             "- hls-analytics run: what one run does before spooling: reading the file (`LogReader`), parsing, "
             "sessions (joins and keyed hashes) and building the events.",
             "- GoAccess: `goaccess <log> --log-format ... -o report.json`, every panel of its report (single "
-            "thread, its default).", ""]
+            "thread, its default).",
+            "- Where a run's time goes (reading, parsing, sessions, events), before and after issue 15's work, and "
+            "what stands between it and 3x GoAccess: [analytics.md](analytics.md#speed).", ""]
     return "\n".join(out)
 
 

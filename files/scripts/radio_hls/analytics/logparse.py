@@ -7,10 +7,9 @@ the log_format from: fields are found by their nginx variable's name, never by a
 the few fields an event needs are unescaped, and only when they hold a backslash.
 
 Speed matters (a million lines in a few seconds of plain Python): the loop in Aggregator.feed does one split
-per line, no regex and no JSON. The log is parsed as bytes, never decoded as a whole (splitting bytes makes
-no per-field scan for the widest character, as str does): only what keys and events need is decoded, once per
-distinct value, as UTF-8 with invalid bytes replaced (U+FFFD) field by field, which gives what decoding the
-whole line gave, since tabs and newlines are ASCII and no invalid sequence spans them.
+per line, no regex and no JSON. The log is parsed as bytes, never decoded as a whole: only what keys and events
+need is decoded, once per distinct value, as UTF-8 with invalid bytes replaced (U+FFFD) field by field, which
+gives what decoding the whole line gave, since tabs and newlines are ASCII and no invalid sequence spans them.
 """
 
 from __future__ import annotations
