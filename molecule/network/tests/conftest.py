@@ -67,4 +67,5 @@ def serving(host, slug: str) -> bool:
     """The host's nginx serves the station: its playlist, and the newest segment that lists."""
     status, text = http(host, f"/hls/{slug}/index.m3u8")
     uris = [line for line in text.splitlines() if line and not line.startswith("#")] if status == 200 else []
-    return bool(uris) and http(host, f"/hls/{slug}/{uris[-1]}")[0] == 200
+    return bool(uris) and host.run(f"curl -sS -o /dev/null -w '%{{http_code}}' "
+                                   f"'http://127.0.0.1/hls/{slug}/{uris[-1]}'").stdout == "200"
