@@ -38,7 +38,7 @@ from pathlib import Path
 from report import write_section
 
 from radio_hls.analytics import logreader, run
-from radio_hls.analytics.logparse import Aggregator, Networks, no_gc
+from radio_hls.analytics.logparse import Aggregator, Networks
 from radio_hls.analytics.logreader import LogReader
 from radio_hls.analytics.sessions import Sessions
 
@@ -105,20 +105,19 @@ def parse_only(path: Path) -> int:
     return aggregator.lines()
 
 
-def whole_run(path: Path) -> int:
-    started = time.perf_counter()
-    aggregator = Aggregator(window_seconds=10)
-    sessions = Sessions(timeout_minutes=5)
-    cloudflare = Networks()
-    events = 0
-    with no_gc():
-        for block in LogReader(path, None):
-            aggregator.feed(block)
-        lines = aggregator.lines()
-        events += len(sessions.assign(aggregator, cloudflare))
-    return_time.append(time.perf_counter() - started)
-    assert events > 0
-    return lines
+def whole_run(path: Path, processes: int) -> int:
+    """Analytics.read without an endpoint: the log read, parsed and committed in slices as a run does (sessions,
+    events, state file), without spooling; `processes`: run.COMMIT_PROCESSES (0: one process)."""
+    with tempfile.TemporaryDirectory() as directory:
+        analytics = run.Analytics(run.Config.from_env({
+            "HLS_ANALYTICS_STATE_DIR": directory, "HLS_ACCESS_LOG": str(path),
+            "HLS_LISTENERS_FILE": str(Path(directory) / "listeners.json")}))
+        run.COMMIT_PROCESSES = processes
+        started = time.perf_counter()
+        analytics.read()
+        return_time.append(time.perf_counter() - started)
+    assert analytics.summary["unsent_events"] > 0
+    return analytics.lines_read
 
 
 def goaccess(path: Path) -> int:
@@ -313,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "hls-access.log"
         generate(path, args.lines)
-        tools = {"hls-analytics parse": parse_only, "hls-analytics run": whole_run, "GoAccess": goaccess}
+        processes = run.COMMIT_PROCESSES
+        tools: dict[str, Callable[[Path], int]] = {
+            "hls-analytics parse": parse_only,
+            "hls-analytics run, one process": lambda log: whole_run(log, 0),
+            "hls-analytics run, two processes": lambda log: whole_run(log, processes),
+            "GoAccess": goaccess}
         results = measure(tools, path, args.runs)
         section = table(results, args.lines, path.stat().st_size, args.runs, conditions)
     print(section)
