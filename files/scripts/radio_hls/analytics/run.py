@@ -39,7 +39,7 @@ import urllib3
 
 from radio_hls.analytics.logparse import CONTROL_CHARACTERS, Aggregator, Networks, no_gc
 from radio_hls.analytics.logreader import LogReader, Position
-from radio_hls.analytics.sessions import LIVE_WINDOW_MS, Sessions
+from radio_hls.analytics.sessions import LIVE_WINDOW_MS, Prepared, Sessions, prepare
 from radio_hls.analytics.spool import Batch, Spool
 from radio_hls.common import clock, logs
 from radio_hls.common.contract import setting
@@ -296,7 +296,10 @@ class Analytics:
         self.lines_read = aggregator.lines()
 
     def commit(self, aggregator: Aggregator, positions: list[Position]) -> None:
-        events = self.sessions.assign(aggregator, self.cloudflare)
+        self.commit_prepared(prepare(aggregator, self.cloudflare), positions)
+
+    def commit_prepared(self, prepared: Prepared, positions: list[Position]) -> None:
+        events = self.sessions.assign_prepared(prepared)
         self.state.files = positions
         if events and not self.config.endpoint:
             self.summary["unsent_events"] += len(events)
@@ -499,19 +502,20 @@ class Committer:
             return
         if len(self.children) >= COMMIT_PROCESSES:
             os.waitpid(self.children.pop(0), 0)
+        # Prepared here, not in the child: what of a commit needs no session state (it balances the processes).
+        prepared = prepare(aggregator, self.analytics.cloudflare)
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            self._child(aggregator, positions, self.handed, write_end)
+            self._child(prepared, positions, self.handed, write_end)
         os.close(write_end)
         if self.handed is not None:
             os.close(self.handed)
         self.handed = read_end
         self.children.append(pid)
-        aggregator.take()  # the child commits them
 
-    def _child(self, aggregator: Aggregator, positions: list[Position], previous: int | None,
+    def _child(self, prepared: Prepared, positions: list[Position], previous: int | None,
                handover: int) -> NoReturn:
         status = 1
         try:  # whatever happens, the child ends here: it must never go on with the run's code
@@ -520,7 +524,7 @@ class Committer:
                 if outcome[0] == "ok":
                     if outcome[1] is not None:
                         self.analytics.adopt(outcome[1])
-                    self.analytics.commit(aggregator, positions)
+                    self.analytics.commit_prepared(prepared, positions)
                     outcome = ("ok", self.analytics.handover())
                     status = 0
             except Exception as error:  # noqa: BLE001 (handed to the run, which raises it)

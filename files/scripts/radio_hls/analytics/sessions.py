@@ -21,6 +21,7 @@ import hmac
 import operator
 import secrets
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from radio_hls.analytics.logparse import LAST_MSEC, Aggregate, Aggregator, Networks, Requests, no_gc
@@ -28,6 +29,43 @@ from radio_hls.analytics.logparse import LAST_MSEC, Aggregate, Aggregator, Netwo
 DAY_MS = 86_400_000
 SESSION_AND_SLUG = operator.itemgetter(0, 1)
 LIVE_WINDOW_MS = 60_000
+
+
+@dataclass
+class Prepared:
+    """What a batch's events are made of, as far as it needs no session state, so that it can be made before the
+    sessions of the batches before are assigned (run.Committer):
+
+    merged:    the aggregator's by_session table, which anonymous aggregates join once they have a session;
+    joins:     (session id, slug, msec, client address, user agent as logged) of each `s` session's latest request
+               per station (the first of equal ones): what requests without `s` join;
+    anonymous: the anonymous aggregates oldest first, each with its client's address and user agent as logged.
+    """
+
+    merged: dict[tuple[Any, ...], Aggregate]
+    joins: list[tuple[str, str, int, str | None, str]]
+    anonymous: list[tuple[Aggregate, str | None, str]]
+    requests: Requests
+
+
+def prepare(aggregator: Aggregator, cloudflare: Networks) -> Prepared:
+    """Take the aggregator's tables (it is left empty) and prepare their events."""
+    with no_gc():
+        log = aggregator.log
+        requests = Requests(cloudflare, log)
+        client = requests.client
+        merged, anonymous = aggregator.take()
+        latest: dict[tuple[str, str], Aggregate] = {}
+        for pair, aggregate in zip(map(SESSION_AND_SLUG, merged), merged.values(), strict=True):
+            if aggregate[3] > latest.setdefault(pair, aggregate)[3]:
+                latest[pair] = aggregate
+        joins = []
+        for (session_id, slug), aggregate in latest.items():
+            fields = aggregate[4].split(b"\t")
+            joins.append((session_id, slug, aggregate[3], *client(fields[log.remote_addr], fields[log.peer_addr],
+                                                                   fields[log.cf_ip], fields[log.user_agent])))
+        return Prepared(merged, joins, [(aggregate, *client(*aggregate[5][:4]))
+                                        for aggregate in sorted(anonymous.values(), key=LAST_MSEC)], requests)
 
 
 class Sessions:
@@ -129,26 +167,19 @@ class Sessions:
 
     def assign(self, aggregator: Aggregator, cloudflare: Networks) -> list[dict[str, Any]]:
         """The events of everything the aggregator collected, oldest first; clears the aggregator."""
-        with no_gc():
-            return self._assign(aggregator, cloudflare)
+        return self.assign_prepared(prepare(aggregator, cloudflare))
 
-    def _assign(self, aggregator: Aggregator, cloudflare: Networks) -> list[dict[str, Any]]:
-        log = aggregator.log
-        requests = Requests(cloudflare, log)
-        merged, anonymous = aggregator.take()
-        # Each `s` session's latest request per station (the first of equal ones): what requests without `s` join.
-        latest: dict[tuple[str, str], Aggregate] = {}
-        for pair, aggregate in zip(map(SESSION_AND_SLUG, merged), merged.values(), strict=True):
-            if aggregate[3] > latest.setdefault(pair, aggregate)[3]:
-                latest[pair] = aggregate
-        for (session_id, slug), aggregate in latest.items():
-            fields = aggregate[4].split(b"\t")
-            ip, user_agent = requests.client(fields[log.remote_addr], fields[log.peer_addr], fields[log.cf_ip],
-                                             fields[log.user_agent])
-            self.join(self.client_key(ip, user_agent, aggregate[3]), session_id, slug, aggregate[3])
-        for aggregate in sorted(anonymous.values(), key=LAST_MSEC):
-            remote, peer, cf_ip, raw_user_agent, slug, kind, window = aggregate[5]
-            ip, user_agent = requests.client(remote, peer, cf_ip, raw_user_agent)
+    def assign_prepared(self, prepared: Prepared) -> list[dict[str, Any]]:
+        """The events of a prepared batch, oldest first."""
+        with no_gc():
+            return self._assign(prepared)
+
+    def _assign(self, prepared: Prepared) -> list[dict[str, Any]]:
+        merged = prepared.merged
+        for session_id, slug, msec, ip, user_agent in prepared.joins:
+            self.join(self.client_key(ip, user_agent, msec), session_id, slug, msec)
+        for aggregate, ip, user_agent in prepared.anonymous:
+            _remote, _peer, _cf_ip, _agent, slug, kind, window = aggregate[5]
             key = (self.session_of(self.client_key(ip, user_agent, aggregate[3]), slug, aggregate[3]), slug, kind,
                    window)
             target = merged.get(key)
@@ -160,7 +191,7 @@ class Sessions:
                                *(target[3:5] if target[3] >= aggregate[3] else aggregate[3:5]), key]
         events = []
         live = self.live
-        event = requests.event
+        event = prepared.requests.event
         for aggregate in sorted(merged.values(), key=LAST_MSEC):
             session_id, slug, _kind, _window = aggregate[5]
             msec = aggregate[3]
