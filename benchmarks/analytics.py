@@ -4,8 +4,9 @@ Generates a session log in the exact nginx format (log_format hls_session escape
 then times, alternating and on the same file in the same run:
 - hls-analytics parse: radio_hls.analytics.logparse.Aggregator.feed over the file's bytes (split, classify,
   aggregate);
-- hls-analytics run: what a run does before it spools: LogReader (bytes from disk), the parser, sessions (joins,
-  keyed hashes) and the events sent to the backend, without cycle collection as Analytics.read;
+- hls-analytics run: Analytics.read without an endpoint, what a run does but spooling: LogReader (bytes from disk),
+  the parser, and in 16 MiB slices sessions (joins, keyed hashes), the events sent to the backend and the state file;
+  in one process and with the slices committed in forked processes while the next is parsed (run.Committer);
 - GoAccess, given the matching --log-format, writing its JSON report (it parses and aggregates every panel).
 Each is timed `--runs` times (median reported). With --write, the table and the machine go into
 docs/benchmarks.md under "## Analytics: log lines parsed per second" (the other sections are kept).
@@ -181,10 +182,12 @@ def table(results: dict[str, tuple[int, list[float]]], lines: int, size: int, ru
         out.append(f"| {name} | {parsed:,} | {seconds:.2f} | {rate:,.0f} | {ratio} |")
     out += ["", "- hls-analytics parse: `Aggregator.feed` on the file's bytes already in memory (split on tabs, "
             "classify, aggregate per session, station, type and 10 s window).",
-            "- hls-analytics run: what one run does before spooling: reading the file (`LogReader`), parsing, "
-            "sessions (joins and keyed hashes) and building the events.",
-            "- GoAccess: `goaccess <log> --log-format ... -o report.json`, every panel of its report (single "
-            "thread, its default).",
+            "- hls-analytics run: `Analytics.read` without an endpoint, what one run does but spooling: reading the "
+            "file (`LogReader`), parsing, and per 16 MiB slice sessions (joins and keyed hashes), the events and "
+            "the state file. One process: `COMMIT_PROCESSES = 0`; two processes: the default, the slices' commits "
+            "in forked processes while the run parses the next slice (both cores).",
+            "- GoAccess: `goaccess <log> --log-format ... -o report.json`, every panel of its report (one thread: "
+            "Debian 12's GoAccess 1.7 has no `--jobs`, which came with 1.8).",
             "- Where a run's time goes (reading, parsing, sessions, events), before and after issue 15's work, and "
             "what stands between it and 3x GoAccess: [analytics.md](analytics.md#speed).", ""]
     return "\n".join(out)
