@@ -37,7 +37,7 @@ from typing import IO, Any, NoReturn
 import requests
 import urllib3
 
-from radio_hls.analytics.logparse import CONTROL_CHARACTERS, Aggregator, Networks, no_gc
+from radio_hls.analytics.logparse import CONTROL_CHARACTERS, COUNTERS, Aggregator, Networks, no_gc
 from radio_hls.analytics.logreader import LogReader, Position
 from radio_hls.analytics.sessions import LIVE_WINDOW_MS, Prepared, Sessions, prepare
 from radio_hls.analytics.spool import Batch, Spool
@@ -271,19 +271,19 @@ class Analytics:
     def read(self) -> None:
         recover(self.state, self.spool)
         reader = LogReader(self.config.access_log, self.state.files)
-        aggregator = Aggregator(window_seconds=self.config.interval_seconds)
         committer = Committer(self)
+        blocks: list[bytes] = []
         pending = 0
         try:
             # No cycle collection while reading: each one would scan every aggregate and event made so far, none of
             # which is in a cycle (once the collector runs again, it scans what is still alive once).
             with no_gc():
                 for block in reader:
-                    aggregator.feed(block)
+                    blocks.append(block)
                     pending += text_length(block)
                     if pending >= SLICE_BYTES:
-                        committer.commit(aggregator, reader.positions())
-                        pending = 0
+                        committer.commit(blocks, reader.positions())
+                        blocks, pending = [], 0
                         if self.stopping:
                             break
             committer.finish()
@@ -291,14 +291,23 @@ class Analytics:
             committer.wait()
         for warning in reader.warnings:
             log.warning("%s", warning)
-        self.commit(aggregator, reader.positions())
-        self.counts = aggregator.counts
-        self.lines_read = aggregator.lines()
+        with no_gc():
+            self.commit(blocks, reader.positions())
+        self.lines_read = sum(self.counts[name] for name in COUNTERS)
 
-    def commit(self, aggregator: Aggregator, positions: list[Position]) -> None:
-        self.commit_prepared(prepare(aggregator, self.cloudflare), positions)
+    def parse(self, blocks: list[bytes]) -> tuple[Prepared, dict[str, int]]:
+        """A slice's events as far as they need no session state (sessions.prepare), and its counters."""
+        aggregator = Aggregator(window_seconds=self.config.interval_seconds)
+        for block in blocks:
+            aggregator.feed(block)
+        return prepare(aggregator, self.cloudflare), aggregator.counts
 
-    def commit_prepared(self, prepared: Prepared, positions: list[Position]) -> None:
+    def commit(self, blocks: list[bytes], positions: list[Position]) -> None:
+        self.commit_prepared(*self.parse(blocks), positions)
+
+    def commit_prepared(self, prepared: Prepared, counts: dict[str, int], positions: list[Position]) -> None:
+        for name, count in counts.items():
+            self.counts[name] = self.counts.get(name, 0) + count
         events = self.sessions.assign_prepared(prepared)
         self.state.files = positions
         if events and not self.config.endpoint:
@@ -315,13 +324,13 @@ class Analytics:
         self.state.sessions = self.sessions.state()
         self.state.save(self.state_path)
 
-    def handover(self) -> tuple[State, dict[str, int], dict[str, Any], int]:
+    def handover(self) -> tuple[State, dict[str, int], dict[str, int], dict[str, Any], int]:
         """What commits change and the next commit needs: small (sessions, not aggregates), to pass between
         processes."""
-        return self.state, self.summary, self.sessions.state(), self.sessions.ambiguous
+        return self.state, self.summary, self.counts, self.sessions.state(), self.sessions.ambiguous
 
-    def adopt(self, handed: tuple[State, dict[str, int], dict[str, Any], int]) -> None:
-        self.state, self.summary, sessions, ambiguous = handed
+    def adopt(self, handed: tuple[State, dict[str, int], dict[str, int], dict[str, Any], int]) -> None:
+        self.state, self.summary, self.counts, sessions, ambiguous = handed
         self.sessions = Sessions(sessions, self.config.session_timeout_minutes)
         self.sessions.ambiguous = ambiguous
 
@@ -481,12 +490,14 @@ class Analytics:
 
 
 class Committer:
-    """Commits the full slices of a backlog in forked processes while the run's process parses the next slice:
-    parsing and the commits (sessions, events, spool, state) take about as long, so two cores do a backlog in
-    about half the time. The commits stay one after the other, in order: each child waits for the one before to
-    hand over what it committed (Analytics.handover: state, counters, sessions; the aggregates are never moved, a
-    child has its slice's from the fork), commits, and hands over to the next; the last hands over to the run,
-    which commits the rest itself. A run that reads less than a slice (the timer's usual run) never forks.
+    """Commits the full slices of a backlog in forked processes, two at a time: while one commits its slice
+    (sessions, events, spool, state), the next parses its own (parsing and committing take about as long, so two
+    cores do a backlog in about half the time). Each child parses the log bytes of its slice itself: objects
+    made before a fork and touched after it cost a copy of their memory page, in the child and in the run.
+    The commits stay one after the other, in order: each child waits for the one before to hand over what it
+    committed (Analytics.handover: state, counters, sessions, all small), commits, and hands over to the next;
+    the last hands over to the run, which commits the rest itself. A run that reads less than a slice (the
+    timer's usual run) never forks.
 
     A child that fails hands its error down the chain: no later slice is committed (its lines are read again by
     the next run, as after a failed commit in one process) and the run raises it."""
@@ -496,35 +507,34 @@ class Committer:
         self.children: list[int] = []
         self.handed: int | None = None  # the read end of the last child's handover
 
-    def commit(self, aggregator: Aggregator, positions: list[Position]) -> None:
+    def commit(self, blocks: list[bytes], positions: list[Position]) -> None:
         if not COMMIT_PROCESSES:
-            self.analytics.commit(aggregator, positions)
+            self.analytics.commit(blocks, positions)
             return
         if len(self.children) >= COMMIT_PROCESSES:
             os.waitpid(self.children.pop(0), 0)
-        # Prepared here, not in the child: what of a commit needs no session state (it balances the processes).
-        prepared = prepare(aggregator, self.analytics.cloudflare)
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            self._child(prepared, positions, self.handed, write_end)
+            self._child(blocks, positions, self.handed, write_end)
         os.close(write_end)
         if self.handed is not None:
             os.close(self.handed)
         self.handed = read_end
         self.children.append(pid)
 
-    def _child(self, prepared: Prepared, positions: list[Position], previous: int | None,
+    def _child(self, blocks: list[bytes], positions: list[Position], previous: int | None,
                handover: int) -> NoReturn:
         status = 1
         try:  # whatever happens, the child ends here: it must never go on with the run's code
             try:
+                parsed = self.analytics.parse(blocks)  # while the child before commits
                 outcome: tuple[Any, ...] = receive(previous) if previous is not None else ("ok", None)
                 if outcome[0] == "ok":
                     if outcome[1] is not None:
                         self.analytics.adopt(outcome[1])
-                    self.analytics.commit_prepared(prepared, positions)
+                    self.analytics.commit_prepared(*parsed, positions)
                     outcome = ("ok", self.analytics.handover())
                     status = 0
             except Exception as error:  # noqa: BLE001 (handed to the run, which raises it)
