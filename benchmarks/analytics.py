@@ -6,7 +6,7 @@ then times, alternating and on the same file in the same run:
   aggregate);
 - hls-analytics run: Analytics.read without an endpoint, what a run does but spooling: LogReader (bytes from disk),
   the parser, and in 16 MiB slices sessions (joins, keyed hashes), the events sent to the backend and the state file;
-  in one process and with the slices committed in forked processes while the next is parsed (run.Committer);
+  in one process and in two worker processes, one parsing a slice while the other commits one (run.Committer);
 - GoAccess, given the matching --log-format, writing its JSON report (it parses and aggregates every panel).
 Each is timed `--runs` times (median reported). With --write, the table and the machine go into
 docs/benchmarks.md under "## Analytics: log lines parsed per second" (the other sections are kept).
@@ -106,14 +106,14 @@ def parse_only(path: Path) -> int:
     return aggregator.lines()
 
 
-def whole_run(path: Path, processes: int) -> int:
+def whole_run(path: Path, workers: bool) -> int:
     """Analytics.read without an endpoint: the log read, parsed and committed in slices as a run does (sessions,
-    events, state file), without spooling; `processes`: run.COMMIT_PROCESSES (0: one process)."""
+    events, state file), without spooling; `workers`: run.COMMIT_IN_WORKERS (False: one process)."""
     with tempfile.TemporaryDirectory() as directory:
         analytics = run.Analytics(run.Config.from_env({
             "HLS_ANALYTICS_STATE_DIR": directory, "HLS_ACCESS_LOG": str(path),
             "HLS_LISTENERS_FILE": str(Path(directory) / "listeners.json")}))
-        run.COMMIT_PROCESSES = processes
+        run.COMMIT_IN_WORKERS = workers
         started = time.perf_counter()
         analytics.read()
         return_time.append(time.perf_counter() - started)
@@ -184,8 +184,9 @@ def table(results: dict[str, tuple[int, list[float]]], lines: int, size: int, ru
             "classify, aggregate per session, station, type and 10 s window).",
             "- hls-analytics run: `Analytics.read` without an endpoint, what one run does but spooling: reading the "
             "file (`LogReader`), parsing, and per 16 MiB slice sessions (joins and keyed hashes), the events and "
-            "the state file. One process: `COMMIT_PROCESSES = 0`; two processes: the default, the slices' commits "
-            "in forked processes while the run parses the next slice (both cores).",
+            "the state file. One process: `COMMIT_IN_WORKERS = False`; workers: the default, two worker processes "
+            "taking turns, one parsing a slice while the other commits the slice before (both cores; the run's "
+            "own process only reads).",
             "- GoAccess: `goaccess <log> --log-format ... -o report.json`, every panel of its report (one thread: "
             "Debian 12's GoAccess 1.7 has no `--jobs`, which came with 1.8).",
             "- Where a run's time goes (reading, parsing, sessions, events), before and after issue 15's work, and "
@@ -315,11 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "hls-access.log"
         generate(path, args.lines)
-        processes = run.COMMIT_PROCESSES
         tools: dict[str, Callable[[Path], int]] = {
             "hls-analytics parse": parse_only,
-            "hls-analytics run, one process": lambda log: whole_run(log, 0),
-            "hls-analytics run, two processes": lambda log: whole_run(log, processes),
+            "hls-analytics run, one process": lambda log: whole_run(log, False),
+            "hls-analytics run, two workers": lambda log: whole_run(log, True),
             "GoAccess": goaccess}
         results = measure(tools, path, args.runs)
         section = table(results, args.lines, path.stat().st_size, args.runs, conditions)

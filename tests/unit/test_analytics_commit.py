@@ -1,5 +1,5 @@
-"""A backlog's slices committed in forked processes (radio_hls/analytics/run.py, Committer): the same spool, state
-and counters as one process makes, on lines made to catch a wrong hand-over between slices."""
+"""A backlog's slices committed in two worker processes (radio_hls/analytics/run.py, Committer): the same spool,
+state and counters as one process makes, on lines made to catch a wrong hand-over between slices."""
 
 from __future__ import annotations
 
@@ -89,17 +89,19 @@ def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("small_slices")
-@pytest.mark.parametrize("processes", [1, 2, 3])
-def test_slices_committed_in_child_processes_make_what_one_process_makes(
-        tmp_path: Path, forks: list[int], monkeypatch: pytest.MonkeyPatch, processes: int) -> None:
+def test_slices_committed_in_worker_processes_make_what_one_process_makes(
+        tmp_path: Path, forks: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     lines = backlog()
-    monkeypatch.setattr(hls_analytics, "COMMIT_PROCESSES", 0)
+    monkeypatch.setattr(hls_analytics, "COMMIT_IN_WORKERS", False)
     alone = outcome(tmp_path, "one-process", lines)
     assert not forks
-    monkeypatch.setattr(hls_analytics, "COMMIT_PROCESSES", processes)
-    forked = outcome(tmp_path, "forked", lines)
-    assert len(forks) > 20  # a commit per full slice
-    assert forked == alone
+    monkeypatch.setattr(hls_analytics, "COMMIT_IN_WORKERS", True)
+    in_workers = outcome(tmp_path, "workers", lines)
+    assert len(forks) == 2
+    assert in_workers == alone
+    assert len(alone["state"]["files"]) == 1
+    assert len(alone["batches"]) > 20  # (BATCH_SIZE 3) and more than 20 slices:
+    assert len({batch["cursor"]["files"][0]["offset"] for batch in alone["batches"] if batch["cursor"]}) > 20
     # What the lines were made to test is in there:
     assert alone["ambiguous"] > 0
     assert len({event["anonymous_session_id"] for batch in alone["batches"] for event in batch["events"]}) > 5
@@ -112,7 +114,7 @@ def test_a_run_of_less_than_a_slice_stays_in_one_process(tmp_path: Path, forks: 
 
 
 @pytest.mark.usefixtures("small_slices")
-def test_a_failed_commit_in_a_child_stops_the_later_ones_and_the_run(tmp_path: Path, forks: list[int],
+def test_a_failed_commit_in_a_worker_stops_the_later_ones_and_the_run(tmp_path: Path, forks: list[int],
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     lines = backlog()
     alone = outcome(tmp_path, "one-process", lines)

@@ -21,6 +21,7 @@ Run by hls-analytics.timer every BATCH_INTERVAL_SECONDS. Each run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import logging
@@ -28,6 +29,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,9 +55,9 @@ MUTATION = """mutation SubmitListeningEvents($events: [ListeningEventInput!]!) {
   }
 }"""
 SLICE_BYTES = 16 << 20
-# Full slices committed by forked processes: at most this many forked and not yet ended (each holds its slice's
-# aggregates), 0 to commit every slice in the run's own process.
-COMMIT_PROCESSES = 2
+# Full slices committed by two forked worker processes (Committer); False: every slice in the run's own process.
+COMMIT_IN_WORKERS = True
+PIPE_BYTES = 1 << 20
 SEND_BUDGET_SECONDS = 120.0
 STATE_FILE = "state.json"
 DEAD_LETTER_DIR = "dead-letter"
@@ -490,88 +492,141 @@ class Analytics:
 
 
 class Committer:
-    """Commits the full slices of a backlog in forked processes, two at a time: while one commits its slice
-    (sessions, events, spool, state), the next parses its own (parsing and committing take about as long, so two
-    cores do a backlog in about half the time). Each child parses the log bytes of its slice itself: objects
-    made before a fork and touched after it cost a copy of their memory page, in the child and in the run.
-    The commits stay one after the other, in order: each child waits for the one before to hand over what it
-    committed (Analytics.handover: state, counters, sessions, all small), commits, and hands over to the next;
-    the last hands over to the run, which commits the rest itself. A run that reads less than a slice (the
-    timer's usual run) never forks.
+    """Commits the full slices of a backlog in two forked worker processes, taking turns: while one commits its
+    slice (sessions, events, spool, state), the other parses the next (parsing and committing take about as long,
+    so two cores do a backlog in about half the time). The run's process only reads the log and hands each full
+    slice's bytes to a worker through a pipe; a worker makes every object of its slice itself (an object made
+    before a fork and touched after it costs a copy of its memory page) and keeps its memory from slice to slice
+    (a process forked per slice spends as long again faulting its fresh pages in).
 
-    A child that fails hands its error down the chain: no later slice is committed (its lines are read again by
-    the next run, as after a failed commit in one process) and the run raises it."""
+    The commits stay one after the other, in order: a worker waits for the other to hand over what it committed
+    (Analytics.handover: state, counters, sessions, all small), commits, and hands over in turn; at the end the
+    worker holding the last hand-over passes it to the run, which commits the rest itself. A run that reads
+    less than a slice (the timer's usual run) never forks.
+
+    A worker that fails hands its error on: no later slice is committed (its lines are read again by the next
+    run, as after a failed commit in one process) and the run raises it."""
 
     def __init__(self, analytics: Analytics) -> None:
         self.analytics = analytics
-        self.children: list[int] = []
-        self.handed: int | None = None  # the read end of the last child's handover
+        self.pids: list[int] = []
+        self.inboxes: list[IO[bytes]] = []  # the run -> each worker: slices, then ("last",) and ("end",)
+        self.results: IO[bytes] | None = None  # the last hand-over -> the run
+        self.slices = 0
 
     def commit(self, blocks: list[bytes], positions: list[Position]) -> None:
-        if not COMMIT_PROCESSES:
+        if not COMMIT_IN_WORKERS:
             self.analytics.commit(blocks, positions)
             return
-        if len(self.children) >= COMMIT_PROCESSES:
-            os.waitpid(self.children.pop(0), 0)
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_end)
-            self._child(blocks, positions, self.handed, write_end)
-        os.close(write_end)
-        if self.handed is not None:
-            os.close(self.handed)
-        self.handed = read_end
-        self.children.append(pid)
+        if not self.pids:
+            self._start()
+        send(self.inboxes[self.slices % 2], ("slice", blocks, positions))
+        self.slices += 1
 
-    def _child(self, blocks: list[bytes], positions: list[Position], previous: int | None,
-               handover: int) -> NoReturn:
+    def _start(self) -> None:
+        inboxes = [pipe() for _ in range(2)]
+        handovers = [pipe() for _ in range(2)]  # [0]: worker 0 -> worker 1, [1]: worker 1 -> worker 0
+        results = pipe()
+        every = {fd for pair in (*inboxes, *handovers, results) for fd in pair}
+        for index in range(2):
+            own = (inboxes[index][0], handovers[1 - index][0], handovers[index][1], results[1])
+            pid = os.fork()
+            if pid == 0:
+                for fd in every - set(own):
+                    os.close(fd)
+                self._work(index, *own)
+            self.pids.append(pid)
+        for fd in every - {inboxes[0][1], inboxes[1][1], results[0]}:
+            os.close(fd)
+        self.inboxes = [os.fdopen(write_end, "wb") for _, write_end in inboxes]
+        self.results = os.fdopen(results[0], "rb")
+
+    def _work(self, index: int, inbox: int, handed: int, handing: int, result: int) -> NoReturn:
         status = 1
-        try:  # whatever happens, the child ends here: it must never go on with the run's code
-            try:
-                parsed = self.analytics.parse(blocks)  # while the child before commits
-                outcome: tuple[Any, ...] = receive(previous) if previous is not None else ("ok", None)
-                if outcome[0] == "ok":
-                    if outcome[1] is not None:
-                        self.analytics.adopt(outcome[1])
-                    self.analytics.commit_prepared(*parsed, positions)
-                    outcome = ("ok", self.analytics.handover())
-                    status = 0
-            except Exception as error:  # noqa: BLE001 (handed to the run, which raises it)
-                outcome = ("failed", isinstance(error, OSError), f"{type(error).__name__}: {error}")
-            with os.fdopen(handover, "wb") as pipe:
-                pipe.write(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+        try:  # whatever happens, the worker ends here: it must never go on with the run's code
+            with os.fdopen(inbox, "rb") as slices, os.fdopen(handed, "rb") as from_peer, \
+                    os.fdopen(handing, "wb") as to_peer, os.fdopen(result, "wb") as to_run:
+                # Worker 0 commits the first slice on the state it was forked with; every other commit waits.
+                outcome: tuple[Any, ...] | None = ("ok", None) if index == 0 else None
+                writer: threading.Thread | None = None
+                while (message := pickle.load(slices))[0] != "end":
+                    if message[0] == "last":
+                        send(to_run, pickle.load(from_peer))
+                        continue
+                    _, blocks, positions = message
+                    try:
+                        parsed: tuple[Prepared, dict[str, int]] | Exception = self.analytics.parse(blocks)
+                    except Exception as error:  # noqa: BLE001 (handed on, after the hand-over it waits for)
+                        parsed = error
+                    outcome = outcome or pickle.load(from_peer)
+                    outcome = self._commit(outcome, parsed, positions)
+                    # Handed over by a thread: the other worker reads it only once it has its next slice, which
+                    # the run may be waiting to give it until this worker reads its own next one.
+                    if writer is not None:
+                        writer.join()
+                    writer = threading.Thread(target=send, args=(to_peer, outcome))
+                    writer.start()
+                    outcome = None
+                if writer is not None:
+                    writer.join()
+            status = 0
         finally:
             os._exit(status)
 
+    def _commit(self, handed: tuple[Any, ...], parsed: tuple[Prepared, dict[str, int]] | Exception,
+                positions: list[Position]) -> tuple[Any, ...]:
+        """Commit a parsed slice after the hand-over of the slice before; what to hand over in turn."""
+        if handed[0] != "ok":
+            return handed
+        try:
+            if isinstance(parsed, Exception):
+                raise parsed
+            if handed[1] is not None:
+                self.analytics.adopt(handed[1])
+            self.analytics.commit_prepared(*parsed, positions)
+        except Exception as error:  # noqa: BLE001 (handed to the run, which raises it)
+            return ("failed", isinstance(error, OSError), f"{type(error).__name__}: {error}")
+        return ("ok", self.analytics.handover())
+
     def finish(self) -> None:
-        """Take over what the last child committed; raise its chain's error."""
-        if self.handed is None:
+        """Take over what the last commit made; raise a worker's error."""
+        if not self.pids or self.results is None:
             return
-        handed, self.handed = self.handed, None
-        outcome = receive(handed)
+        send(self.inboxes[self.slices % 2], ("last",))  # the worker the last commit was handed to
+        for inbox in self.inboxes:
+            send(inbox, ("end",))
+        try:
+            outcome: tuple[Any, ...] = pickle.load(self.results)  # noqa: S301 (from our own fork, through a pipe)
+        except EOFError:
+            outcome = ("failed", True, "a worker process ended without handing over its commit")
         if outcome[0] != "ok":
             _, is_os_error, message = outcome
-            raise (OSError if is_os_error else RuntimeError)(f"committing a slice in a child process: {message}")
+            raise (OSError if is_os_error else RuntimeError)(f"committing a slice in a worker process: {message}")
         self.analytics.adopt(outcome[1])
 
     def wait(self) -> None:
-        if self.handed is not None:
-            os.close(self.handed)
-            self.handed = None
-        for pid in self.children:
+        """Close the pipes (a worker still waiting for a slice ends) and wait for the workers."""
+        for handle in (*self.inboxes, *([self.results] if self.results else [])):
+            try:
+                handle.close()
+            except OSError:  # a worker that died leaves a pipe without a reader
+                pass
+        for pid in self.pids:
             os.waitpid(pid, 0)
-        self.children = []
+        self.pids, self.inboxes, self.results = [], [], None
 
 
-def receive(read_end: int) -> tuple[Any, ...]:
-    """A child's handover; a child that died without one (killed) broke the chain."""
-    with os.fdopen(read_end, "rb") as pipe:
-        data = pipe.read()
-    if not data:
-        return ("failed", True, "a child process ended without handing over its commit")
-    outcome: tuple[Any, ...] = pickle.loads(data)  # noqa: S301 (from our own fork, through a pipe)
-    return outcome
+def pipe() -> tuple[int, int]:
+    """A pipe that holds a slice's hand-over in few writes."""
+    read_end, write_end = os.pipe()
+    with contextlib.suppress(OSError):  # (a limit lower than PIPE_BYTES: the default size does, more slowly)
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    return read_end, write_end
+
+
+def send(handle: IO[bytes], message: tuple[Any, ...]) -> None:
+    pickle.dump(message, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    handle.flush()
 
 
 def locked(state_dir: Path) -> IO[str]:
