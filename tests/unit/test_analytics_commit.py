@@ -86,6 +86,7 @@ def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hls_analytics, "SLICE_BYTES", 2048)
     monkeypatch.setattr(hls_logreader, "BLOCK_BYTES", 512)
+    monkeypatch.setattr(hls_analytics, "spare_core", lambda: True)  # (whatever else this machine runs)
 
 
 @pytest.mark.usefixtures("small_slices")
@@ -135,3 +136,20 @@ def test_a_failed_commit_in_a_worker_stops_the_later_ones_and_the_run(tmp_path: 
     assert state["spool_seq"] < 7
     spooled = [path.name for path in Spool(tmp_path / "failing" / "spool", 1 << 30).paths()]
     assert len(spooled) <= 6  # nothing of the later slices
+
+
+@pytest.mark.usefixtures("small_slices")
+def test_no_spare_core_commits_in_one_process(tmp_path: Path, forks: list[int],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hls_analytics, "spare_core", lambda: False)
+    outcome(tmp_path, "busy", backlog())
+    assert not forks
+
+
+@pytest.mark.parametrize(("cores", "load", "spare"), [(1, 0.0, False), (2, 0.5, True), (2, 1.0, True),
+                                                      (2, 1.5, False), (8, 6.9, True), (8, 7.5, False)])
+def test_a_spare_core_is_one_the_load_leaves_free(monkeypatch: pytest.MonkeyPatch, cores: int, load: float,
+                                                  spare: bool) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, 0.0, 0.0))
+    assert hls_analytics.spare_core() is spare

@@ -55,7 +55,8 @@ MUTATION = """mutation SubmitListeningEvents($events: [ListeningEventInput!]!) {
   }
 }"""
 SLICE_BYTES = 16 << 20
-# Full slices committed by two forked worker processes (Committer); False: every slice in the run's own process.
+# Full slices committed by two forked worker processes (Committer) when a core is spare; False: every slice in the
+# run's own process.
 COMMIT_IN_WORKERS = True
 PIPE_BYTES = 1 << 20
 SEND_BUDGET_SECONDS = 120.0
@@ -513,13 +514,16 @@ class Committer:
         self.inboxes: list[IO[bytes]] = []  # the run -> each worker: slices, then ("last",) and ("end",)
         self.results: IO[bytes] | None = None  # the last hand-over -> the run
         self.slices = 0
+        self.in_workers: bool | None = None  # decided at the first full slice
 
     def commit(self, blocks: list[bytes], positions: list[Position]) -> None:
-        if not COMMIT_IN_WORKERS:
+        if self.in_workers is None:
+            self.in_workers = COMMIT_IN_WORKERS and spare_core()
+            if self.in_workers:
+                self._start()
+        if not self.in_workers:
             self.analytics.commit(blocks, positions)
             return
-        if not self.pids:
-            self._start()
         send(self.inboxes[self.slices % 2], ("slice", blocks, positions))
         self.slices += 1
 
@@ -614,6 +618,14 @@ class Committer:
         for pid in self.pids:
             os.waitpid(pid, 0)
         self.pids, self.inboxes, self.results = [], [], None
+
+
+def spare_core() -> bool:
+    """Whether the host has a core the run's work does not take from others: at least two, and a load average
+    that leaves one free. On a host whose stations take every core, two workers are slower than one process:
+    each waits, slice after slice, for the other to be given a core and hand over."""
+    cores = os.cpu_count() or 1
+    return cores >= 2 and os.getloadavg()[0] <= cores - 1
 
 
 def pipe() -> tuple[int, int]:
