@@ -1174,3 +1174,40 @@ def test_the_role_refuses_the_ladders_the_launcher_refuses(tmp_path: Path, ladde
         # Later checks (the output's filesystem) depend on the machine: only the ladder's verdict counts here.
         refused = re.search(r"rendition \S+ is invalid|lists the same rendition name", result.stdout) is not None
         assert refused != launcher_accepts and (refused <= (result.returncode != 0)), result.stdout
+
+
+# --- the filter of FFmpeg's standard error (REDACT_AWK) ---------------------------------------------------------
+
+def filtered(data: bytes, locale: str = "C.UTF-8") -> bytes:
+    """What the filter redact_stderr runs writes for `data`, in the given locale."""
+    return subprocess.run(hls_launcher.REDACT_AWK, input=data, capture_output=True, check=True, timeout=PATIENCE,
+                          env={**os.environ, "LC_ALL": locale}).stdout
+
+
+def test_the_log_filter_redacts_as_the_launcher_redacts_its_own_lines() -> None:
+    # Lines made of what the patterns turn on, in every order up to the length that covers each case (a URL's
+    # userinfo, query, fragment, several URLs, separators between them); the launcher's redact_urls is the reference.
+    import random
+
+    pieces = ["a", ":", "/", "@", "?", "#", " ", "\t", "://", "é"]
+    rng = random.Random(15)
+    lines = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 14))) for _ in range(5000)]
+    lines += ["[concat @ 0x1] Impossible to open 'http://dj:s3cret@127.0.0.1:8000/live?token=t0ken'",
+              "[mpegts @ 0x55e3] frame size not set, and something else"]
+    expected = "".join(f"{hls_launcher.redact_urls(line)}\n" for line in lines)
+    assert filtered("".join(f"{line}\n" for line in lines).encode()).decode() == expected
+
+
+def test_the_log_filter_drops_the_segment_muxers_noise_and_only_it() -> None:
+    noise = (b"[segment @ 0x55e1] NOTE: the option initial_offset is deprecated,you can use output_ts_offset instead\n"
+             b"[mpegts @ 0x55e2] frame size not set\n")
+    kept = b"[mpegts @ 0x55e3] frame size not set, and something else\n[mpegts @ 0x55e4] frame size not set \n"
+    assert filtered(noise + kept) == kept
+
+
+@pytest.mark.parametrize("locale", ["C", "C.UTF-8"])
+def test_the_log_filter_redacts_urls_that_are_not_utf8(locale: str) -> None:
+    # FFmpeg prints an upstream's URL as it got it; GNU sed in a UTF-8 locale matched no [^...] across a byte that
+    # is not UTF-8, and let such a URL's token through.
+    line = b"[concat @ 0x1] Impossible to open 'http://d\xffj:s3cret@joy.example/x?t\xff0ken' and http://j/?\xfft0ken\n"
+    assert filtered(line, locale) == b"[concat @ 0x1] Impossible to open 'http://***@joy.example/x?*** and http://j/?***\n"
