@@ -15,7 +15,7 @@ the stations' processes and vanish from PSS as their number grows. They fall int
 - heap (brk), thread stacks (the mappings that hold a thread's stack pointer), other anonymous memory (mmap'd
   allocations and malloc arenas), the rest (the executables' own data, the main stack).
 
-Usage: python3 benchmarks/memory_breakdown.py [--seconds 20] [--libraries 12] [--only product,...]
+Usage: python3 benchmarks/memory_breakdown.py [--seconds 20] [--libraries 12] [--only product --only floor ...]
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ class Variant:
     environment: Mapping[str, str] = field(default_factory=dict)
     log_filter: tuple[str, ...] = launcher.REDACT_AWK
     filter_environment: Mapping[str, str] = field(default_factory=dict)
+    # A floor instead of a station: "ffmpeg" (Debian's FFmpeg loaded, waiting for its input document) or "core" (a
+    # program that links only CORE, as any frontend of Debian's libavformat would: needs gcc).
+    floor: str = ""
 
 
 UNIT = Path(__file__).resolve().parent.parent / "templates/etc/systemd/system/hls@.service.j2"
@@ -86,6 +89,8 @@ VARIANTS = (
     Variant("malloc: trim 0, mmap 64k", environment={
         "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0:glibc.malloc.mmap_threshold=65536"}),
     Variant("GNU sed, LC_ALL=C", log_filter=GNU_SED, filter_environment={"LC_ALL": "C"}),
+    Variant("floor: Debian's FFmpeg loaded, no work yet", floor="ffmpeg", environment=UNIT_ENVIRONMENT),
+    Variant("floor: a program linking only " + "/".join(CORE), floor="core"),
 )
 
 
@@ -131,6 +136,10 @@ def start(variant: Variant, url: str, directory: Path) -> tuple[Process, Process
     env_file.write_text(f"HLS_STATION_SLUG=memory\nHLS_STREAM_URL={url}\nHLS_CODEC=copy\n", encoding="utf-8")
     environment = {**os.environ, **variant.environment}
     log = (directory / "log").open("wb")
+    if variant.floor:
+        # Its standard input stays open and empty: FFmpeg waits to read its input document, the program to be ended.
+        return subprocess.Popen(floor_command(variant.floor, directory), stdin=subprocess.PIPE, stdout=log,
+                                stderr=log, env=environment), None
     if variant.through_launcher:
         return subprocess.Popen([sys.executable, "-m", "radio_hls.stations.launcher", str(env_file),
                                  "--output-dir", str(directory)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -146,14 +155,31 @@ def start(variant: Variant, url: str, directory: Path) -> tuple[Process, Process
     document.write_text(launcher.input_document(upstream, {**launcher.upstream_options(settings, upstream),
                                                            **variant.document_options}), encoding="utf-8")
     log_filter = subprocess.Popen(variant.log_filter, stdin=subprocess.PIPE, stdout=log, stderr=log,
-                           env={**os.environ, **variant.filter_environment},
-                           preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+                                  env={**os.environ, **variant.filter_environment},
+                                  preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
     assert log_filter.stdin is not None
     with document.open("rb") as stdin:
         ffmpeg = subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL, stderr=log_filter.stdin,
                                   env=environment)
     log_filter.stdin.close()
     return ffmpeg, log_filter
+
+
+CORE_PROGRAM = "".join(f"unsigned {name.removeprefix('lib')}_version(void);\n" for name in CORE) + (
+    "#include <unistd.h>\nint main(void) { volatile unsigned v = "
+    + " + ".join(f"{name.removeprefix('lib')}_version()" for name in CORE) + "; (void)v; pause(); return 0; }\n")
+
+
+def floor_command(floor: str, directory: Path) -> list[str]:
+    if floor == "ffmpeg":
+        return ["ffmpeg", *launcher.GLOBAL_OPTIONS, "-f", "concat", "-safe", "0", "-i", launcher.STDIN_INPUT,
+                "-f", "null", "-"]
+    libraries = [line.split("=>")[1].split()[0] for line in subprocess.run(
+        ["ldd", "/usr/bin/ffmpeg"], capture_output=True, text=True, check=True).stdout.splitlines()
+        if "=>" in line and line.strip().startswith(CORE)]
+    subprocess.run(["gcc", "-O2", "-o", str(directory / "core"), "-x", "c", "-", "-x", "none", *libraries],
+                   input=CORE_PROGRAM.encode(), check=True)
+    return [str(directory / "core")]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -276,9 +302,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="how long the stations run before the reading")
     parser.add_argument("--libraries", type=int, default=12, help="how many libraries to list by their relocations")
-    parser.add_argument("--only", help="comma-separated variant names (default: all)")
+    parser.add_argument("--only", action="append", help="rows whose name starts with this (repeatable; default: all)")
     args = parser.parse_args()
-    variants = [v for v in VARIANTS if not args.only or v.name in args.only.split(",")]
+    variants = [v for v in VARIANTS if not args.only or v.name.startswith(tuple(args.only))]
     groups = library_groups()
     with tempfile.TemporaryDirectory(prefix="memory-breakdown-") as temporary:
         root = Path(temporary)
@@ -295,11 +321,15 @@ def main() -> int:
         for index, (variant, ffmpeg, log_filter) in enumerate(started):
             if ffmpeg.poll() is not None:
                 raise SystemExit(f"{variant.name}: FFmpeg ended: {(root / str(index) / 'log').read_text()}")
-            filter_pid = log_filter.pid if log_filter else next(iter(children(ffmpeg.pid)))
+            filter_pid = log_filter.pid if log_filter else next(iter(children(ffmpeg.pid)), None)
             segments = len(list((root / str(index)).glob("*.ts")))
             cpu = (cpu_seconds(ffmpeg.pid) - cpu_from[ffmpeg.pid]) / (args.seconds - 5)
-            rows.append((variant, breakdown(ffmpeg.pid, groups), breakdown(filter_pid, groups), segments, cpu))
-        for _, ffmpeg, log_filter in started:
+            rows.append((variant, breakdown(ffmpeg.pid, groups),
+                         breakdown(filter_pid, groups) if filter_pid else Breakdown(), segments, cpu))
+        for variant, ffmpeg, log_filter in started:
+            # SIGTERM would not end an FFmpeg blocked reading its input document: its handler only sets a flag.
+            if variant.floor:
+                ffmpeg.kill()
             ffmpeg.terminate()
             ffmpeg.wait()
             if log_filter:
