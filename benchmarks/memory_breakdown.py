@@ -270,7 +270,7 @@ def breakdown(pid: int, groups: Mapping[str, str]) -> Breakdown:
         result.rss += values.get("Rss", 0)
         base = Path(name).name
         if ".so" in base:
-            kind = f"relocations: {groups.get(base, 'libc, ld.so')}"
+            kind = f"relocations: {groups.get(base, 'ld.so')}"
             result.libraries[base] += dirty
         elif not name and low == previous_end and previous_library:
             # A library's .bss: the anonymous mapping right after its file-backed ones.
@@ -289,7 +289,7 @@ def breakdown(pid: int, groups: Mapping[str, str]) -> Breakdown:
     return result
 
 
-KINDS = ("relocations: core", "relocations: filter/device", "relocations: libc, ld.so", "libraries' .bss", "heap",
+KINDS = ("relocations: core", "relocations: filter/device", "relocations: ld.so", "libraries' .bss", "heap",
          "thread stacks",
          "other anonymous", "rest (executable, main stack)")
 
@@ -355,7 +355,7 @@ def main() -> int:
     print("|---|---|---|")
     ranked = sorted(ffmpeg_b.libraries.items(), key=lambda item: -item[1])
     for name, dirty in ranked[:args.libraries]:
-        print(f"| {name} | {groups.get(name, 'libc, ld.so')} | {megabytes(dirty)} |")
+        print(f"| {name} | {groups.get(name, 'ld.so')} | {megabytes(dirty)} |")
     rest = ranked[args.libraries:]
     print(f"| {len(rest)} others | | {megabytes(sum(dirty for _, dirty in rest))} |")
     print(f"\nThe log filter ({variant.name}), MiB: "
