@@ -75,6 +75,11 @@ if [ "$WHAT" = scale ]; then
     echo "bench: station restarts among $SCALE_STATIONS stations" >&2
     mapfile -t RESTARTED < <(seq -f "demo-aac-%g" 1 "$((2 * RESTART_STATIONS))")
     agent reaction.py restarts --slugs "${RESTARTED[@]}" --runs 2 >"$OUT/restarts.json"
+    echo "bench: host restart with $SCALE_STATIONS stations" >&2
+    started=$(date +%s.%N)
+    docker restart "$CONTAINER" >/dev/null
+    agent reaction.py serving --stations "$SCALE_STATIONS" --codecs aac --since "$started" --timeout 900 \
+        >"$OUT/restart.json"
     python3 benchmarks/report.py scale "$OUT" | tee "$OUT/table.md"
     exit 0
 fi

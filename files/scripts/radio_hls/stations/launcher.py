@@ -33,9 +33,9 @@ from pathlib import Path
 import ffmpeg
 from dotenv import dotenv_values
 
-from radio_hls.common.contract import USER_AGENT
+from radio_hls.common.contract import STOPPED_MARKER_NAME, USER_AGENT
 from radio_hls.common.files import read_json_object
-from radio_hls.stations import probe
+from radio_hls.stations import facts, probe
 from radio_hls.stations.runs import LIST_SIZE, MAX_BURST_SECONDS, Run, Timeline, last_timeline
 from radio_hls.stations.station import (
     CONTROL_CHARS,
@@ -312,12 +312,13 @@ def longest_wait(values: Mapping[str, str | None]) -> int:
     return int(raw) if ASCII_DIGITS.fullmatch(raw) and low <= int(raw) <= high else default
 
 
-def wait_before_start(output_dir: Path, values: Mapping[str, str | None], name: str) -> None:
-    """Sleep for this start's backoff (see backoff_seconds)."""
+def wait_before_start(output_dir: Path, values: Mapping[str, str | None], name: str) -> bool:
+    """Sleep for this start's backoff (see backoff_seconds); whether the last start failed."""
     delay = backoff_seconds(output_dir, time.time(), longest_wait(values))
     if delay:
         say(f"{name}: the last start failed; waiting {delay} s")
         time.sleep(delay)
+    return delay > 0
 
 
 def prepare_directories(output_dir: Path, run: Run) -> None:
@@ -353,6 +354,14 @@ def begin_run(previous: Timeline | None, settings: StationSettings, mode: str, u
     # the upstream repeats.
     skip = min(start - early, MAX_BURST_SECONDS)
     return Run.begin(start, settings.segment_seconds, mode, upstream_codec, now, skip, settings.variants)
+
+
+def record_facts(state_dir: Path, settings: StationSettings, found: facts.UpstreamFacts) -> None:
+    """Keep what the probe found for the next start (facts.py)."""
+    try:
+        facts.save(state_dir, settings.slug, found)
+    except OSError as error:  # the next start probes again
+        say(f"cannot record the upstream's facts in {state_dir}: {error.strerror}")
 
 
 def record_run(output_dir: Path, run: Run) -> None:
@@ -469,12 +478,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("env_file", type=Path, help="the station's env file, e.g. /etc/hls/stations/<slug>.env")
     parser.add_argument("--output-dir", type=Path, default=os.environ.get("RUNTIME_DIRECTORY"),
                         help="where the playlist goes (default: $RUNTIME_DIRECTORY, set by systemd)")
+    parser.add_argument("--state-dir", type=Path, default=os.environ.get("STATE_DIRECTORY"),
+                        help="where the last probe's facts are kept (default: $STATE_DIRECTORY, set by systemd; "
+                             "none: probe at every start that needs to)")
     parser.add_argument("--dry-run", action="store_true", help="print the FFmpeg command instead of running it")
     args = parser.parse_args(argv)
     try:
         if args.output_dir is None:
             raise LaunchError("no output directory: pass --output-dir or run under systemd")
+        if not args.dry_run:
+            # hls@.service marks a stop (ExecStopPost); a start clears the mark here rather than in one more
+            # sandboxed process per start.
+            (args.output_dir / STOPPED_MARKER_NAME).unlink(missing_ok=True)
         values: Mapping[str, str | None] = {}
+        last_start_failed = False
         try:
             values = read_env_file(args.env_file)
             settings = StationSettings.from_env(values)
@@ -482,24 +499,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Every start waits out its backoff first, also one whose env file is refused: a setting out of range
             # must not become one Python start per RestartSec, forever.
             if not args.dry_run:
-                wait_before_start(args.output_dir, values, args.env_file.stem)
+                last_start_failed = wait_before_start(args.output_dir, values, args.env_file.stem)
         upstream = resolve_upstream(settings)
         previous = last_timeline(args.output_dir)
         # The codec decides the mode; a first run also needs the upstream's burst (a later one goes by its last
-        # run's). A dry run only shows the command: it probes for nothing the mode does not need.
+        # run's). Both come from the last probe's facts when they hold (facts.py), else from a probe now. A dry run
+        # only shows the command: it probes for nothing the mode does not need, and records nothing.
         needs_burst = previous is None and not args.dry_run
-        probed = probe_upstream(settings, upstream, needs_burst) if settings.codec == "auto" or needs_burst else None
-        upstream_codec = probed.codec if probed else None
+        known = None
+        if args.state_dir is not None and not last_start_failed:
+            known = facts.load(args.state_dir, settings.slug, settings.stream_url)
+        now = time.time()
+        if known is not None and previous is not None and not known.fresh(now):
+            known = None
+        probed = None
+        if known is None and (settings.codec == "auto" or needs_burst):
+            probed = probe_upstream(settings, upstream, needs_burst)
+            if args.state_dir is not None and not args.dry_run:
+                burst = probed.burst if needs_burst else previous.burst if previous else 0.0
+                record_facts(args.state_dir, settings, facts.UpstreamFacts(
+                    facts.url_digest(settings.stream_url), probed.codec, burst, now))
+        upstream_codec = probed.codec if probed else known.codec if known else None
+        burst = probed.burst if probed else known.burst if known else 0.0
         mode = choose_mode(settings, upstream_codec)
-        run = begin_run(previous, settings, mode, upstream_codec, time.time(), probed.burst if probed else 0.0)
+        run = begin_run(previous, settings, mode, upstream_codec, time.time(), burst)
         command = build_command(settings, args.output_dir, run)
         document = input_document(upstream, upstream_options(settings, upstream))
     except LaunchError as error:
         say(f"{args.env_file}: {error}")
         return 1
-    first = f", a first run: the upstream's burst {probed.burst:.2f} s" if probed and needs_burst else ""
-    say(f"{settings.slug}: upstream {redact_url(settings.stream_url)} codec {upstream_codec or 'not probed'}, "
-        f"mode {mode}{first}")
+    source = "probed" if probed else "as last probed" if known else "not probed"
+    first = f", a first run: the upstream's burst {burst:.2f} s" if needs_burst else ""
+    say(f"{settings.slug}: upstream {redact_url(settings.stream_url)} codec {upstream_codec or 'unknown'} "
+        f"({source}), mode {mode}{first}")
     if args.dry_run:
         print(shlex.join(command))
         return 0
