@@ -27,6 +27,7 @@ from patience import PATIENCE, wait_for
 from radio_hls.common.contract import STOPPED_MARKER_NAME
 from radio_hls.stations import launcher as hls_launcher
 from radio_hls.stations import station as hls_station
+from radio_hls.stations import upstream as hls_upstream
 from radio_hls.stations.launcher import (
     GLOBAL_OPTIONS,
     LaunchError,
@@ -45,6 +46,8 @@ from radio_hls.stations.station import Station, station_env
 from radio_hls.stations.variants import Variant
 
 NOW = 1_700_000_000.123
+# The autouse fixture below replaces it; the redirect tests put it back.
+real_open_upstream = hls_upstream.open_upstream
 OUTPUT = Path("/run/hls/radio-joy")
 BASE = {"HLS_STATION_SLUG": "radio-joy", "HLS_STREAM_URL": "http://user:s3cret@joy.example:8000/live.mp3"}
 BARE_URL = "http://joy.example:8000/live.mp3"
@@ -102,7 +105,7 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         urls.append(url)
         return FakeResponse(hls_station.basic_authorization(url)[0])
 
-    monkeypatch.setattr(hls_launcher, "open_upstream", fake_open_upstream)
+    monkeypatch.setattr(hls_upstream, "open_upstream", fake_open_upstream)
     return urls
 
 
@@ -1018,7 +1021,7 @@ class Hops:
 
 @pytest.fixture
 def hops(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hops]:
-    monkeypatch.setattr(hls_launcher, "open_upstream", hls_station.open_upstream)  # the real one, for these tests
+    monkeypatch.setattr(hls_upstream, "open_upstream", real_open_upstream)  # the real one, for these tests
     log: list[tuple[str, str | None, str | None]] = []
     servers = Hops(Hop(log), Hop(log), log)
     threads = [threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -1091,7 +1094,7 @@ def test_a_redirect_loop_ends(hops: Hops) -> None:
     hops.home.redirects["/loop"] = "/loop"
     with pytest.raises(LaunchError, match="cannot probe .*: the upstream answered 302"):
         resolve(hops.station_url("/loop"))
-    assert len(hops.log) <= hls_station.MAX_REDIRECTS + 1
+    assert len(hops.log) <= hls_upstream.MAX_REDIRECTS + 1
 
 
 def test_an_upstream_error_is_a_launch_error_without_secrets(hops: Hops) -> None:

@@ -5,7 +5,7 @@ Run by hls@<slug>.service. After exec, FFmpeg is the unit's main PID, so systemd
 The station URL never reaches a command line, where any local user could read it (`systemctl status`, `ps`):
 the probe and FFmpeg read it, its options and its credentials from an ffconcat document on their standard input
 (input_document). Credentials reach only their origin: a station URL with user:password is followed through its
-redirects here (station.open_upstream), FFmpeg gets the URL where they led, and the Authorization only when
+redirects here (upstream.open_upstream), FFmpeg gets the URL where they led, and the Authorization only when
 that URL is on the credentials' origin, with max_redirects 0 (FFmpeg re-sends its headers on every hop).
 
 FFmpeg's segment muxer writes the segments and their list; hls-playlists, one process for the whole host, turns
@@ -17,7 +17,6 @@ they never go back across a restart, and players that ignore EXT-X-DISCONTINUITY
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import re
@@ -25,7 +24,6 @@ import shlex
 import signal
 import sys
 import time
-import urllib.error
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +39,6 @@ from radio_hls.stations.station import (
     CONTROL_CHARS,
     InvalidStation,
     basic_authorization,
-    open_upstream,
     origin,
     redact_url,
     validate_slug,
@@ -165,26 +162,22 @@ def resolve_upstream(settings: StationSettings) -> Upstream:
     """The station URL as FFmpeg may open it.
 
     Without credentials FFmpeg follows the URL's redirects itself: it has nothing to leak. With them, the redirects
-    are followed here, with the credentials on same-origin hops only (station.CredentialsStayHome), and FFmpeg
+    are followed here, with the credentials on same-origin hops only (upstream.CredentialsStayHome), and FFmpeg
     gets the final URL, with the Authorization only when that URL is on the credentials' origin.
     """
     bare, authorization = basic_authorization(settings.stream_url)
     if authorization is None:
         return Upstream(bare)
     shown = redact_url(settings.stream_url)
+    from radio_hls.stations import upstream  # only for stations with credentials (its module says why)
+
     try:
         # No certificate check, as FFmpeg 5.1 does not check one (tls_verify 0): a station FFmpeg can play is not
         # refused here.
-        with open_upstream(settings.stream_url, {"User-Agent": USER_AGENT}, settings.read_timeout_seconds,
-                           verify_tls=False) as response:
-            final = response.geturl()
-    except urllib.error.HTTPError as error:
-        raise LaunchError(f"cannot probe {shown}: the upstream answered {error.code} {printable(str(error.reason))}"
-                          ) from None
-    except urllib.error.URLError as error:
-        raise LaunchError(f"cannot probe {shown}: {printable(str(error.reason))}") from None
-    except (OSError, ValueError, http.client.HTTPException) as error:
-        raise LaunchError(f"cannot probe {shown}: {printable(str(error)) or error.__class__.__name__}") from None
+        final = upstream.where_it_leads(settings.stream_url, {"User-Agent": USER_AGENT},
+                                        settings.read_timeout_seconds, verify_tls=False)
+    except upstream.Unreachable as error:
+        raise LaunchError(f"cannot probe {shown}: {printable(str(error))}") from None
     if final == bare:
         return Upstream(bare, authorization)
     try:
