@@ -28,6 +28,7 @@ from radio_hls.common.contract import STOPPED_MARKER_NAME
 from radio_hls.stations import launcher as hls_launcher
 from radio_hls.stations import station as hls_station
 from radio_hls.stations import upstream as hls_upstream
+from radio_hls.stations.facts import url_digest
 from radio_hls.stations.launcher import (
     GLOBAL_OPTIONS,
     LaunchError,
@@ -114,7 +115,7 @@ class FakeProbe:
     """probe.measure: records each input (its arguments and the document on standard input) and answers `probe`, or
     raises `failure`."""
 
-    probe: Probe = field(default_factory=lambda: Probe("aac", 3.5))
+    probe: Probe = field(default_factory=lambda: Probe("aac", 3.5, "aac"))
     failure: ProbeFailed | None = None
     calls: list[tuple[list[str], str]] = field(default_factory=list)
     with_burst: list[bool] = field(default_factory=list)
@@ -527,10 +528,10 @@ def test_timestamps_are_the_wall_clock_on_the_33_bit_mpeg_ts_clock() -> None:
     assert round((initial + offset) * 90000) % 2**33 == round(NOW * 90000) % 2**33
 
 
-# --- probe_codec -------------------------------------------------------------------------------------------
+# --- probe_upstream -------------------------------------------------------------------------------------------
 
 def test_the_probe_reads_the_document_with_the_upstreams_options(probed: FakeProbe) -> None:
-    assert hls_launcher.probe_upstream(settings(), Upstream(BARE_URL, AUTHORIZATION)) == Probe("aac", 3.5)
+    assert hls_launcher.probe_upstream(settings(), Upstream(BARE_URL, AUTHORIZATION)) == Probe("aac", 3.5, "aac")
     [(arguments, document)] = probed.calls
     assert option(arguments, "-i") == "pipe:0" and option(arguments, "-protocol_whitelist") == "pipe"
     assert not any("s3cret" in argument or "joy.example" in argument for argument in arguments)
@@ -658,22 +659,22 @@ def start(tmp_path: Path, *extra: str, **env: str) -> int:
 
 def test_a_first_run_records_the_probes_facts_without_the_url(tmp_path: Path, probed: FakeProbe,
                                                                execs: list[Exec]) -> None:
-    probed.probe = Probe("aac", 4.25)
+    probed.probe = Probe("aac", 4.25, "aac")
     start(tmp_path)
     recorded = tmp_path / "state" / "radio-joy.json"
     assert stat.S_IMODE(recorded.stat().st_mode) == 0o600
     found = json.loads(recorded.read_text())
-    assert (found["codec"], found["burst"]) == ("aac", 4.25)
+    assert (found["input_format"], found["burst"]) == ("aac", 4.25)
     assert "joy.example" not in recorded.read_text() and "s3cret" not in recorded.read_text()
 
 
 def test_a_first_run_after_a_reboot_goes_by_the_last_probes_facts(tmp_path: Path, probed: FakeProbe,
                                                                   execs: list[Exec],
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    probed.probe = Probe("mp3", 4.25)
+    probed.probe = Probe("mp3", 4.25, "mp3")
     start(tmp_path)
     shutil.rmtree(tmp_path / "out")  # the reboot: the output directory is gone, the state directory stays
-    later = NOW + 30 * 86400  # facts of any age: a booting host must come back fast
+    later = NOW + 30 * 86400
     monkeypatch.setattr(hls_launcher.time, "time", lambda: later)
     start(tmp_path)
     assert len(probed.calls) == 1 and len(execs) == 2
@@ -682,23 +683,32 @@ def test_a_first_run_after_a_reboot_goes_by_the_last_probes_facts(tmp_path: Path
     assert run.start == pytest.approx(later - 4.25, abs=0.002)  # early by the recorded burst
 
 
-def test_a_restart_goes_by_the_facts_for_a_day(tmp_path: Path, probed: FakeProbe, execs: list[Exec],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hls_launcher.time, "time", lambda: NOW)
-    start(tmp_path)
+def test_a_restart_goes_by_the_facts_and_holds_ffmpeg_to_their_format(tmp_path: Path, probed: FakeProbe,
+                                                                      execs: list[Exec],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    for offset in (0, 100):
+        monkeypatch.setattr(hls_launcher.time, "time", lambda offset=offset: NOW + offset)
+        start(tmp_path)
     assert probed.with_burst == [True]
-    monkeypatch.setattr(hls_launcher.time, "time", lambda: NOW + 86000)
-    start(tmp_path)
-    assert probed.with_burst == [True]
-    monkeypatch.setattr(hls_launcher.time, "time", lambda: NOW + 86500)
-    start(tmp_path)
-    assert probed.with_burst == [True, False]  # a day on: the codec is probed again (the burst is the last run's)
-    assert json.loads((tmp_path / "state" / "radio-joy.json").read_text())["measured_at"] == NOW + 86500
+    assert [read_document(done.stdin)[1]["format_whitelist"] for done in execs] == ["aac", "aac"]
+
+
+def test_an_upstream_whose_format_does_not_decide_the_codec_is_probed_at_every_start(
+        tmp_path: Path, probed: FakeProbe, execs: list[Exec], monkeypatch: pytest.MonkeyPatch) -> None:
+    probed.probe = Probe("aac", 1.0, "mpegts")  # MPEG-TS may carry MP3 just as well
+    for offset in (0, 100, 200):
+        monkeypatch.setattr(hls_launcher.time, "time", lambda offset=offset: NOW + offset)
+        start(tmp_path)
+    assert probed.with_burst == [True, False, False]
+    assert not (tmp_path / "state" / "radio-joy.json").exists()
+    assert all("format_whitelist" not in read_document(done.stdin)[1] for done in execs)
 
 
 @pytest.mark.parametrize("recorded", [
     "not json", "[]", '{"codec": "aac"}',
-    '{"url_digest": "0", "codec": "aac", "burst": 1.0, "measured_at": 1}',  # another URL's
+    '{"url_digest": "0", "input_format": "aac", "burst": 1.0, "measured_at": 1}',  # another URL's
+    # this URL's, in a format that cannot be held to
+    f'{{"url_digest": "{url_digest(BASE["HLS_STREAM_URL"])}", "input_format": "ogg", "burst": 1.0, "measured_at": 1}}',
 ])
 def test_facts_that_do_not_hold_are_probed_again(tmp_path: Path, probed: FakeProbe, execs: list[Exec],
                                                  recorded: str) -> None:
@@ -706,7 +716,7 @@ def test_facts_that_do_not_hold_are_probed_again(tmp_path: Path, probed: FakePro
     (tmp_path / "state" / "radio-joy.json").write_text(recorded)
     start(tmp_path)
     assert probed.with_burst == [True]
-    assert json.loads((tmp_path / "state" / "radio-joy.json").read_text())["codec"] == "aac"
+    assert json.loads((tmp_path / "state" / "radio-joy.json").read_text())["input_format"] == "aac"
 
 
 def test_facts_of_another_url_or_after_a_failed_start_are_probed_again(tmp_path: Path, probed: FakeProbe,

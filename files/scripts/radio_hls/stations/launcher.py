@@ -190,8 +190,9 @@ def resolve_upstream(settings: StationSettings) -> Upstream:
     return Upstream(final, authorization if same_origin else None)
 
 
-def upstream_options(settings: StationSettings, upstream: Upstream) -> dict[str, object]:
-    """The options the probe and FFmpeg open the upstream with.
+def upstream_options(settings: StationSettings, upstream: Upstream, input_format: str | None = None
+                     ) -> dict[str, object]:
+    """The options the probe and FFmpeg open the upstream with; `input_format` holds FFmpeg to that demuxer (facts.py).
 
     In-stream reconnection (`reconnect_streamed`) stays off on purpose: on a live stream it would loop
     forever against an upstream that accepts and then sends nothing, and would feed a changed codec into
@@ -212,6 +213,8 @@ def upstream_options(settings: StationSettings, upstream: Upstream) -> dict[str,
         # (An ffconcat line cannot hold the header's CRLF; FFmpeg adds it, with a warning line.)
         options["headers"] = f"Authorization: {upstream.authorization}"
         options["max_redirects"] = 0
+    if input_format is not None:
+        options["format_whitelist"] = input_format
     return options
 
 
@@ -349,10 +352,14 @@ def begin_run(previous: Timeline | None, settings: StationSettings, mode: str, u
     return Run.begin(start, settings.segment_seconds, mode, upstream_codec, now, skip, settings.variants)
 
 
-def record_facts(state_dir: Path, settings: StationSettings, found: facts.UpstreamFacts) -> None:
-    """Keep what the probe found for the next start (facts.py)."""
+def keep_facts(state_dir: Path, settings: StationSettings, probed: probe.Probe, burst: float) -> None:
+    """Keep what the probe found for the next starts, when its format can be held to (facts.py)."""
     try:
-        facts.save(state_dir, settings.slug, found)
+        if probed.input_format is not None and probed.input_format in facts.PINNED_FORMATS:
+            facts.save(state_dir, settings.slug, facts.UpstreamFacts(
+                facts.url_digest(settings.stream_url), probed.input_format, burst, time.time()))
+        else:
+            facts.forget(state_dir, settings.slug)
     except OSError as error:  # the next start probes again
         say(f"cannot record the upstream's facts in {state_dir}: {error.strerror}")
 
@@ -502,22 +509,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         known = None
         if args.state_dir is not None and not last_start_failed:
             known = facts.load(args.state_dir, settings.slug, settings.stream_url)
-        now = time.time()
-        if known is not None and previous is not None and not known.fresh(now):
-            known = None
         probed = None
         if known is None and (settings.codec == "auto" or needs_burst):
             probed = probe_upstream(settings, upstream, needs_burst)
             if args.state_dir is not None and not args.dry_run:
-                burst = probed.burst if needs_burst else previous.burst if previous else 0.0
-                record_facts(args.state_dir, settings, facts.UpstreamFacts(
-                    facts.url_digest(settings.stream_url), probed.codec, burst, now))
+                keep_facts(args.state_dir, settings, probed, probed.burst if needs_burst else
+                           previous.burst if previous else 0.0)
         upstream_codec = probed.codec if probed else known.codec if known else None
         burst = probed.burst if probed else known.burst if known else 0.0
+        input_format = known.input_format if known else probed.input_format if probed else None
         mode = choose_mode(settings, upstream_codec)
         run = begin_run(previous, settings, mode, upstream_codec, time.time(), burst)
         command = build_command(settings, args.output_dir, run)
-        document = input_document(upstream, upstream_options(settings, upstream))
+        pinned = input_format if input_format in facts.PINNED_FORMATS else None
+        document = input_document(upstream, upstream_options(settings, upstream, pinned))
     except LaunchError as error:
         say(f"{args.env_file}: {error}")
         return 1
