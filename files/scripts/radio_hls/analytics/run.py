@@ -7,8 +7,9 @@ Run by hls-analytics.timer every BATCH_INTERVAL_SECONDS. Each run:
 3. writes each slice's events to the spool in batches of BATCH_SIZE (spool), the last batch carrying the
    read positions after the slice, and only then saves the positions in its state file. A run that dies in
    between is finished by the next one: batches with positions are kept and their positions adopted,
-   batches without are removed (their lines are read again). A run of more than one slice (a backlog) commits
-   its full slices in forked processes, one after the other, while it parses the next slice (Committer);
+   batches without are removed (their lines are read again). A run of more than one slice (a backlog) on a host
+   with a core to spare has two worker processes take turns, one parsing a slice while the other commits the
+   one before, the commits still one after the other (Committer);
 4. sends the spooled batches oldest first, deleting each once the backend acknowledged it. A batch the backend
    refuses for good (it answers, says no, and accepts an empty batch right after) goes to the dead letters and
    the next one is sent; any other failure stops the sending until the next run (exit status 1). A batch whose
@@ -58,7 +59,7 @@ SLICE_BYTES = 16 << 20
 # Full slices committed by two forked worker processes (Committer) when a core is spare; False: every slice in the
 # run's own process.
 COMMIT_IN_WORKERS = True
-PIPE_BYTES = 1 << 20
+PIPE_BYTES = 1 << 20  # a slice fills a pipe 16 times instead of 256 (each a wake-up of both ends)
 SEND_BUDGET_SECONDS = 120.0
 STATE_FILE = "state.json"
 DEAD_LETTER_DIR = "dead-letter"
@@ -498,7 +499,7 @@ class Committer:
     so two cores do a backlog in about half the time). The run's process only reads the log and hands each full
     slice's bytes to a worker through a pipe; a worker makes every object of its slice itself (an object made
     before a fork and touched after it costs a copy of its memory page) and keeps its memory from slice to slice
-    (a process forked per slice spends as long again faulting its fresh pages in).
+    (a process forked per slice spent about a second of a million lines faulting its fresh pages in).
 
     The commits stay one after the other, in order: a worker waits for the other to hand over what it committed
     (Analytics.handover: state, counters, sessions, all small), commits, and hands over in turn; at the end the
