@@ -153,3 +153,23 @@ def test_a_spare_core_is_one_the_load_leaves_free(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, 0.0, 0.0))
     assert hls_analytics.spare_core() is spare
+
+
+@pytest.mark.usefixtures("small_slices")
+def test_a_worker_killed_in_a_commit_stops_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_pid = os.getpid()
+    real_commit = Analytics.commit_prepared
+
+    def killed_in_the_second(self: Analytics, *args: Any) -> None:
+        if os.getpid() != run_pid and self.state.spool_seq > 0:
+            os._exit(9)  # (as by the OOM killer: no error handed on)
+        real_commit(self, *args)
+
+    monkeypatch.setattr(Analytics, "commit_prepared", killed_in_the_second)
+    with pytest.raises(OSError):  # ("ended without handing over", or a broken pipe if the run was still sending)
+        outcome(tmp_path, "killed", backlog())
+    state = json.loads((tmp_path / "killed" / "state.json").read_text())
+    assert state["spool_seq"] > 0  # the first slice's commit, and none after it
+    spool = Spool(tmp_path / "killed" / "spool", 1 << 30)
+    [batch] = [batch for batch in map(spool.read, spool.paths()) if batch.cursor]
+    assert batch.cursor == {"files": state["files"], "spool_seq": state["spool_seq"]}
