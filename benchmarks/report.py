@@ -120,7 +120,7 @@ def cost_rows(cost: dict[str, Any]) -> list[str]:
         floor_s = encoder["cpu_s_per_station_min"]
         # hls-playlists serves the whole host: its share per station is not the transcoding's, and shrinks as
         # stations are added; shown apart so that what FFmpeg itself spends beyond the encoder stays visible.
-        own_s = station["cpu_s_per_station_min"] - station.get("shared_cpu_pct", 0) * 0.6
+        own_s = station["cpu_s_per_station_min"] - station.get("shared_cpu_pct", 0) * 60 / 100  # % of a core: s/min
         rows.append(f"- radio-hls MP3 -> AAC / encoder floor: {station['cpu_s_per_station_min'] / floor_s:.2f} "
                     f"(CPU s per station-minute / CPU s per audio minute); without the hls-playlists share: "
                     f"{own_s / floor_s:.2f}")
@@ -165,16 +165,6 @@ def playlist_rows(cost: dict[str, Any]) -> list[str]:
                     f"(hls-playlists' median: {service['playlist_minutes']:.1f} min); hls-playlists USS "
                     f"{service['uss_mib_total']:.1f} MiB, RSS {service['rss_mib_total']:.1f} MiB")
     rows += [f"- window lost: {failure}" for failure in cost.get("failures", [])]
-    encoder = cost["workloads"].get("encoder", {}).get("transcode")
-    station = cost["workloads"].get("project", {}).get("transcode")
-    if encoder and station:
-        floor_s = encoder["cpu_s_per_station_min"]
-        # hls-playlists serves the whole host: its share per station is not the transcoding's, and shrinks as
-        # stations are added; shown apart so that what FFmpeg itself spends beyond the encoder stays visible.
-        own_s = station["cpu_s_per_station_min"] - station.get("shared_cpu_pct", 0) * 0.6
-        rows.append(f"- radio-hls MP3 -> AAC / encoder floor: {station['cpu_s_per_station_min'] / floor_s:.2f} "
-                    f"(CPU s per station-minute / CPU s per audio minute); without the hls-playlists share: "
-                    f"{own_s / floor_s:.2f}")
     return rows
 
 
