@@ -6,12 +6,13 @@
 #
 #   benchmarks/bench.sh all     station cost, serving, what writing the playlists costs, reaction times and
 #                               station restarts (and the analytics benchmark if present)
-#   benchmarks/bench.sh scale   BENCH_SCALE_STATIONS AAC-copy stations on one host, every playlist checked; what
-#                               writing their playlists costs, and station restarts among them
+#   benchmarks/bench.sh scale   BENCH_SCALE_STATIONS AAC-copy stations on one host: the backend flags them all ->
+#                               each serving, every playlist checked, what writing their playlists costs, where one
+#                               start's CPU goes, station restarts among them, a host restart -> each serving
 #
 # Settings (environment): BENCH_STATIONS (10 per codec; also the FFmpeg peers of the playlist cost),
 # BENCH_WINDOW (20 s), BENCH_ROUNDS (3), BENCH_SERVING_SECONDS (10), BENCH_RESTART_STATIONS (3 per codec, killed
-# and restarted BENCH_ROUNDS times each, all at once), BENCH_SCALE_STATIONS (500), BENCH_SCALE_WINDOW (60 s),
+# and restarted BENCH_ROUNDS times each, all at once), BENCH_SCALE_STATIONS (1000), BENCH_SCALE_WINDOW (60 s),
 # BENCH_KEEP=1 keeps the container. Results: artifacts/bench/<what>/*.json and table.md.
 set -euo pipefail
 
@@ -72,9 +73,16 @@ if [ "$WHAT" = scale ]; then
         --window "$SCALE_WINDOW" >"$OUT/scale.json"
     echo "bench: what writing $SCALE_STATIONS playlists costs, next to $STATIONS FFmpeg writing their own" >&2
     agent playlist_cost.py --rounds 1 --window "$SCALE_WINDOW" --peer-stations "$STATIONS" >"$OUT/playlist_cost.json"
+    echo "bench: where the CPU of one start goes, among $SCALE_STATIONS stations" >&2
+    agent start_profile.py --slug demo-aac-1 --rounds 5 >"$OUT/start_profile.json"
     echo "bench: station restarts among $SCALE_STATIONS stations" >&2
     mapfile -t RESTARTED < <(seq -f "demo-aac-%g" 1 "$((2 * RESTART_STATIONS))")
     agent reaction.py restarts --slugs "${RESTARTED[@]}" --runs 2 >"$OUT/restarts.json"
+    echo "bench: host restart with $SCALE_STATIONS stations" >&2
+    started=$(date +%s.%N)
+    docker restart "$CONTAINER" >/dev/null
+    agent reaction.py serving --stations "$SCALE_STATIONS" --codecs aac --since "$started" --timeout 900 \
+        >"$OUT/restart.json"
     python3 benchmarks/report.py scale "$OUT" | tee "$OUT/table.md"
     exit 0
 fi

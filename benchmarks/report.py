@@ -366,12 +366,31 @@ def report_scale(directory: Path) -> str:
         lines += machine_lines(info)
     started = load(directory, "start.json")
     scale = load(directory, "scale.json")
-    if started:
-        lines += [f"All stations served a first segment {started['median_s']:.0f} s after they were listed.", ""]
     if scale:
         lines += cost_rows(scale) + [""]
+    lines += start_lines(started, load(directory, "restart.json"), load(directory, "start_profile.json"))
     lines += writer_lines(directory) + restart_lines(directory)
     return "\n".join(lines) + "\n"
+
+
+def start_lines(started: dict | None, rebooted: dict | None, profile: dict | None) -> list[str]:
+    """Seconds until each station serves, as distributions, and where one start's CPU goes."""
+    lines = ["| Event | Stations | p50 | p95 | max |", "|---|---|---|---|---|"]
+    for name, figure in (("the backend flags them all -> each serving", started),
+                         ("host restart -> each serving", rebooted)):
+        if figure and "p50_s" in figure:
+            lines.append(f"| {name} | {figure['stations']} | {figure['p50_s']:.1f} s | {figure['p95_s']:.1f} s | "
+                         f"{figure['max_s']:.1f} s |")
+    lines.append("")
+    if profile:
+        cases = [key for key, value in profile.items() if isinstance(value, dict)]
+        lines += ["| One start, CPU ms (median of " + str(profile["rounds"]) + ") | " + " | ".join(cases) + " |",
+                  "|---|" + "---|" * len(cases)]
+        for part in ("systemd_ms", "launcher_ms", "ffmpeg_start_ms"):
+            lines.append(f"| {part.removesuffix('_ms')} | " + " | ".join(f"{profile[case][part]:.0f}" for case in cases)
+                         + " |")
+        lines.append("")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

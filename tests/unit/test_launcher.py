@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -23,8 +24,11 @@ from pathlib import Path
 import pytest
 from patience import PATIENCE, wait_for
 
+from radio_hls.common.contract import STOPPED_MARKER_NAME
 from radio_hls.stations import launcher as hls_launcher
 from radio_hls.stations import station as hls_station
+from radio_hls.stations import upstream as hls_upstream
+from radio_hls.stations.facts import url_digest
 from radio_hls.stations.launcher import (
     GLOBAL_OPTIONS,
     LaunchError,
@@ -43,6 +47,8 @@ from radio_hls.stations.station import Station, station_env
 from radio_hls.stations.variants import Variant
 
 NOW = 1_700_000_000.123
+# The autouse fixture below replaces it; the redirect tests put it back.
+real_open_upstream = hls_upstream.open_upstream
 OUTPUT = Path("/run/hls/radio-joy")
 BASE = {"HLS_STATION_SLUG": "radio-joy", "HLS_STREAM_URL": "http://user:s3cret@joy.example:8000/live.mp3"}
 BARE_URL = "http://joy.example:8000/live.mp3"
@@ -100,7 +106,7 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         urls.append(url)
         return FakeResponse(hls_station.basic_authorization(url)[0])
 
-    monkeypatch.setattr(hls_launcher, "open_upstream", fake_open_upstream)
+    monkeypatch.setattr(hls_upstream, "open_upstream", fake_open_upstream)
     return urls
 
 
@@ -109,7 +115,7 @@ class FakeProbe:
     """probe.measure: records each input (its arguments and the document on standard input) and answers `probe`, or
     raises `failure`."""
 
-    probe: Probe = field(default_factory=lambda: Probe("aac", 3.5))
+    probe: Probe = field(default_factory=lambda: Probe("aac", 3.5, "aac"))
     failure: ProbeFailed | None = None
     calls: list[tuple[list[str], str]] = field(default_factory=list)
     with_burst: list[bool] = field(default_factory=list)
@@ -522,10 +528,10 @@ def test_timestamps_are_the_wall_clock_on_the_33_bit_mpeg_ts_clock() -> None:
     assert round((initial + offset) * 90000) % 2**33 == round(NOW * 90000) % 2**33
 
 
-# --- probe_codec -------------------------------------------------------------------------------------------
+# --- probe_upstream -------------------------------------------------------------------------------------------
 
 def test_the_probe_reads_the_document_with_the_upstreams_options(probed: FakeProbe) -> None:
-    assert hls_launcher.probe_upstream(settings(), Upstream(BARE_URL, AUTHORIZATION)) == Probe("aac", 3.5)
+    assert hls_launcher.probe_upstream(settings(), Upstream(BARE_URL, AUTHORIZATION)) == Probe("aac", 3.5, "aac")
     [(arguments, document)] = probed.calls
     assert option(arguments, "-i") == "pipe:0" and option(arguments, "-protocol_whitelist") == "pipe"
     assert not any("s3cret" in argument or "joy.example" in argument for argument in arguments)
@@ -611,7 +617,7 @@ def test_main_dry_run_prints_the_command(tmp_path: Path, capsys: pytest.CaptureF
     assert printed == build_command(settings(HLS_CODEC="copy", HLS_SEGMENT_SECONDS="4"), output,
                                     run_of(segment_seconds=4))
     assert option(printed, "-c:a") == "copy"
-    assert err == ("hls-launcher: radio-joy: upstream http://***@joy.example:8000/live.mp3 codec not probed, "
+    assert err == ("hls-launcher: radio-joy: upstream http://***@joy.example:8000/live.mp3 codec unknown (not probed), "
                    "mode copy\n")
     assert "s3cret" not in err
 
@@ -633,7 +639,7 @@ def test_main_auto_probes_and_picks_the_mode(tmp_path: Path, capsys: pytest.Capt
     assert hls_launcher.main([str(env_file), "--output-dir", str(tmp_path), "--dry-run"]) == 0
     out, err = capsys.readouterr()
     assert option(shlex.split(out), "-c:a") == "aac"
-    assert "codec mp3, mode transcode" in err
+    assert "codec mp3 (probed), mode transcode" in err
     assert probed.with_burst == [False]  # a dry run starts nothing: the codec is all it needs
 
 
@@ -641,6 +647,97 @@ def test_main_probes_a_restart_only_for_its_codec(tmp_path: Path, probed: FakePr
     run_of(start=NOW - 100).write(tmp_path)  # the last run: its list measures the burst
     hls_launcher.main([str(write_env(tmp_path / "radio-joy.env")), "--output-dir", str(tmp_path)])
     assert probed.with_burst == [False] and len(execs) == 1
+
+
+def start(tmp_path: Path, *extra: str, **env: str) -> int:
+    """One start of radio-joy as hls@.service runs it: its output and state directories in tmp_path."""
+    (tmp_path / "out").mkdir(exist_ok=True)
+    (tmp_path / "state").mkdir(exist_ok=True)
+    return hls_launcher.main([str(write_env(tmp_path / "radio-joy.env", **env)), "--output-dir", str(tmp_path / "out"),
+                              "--state-dir", str(tmp_path / "state"), *extra])
+
+
+def test_a_first_run_records_the_probes_facts_without_the_url(tmp_path: Path, probed: FakeProbe,
+                                                               execs: list[Exec]) -> None:
+    probed.probe = Probe("aac", 4.25, "aac")
+    start(tmp_path)
+    recorded = tmp_path / "state" / "radio-joy.json"
+    assert stat.S_IMODE(recorded.stat().st_mode) == 0o600
+    found = json.loads(recorded.read_text())
+    assert (found["input_format"], found["burst"]) == ("aac", 4.25)
+    assert "joy.example" not in recorded.read_text() and "s3cret" not in recorded.read_text()
+
+
+def test_a_first_run_after_a_reboot_goes_by_the_last_probes_facts(tmp_path: Path, probed: FakeProbe,
+                                                                  execs: list[Exec],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    probed.probe = Probe("mp3", 4.25, "mp3")
+    start(tmp_path)
+    shutil.rmtree(tmp_path / "out")  # the reboot: the output directory is gone, the state directory stays
+    later = NOW + 30 * 86400
+    monkeypatch.setattr(hls_launcher.time, "time", lambda: later)
+    start(tmp_path)
+    assert len(probed.calls) == 1 and len(execs) == 2
+    run = read_run(tmp_path / "out")
+    assert run is not None and run.mode == "transcode" and run.upstream_codec == "mp3"
+    assert run.start == pytest.approx(later - 4.25, abs=0.002)  # early by the recorded burst
+
+
+def test_a_restart_goes_by_the_facts_and_holds_ffmpeg_to_their_format(tmp_path: Path, probed: FakeProbe,
+                                                                      execs: list[Exec],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    for offset in (0, 100):
+        monkeypatch.setattr(hls_launcher.time, "time", lambda offset=offset: NOW + offset)
+        start(tmp_path)
+    assert probed.with_burst == [True]
+    assert [read_document(done.stdin)[1]["format_whitelist"] for done in execs] == ["aac", "aac"]
+
+
+def test_an_upstream_whose_format_does_not_decide_the_codec_is_probed_at_every_start(
+        tmp_path: Path, probed: FakeProbe, execs: list[Exec], monkeypatch: pytest.MonkeyPatch) -> None:
+    probed.probe = Probe("aac", 1.0, "mpegts")  # MPEG-TS may carry MP3 just as well
+    for offset in (0, 100, 200):
+        monkeypatch.setattr(hls_launcher.time, "time", lambda offset=offset: NOW + offset)
+        start(tmp_path)
+    assert probed.with_burst == [True, False, False]
+    assert not (tmp_path / "state" / "radio-joy.json").exists()
+    assert all("format_whitelist" not in read_document(done.stdin)[1] for done in execs)
+
+
+@pytest.mark.parametrize("recorded", [
+    "not json", "[]", '{"codec": "aac"}',
+    '{"url_digest": "0", "input_format": "aac", "burst": 1.0, "measured_at": 1}',  # another URL's
+    # this URL's, in a format that cannot be held to
+    f'{{"url_digest": "{url_digest(BASE["HLS_STREAM_URL"])}", "input_format": "ogg", "burst": 1.0, "measured_at": 1}}',
+])
+def test_facts_that_do_not_hold_are_probed_again(tmp_path: Path, probed: FakeProbe, execs: list[Exec],
+                                                 recorded: str) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "radio-joy.json").write_text(recorded)
+    start(tmp_path)
+    assert probed.with_burst == [True]
+    assert json.loads((tmp_path / "state" / "radio-joy.json").read_text())["input_format"] == "aac"
+
+
+def test_facts_of_another_url_or_after_a_failed_start_are_probed_again(tmp_path: Path, probed: FakeProbe,
+                                                                        execs: list[Exec],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hls_launcher.time, "sleep", lambda seconds: None)
+    other = "http://joy.example:8000/other.aac"
+    for offset, url, probes in ((0, BASE["HLS_STREAM_URL"], 1), (100, other, 2), (200, other, 2),
+                                (205, other, 3),  # the run before lasted 5 s: a failed start
+                                (300, other, 3)):
+        monkeypatch.setattr(hls_launcher.time, "time", lambda offset=offset: NOW + offset)
+        start(tmp_path, url=url)
+        assert len(probed.calls) == probes, f"{offset} s"
+    assert len(execs) == 5
+
+
+def test_a_start_clears_the_stop_mark(tmp_path: Path, probed: FakeProbe, execs: list[Exec]) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / STOPPED_MARKER_NAME).touch()
+    start(tmp_path)
+    assert not (tmp_path / "out" / STOPPED_MARKER_NAME).exists() and len(execs) == 1
 
 
 def test_main_missing_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_probe: None) -> None:
@@ -934,7 +1031,7 @@ class Hops:
 
 @pytest.fixture
 def hops(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hops]:
-    monkeypatch.setattr(hls_launcher, "open_upstream", hls_station.open_upstream)  # the real one, for these tests
+    monkeypatch.setattr(hls_upstream, "open_upstream", real_open_upstream)  # the real one, for these tests
     log: list[tuple[str, str | None, str | None]] = []
     servers = Hops(Hop(log), Hop(log), log)
     threads = [threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -1007,7 +1104,7 @@ def test_a_redirect_loop_ends(hops: Hops) -> None:
     hops.home.redirects["/loop"] = "/loop"
     with pytest.raises(LaunchError, match="cannot probe .*: the upstream answered 302"):
         resolve(hops.station_url("/loop"))
-    assert len(hops.log) <= hls_station.MAX_REDIRECTS + 1
+    assert len(hops.log) <= hls_upstream.MAX_REDIRECTS + 1
 
 
 def test_an_upstream_error_is_a_launch_error_without_secrets(hops: Hops) -> None:
@@ -1100,7 +1197,7 @@ def test_ffmpegs_lines_reach_the_log_without_tokens_even_on_a_stop(tmp_path: Pat
             os.killpg(launcher.pid, signal.SIGKILL)
     assert "fake ffmpeg started, reading http://127.0.0.1:9/live?***" in text
     assert "Impossible to open 'http://127.0.0.1:9/live?***" in text
-    assert "hls-launcher: radio-joy: upstream http://127.0.0.1:9/live?*** codec not probed, mode copy" in text
+    assert "hls-launcher: radio-joy: upstream http://127.0.0.1:9/live?*** codec unknown (not probed), mode copy" in text
     assert "t0ken" not in text
     # The segment muxer's noise is gone, and only it.
     assert "initial_offset" not in text and "] frame size not set\n" not in text
@@ -1204,3 +1301,40 @@ def test_batching_leaves_the_segments_byte_for_byte_the_same(tmp_path: Path, mon
     one_frame = segments(1024)  # what the encoder takes at a time anyway: no batching
     assert len(one_frame) == 5  # 4 segments and their list
     assert batched == one_frame
+
+
+# --- the filter of FFmpeg's standard error (REDACT_AWK) ---------------------------------------------------------
+
+def filtered(data: bytes, locale: str = "C.UTF-8") -> bytes:
+    """What the filter redact_stderr runs writes for `data`, in the given locale."""
+    return subprocess.run(hls_launcher.REDACT_AWK, input=data, capture_output=True, check=True, timeout=PATIENCE,
+                          env={**os.environ, "LC_ALL": locale}).stdout
+
+
+def test_the_log_filter_redacts_as_the_launcher_redacts_its_own_lines() -> None:
+    # Lines made of what the patterns turn on, in every order up to the length that covers each case (a URL's
+    # userinfo, query, fragment, several URLs, separators between them); the launcher's redact_urls is the reference.
+    import random
+
+    pieces = ["a", ":", "/", "@", "?", "#", " ", "\t", "://", "é"]
+    rng = random.Random(15)
+    lines = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 14))) for _ in range(5000)]
+    lines += ["[concat @ 0x1] Impossible to open 'http://dj:s3cret@127.0.0.1:8000/live?token=t0ken'",
+              "[mpegts @ 0x55e3] frame size not set, and something else"]
+    expected = "".join(f"{hls_launcher.redact_urls(line)}\n" for line in lines)
+    assert filtered("".join(f"{line}\n" for line in lines).encode()).decode() == expected
+
+
+def test_the_log_filter_drops_the_segment_muxers_noise_and_only_it() -> None:
+    noise = (b"[segment @ 0x55e1] NOTE: the option initial_offset is deprecated,you can use output_ts_offset instead\n"
+             b"[mpegts @ 0x55e2] frame size not set\n")
+    kept = b"[mpegts @ 0x55e3] frame size not set, and something else\n[mpegts @ 0x55e4] frame size not set \n"
+    assert filtered(noise + kept) == kept
+
+
+@pytest.mark.parametrize("locale", ["C", "C.UTF-8"])
+def test_the_log_filter_redacts_urls_that_are_not_utf8(locale: str) -> None:
+    # FFmpeg prints an upstream's URL as it got it; GNU sed in a UTF-8 locale matched no [^...] across a byte that
+    # is not UTF-8, and let such a URL's token through.
+    line = b"[concat @ 0x1] Impossible to open 'http://d\xffj:s3cret@joy.example/x?t\xff0ken' and http://j/?\xfft0ken\n"
+    assert filtered(line, locale) == b"[concat @ 0x1] Impossible to open 'http://***@joy.example/x?*** and http://j/?***\n"

@@ -72,7 +72,7 @@ def probe(url: str) -> hls_launcher.probe.Probe:
 @pytest.mark.parametrize("upstream", [4.0], indirect=True)
 def test_the_probe_measures_the_burst_and_names_the_codec(upstream: str) -> None:
     probed = probe(f"{upstream}/live.mp3")
-    assert probed.codec == "mp3"
+    assert (probed.codec, probed.input_format) == ("mp3", "mp3")
     assert 2.0 <= probed.burst <= 4.0 + 2 * hls_launcher.probe.REPORT_SECONDS, probed
 
 
@@ -81,7 +81,7 @@ def test_a_restart_probes_for_the_codec_alone(upstream: str) -> None:
     url = f"{upstream}/live.mp3"
     settings = StationSettings(slug="radio-joy", stream_url=url, read_timeout_seconds=10)
     assert hls_launcher.probe_upstream(settings, Upstream(url, None), with_burst=False) == hls_launcher.probe.Probe(
-        "mp3", 0.0)
+        "mp3", 0.0, "mp3")
 
 
 @pytest.mark.parametrize("upstream", [0.0], indirect=True)
@@ -114,3 +114,20 @@ def test_an_upstream_that_sends_no_audio_is_a_clear_launch_error(tmp_path: Path)
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("upstream", [4.0], indirect=True)
+def test_ffmpeg_held_to_another_format_refuses_the_upstream(upstream: str) -> None:
+    # What makes a start from facts safe (facts.py): an upstream now in another format fails that start at once.
+    url = f"{upstream}/live.mp3"
+    settings = StationSettings(slug="radio-joy", stream_url=url, read_timeout_seconds=10)
+    input_arguments = [argument for key, value in hls_launcher.INPUT_OPTIONS.items()
+                       for argument in (f"-{key}", str(value))]
+    for held_to, refused in (("aac", True), ("mp3", False)):
+        document = hls_launcher.input_document(Upstream(url), hls_launcher.upstream_options(
+            settings, Upstream(url), held_to))
+        result = subprocess.run(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", *input_arguments,
+                                 "-i", hls_launcher.STDIN_INPUT, "-t", "0.5", "-c", "copy", "-f", "null", "-"],
+                                input=document.encode(), capture_output=True, timeout=30, check=False)
+        assert (result.returncode != 0, b"Format not on whitelist" in result.stderr) == (refused, refused), \
+            result.stderr

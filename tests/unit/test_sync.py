@@ -21,6 +21,7 @@ from patience import GENEROUS_TIMEOUT, SHORT_TIMEOUT
 
 from radio_hls.common.graphql import BackendError
 from radio_hls.operations.snapshot import station_slugs
+from radio_hls.stations import startup
 from radio_hls.stations import sync as hls_sync
 from radio_hls.stations.placement import Placement
 from radio_hls.stations.sync import Config, Plan, SyncRefused, make_plan, select_stations, sync
@@ -62,7 +63,7 @@ class FakeSystemctl:
             self.enabled.update(slugs)
             if "--now" in args:
                 self.loaded.update(slugs)
-        elif verb == "restart":
+        elif verb in ("restart", "start"):
             self.loaded.update(slugs)
         elif verb == "reset-failed":
             pass
@@ -322,7 +323,8 @@ def test_first_run_starts_both_and_second_run_does_nothing(backend: FakeBackend,
 
     plan = run(environ, systemctl)
     assert plan == Plan(start=["radio-joy", "two"])
-    assert systemctl.mutations() == [["enable", "--now", "--no-block", "hls@radio-joy.service", "hls@two.service"]]
+    assert systemctl.mutations() == [["enable", "hls@radio-joy.service", "hls@two.service"],
+                                     ["start", "hls@radio-joy.service", "hls@two.service"]]
     assert sorted(p.name for p in stations_dir.iterdir()) == ["radio-joy.env", "two.env"]
     for path in stations_dir.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o640
@@ -487,7 +489,7 @@ def test_unchanged_but_disabled_unit_is_enabled_again(deployed: FakeSystemctl, b
 
     plan = run(environ, systemctl)
     assert plan == Plan(enable=["one"])
-    assert systemctl.mutations() == [["enable", "--now", "--no-block", "hls@one.service"]]
+    assert systemctl.mutations() == [["enable", "hls@one.service"]]  # it runs: enabled, not started again
     assert snapshot(stations_dir) == before
 
 
@@ -507,7 +509,7 @@ def test_orphan_unit_without_env_file_is_removed(backend: FakeBackend, environ: 
     systemctl = FakeSystemctl(enabled=["orphan"], loaded=["orphan", "stray"])
     plan = run(environ, systemctl)
     assert plan == Plan(start=["one"], remove=["orphan", "stray"])
-    assert systemctl.mutations() == [["enable", "--now", "--no-block", "hls@one.service"],
+    assert systemctl.mutations() == [["enable", "hls@one.service"], ["start", "hls@one.service"],
                                      ["disable", "--now", "hls@orphan.service", "hls@stray.service"],
                                      ["reset-failed", "hls@orphan.service", "hls@stray.service"]]
 
@@ -536,7 +538,7 @@ def test_hostile_records_never_reach_the_disk_or_systemctl(backend: FakeBackend,
     plan = run(environ, systemctl)
     assert plan == Plan(start=["ok"])
     assert [p.name for p in stations_dir.parent.rglob("*") if p.is_file()] == ["ok.env"]
-    assert systemctl.mutations() == [["enable", "--now", "--no-block", "hls@ok.service"]]
+    assert systemctl.mutations() == [["enable", "hls@ok.service"], ["start", "hls@ok.service"]]
 
 
 def test_systemctl_calls_are_chunked(backend: FakeBackend, environ: dict[str, str],
@@ -552,9 +554,10 @@ def test_systemctl_calls_are_chunked(backend: FakeBackend, environ: dict[str, st
         ["is-enabled", "hls@s5.service"],
     ]
     assert systemctl.mutations() == [
-        ["enable", "--now", "--no-block", "hls@s1.service", "hls@s2.service"],
-        ["enable", "--now", "--no-block", "hls@s3.service", "hls@s4.service"],
-        ["enable", "--now", "--no-block", "hls@s5.service"],
+        ["enable", "hls@s1.service", "hls@s2.service"],
+        ["enable", "hls@s3.service", "hls@s4.service"],
+        ["enable", "hls@s5.service"],
+        ["start", "hls@s1.service", "hls@s2.service", "hls@s3.service", "hls@s4.service", "hls@s5.service"],
     ]
 
     # The answers of every chunk line up with its units: only s3 is not enabled now.
@@ -833,7 +836,7 @@ def test_main_success_returns_0(backend: FakeBackend, main_env: FakeSystemctl, s
     caplog.set_level(logging.INFO, logger="hls-sync")
     backend.set_state(token="s3cret", stations=[record("one")])
     assert hls_sync.main([]) == 0
-    assert main_env.mutations() == [["enable", "--now", "--no-block", "hls@one.service"]]
+    assert main_env.mutations() == [["enable", "hls@one.service"], ["start", "hls@one.service"]]
     assert "started 1 station(s): one" in caplog.text
     assert "in sync: 1 station(s) wanted, 0 refused, 1 changed" in caplog.text
 
@@ -939,3 +942,32 @@ def test_main_logs_each_refused_record_on_one_line(backend: FakeBackend, main_en
     assert len(errors) == 2
     assert all("\n" not in error and len(error) < 200 for error in errors)
     assert "in sync: 1 station(s) wanted, 1 refused, 1 changed" in caplog.text
+
+
+def test_stations_start_a_few_at_a_time_and_a_refused_step_stops_none_of_the_rest(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(hls_sync, "STARTS_AT_ONCE", 2)
+    systemctl = FakeSystemctl()
+    systemctl.fail_on = "start"
+    hls_sync.start_in_steps(systemctl, ["s1", "s2", "s3", "s4", "s5"])
+    assert systemctl.calls == [["start", "hls@s1.service", "hls@s2.service"],
+                               ["start", "hls@s3.service", "hls@s4.service"], ["start", "hls@s5.service"]]
+    assert caplog.text.count("systemctl start ... failed: injected") == 3
+
+
+def test_at_boot_the_enabled_stations_start_a_few_at_a_time_then_their_target(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hls_sync, "STARTS_AT_ONCE", 2)
+    wanted = "hls@b.service hls@a.service hls@c.service other.service\n"
+    systemctl = FakeSystemctl()
+    answers = {"show": wanted}
+    calls: list[list[str]] = []
+
+    def boot_systemctl(args: Sequence[str]) -> str:
+        calls.append(list(args))
+        return answers.get(args[0]) or systemctl(args)
+
+    assert startup.start_stations(boot_systemctl) == 3
+    assert calls == [["show", "--property=Wants", "--value", "hls-stations.target"],
+                     ["start", "hls@a.service", "hls@b.service"], ["start", "hls@c.service"],
+                     ["start", "hls-stations.target"]]

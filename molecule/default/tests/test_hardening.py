@@ -10,7 +10,7 @@ import re
 EXPOSURE_LIMITS = {"hls@.service": 1.2 + 0.2, "hls-sync.service": 1.7 + 0.2, "hls-sync-watch.service": 1.3 + 0.2,
                    "hls-watchdog.service": 0.7 + 0.2, "hls-status.service": 0.4 + 0.2,
                    "hls-nowplaying.service": 1.2 + 0.2, "hls-analytics.service": 1.3 + 0.2,
-                   "hls-playlists.service": 0.4 + 0.2,
+                   "hls-playlists.service": 0.4 + 0.2, "hls-stations-start.service": 0.7 + 0.2,
                    "hls-demo-icecast.service": 1.1 + 0.2, "hls-demo-feed@.service": 1.1 + 0.2,
                    "hls-demo-titles.service": 1.1 + 0.2}
 UNIT_DIR = "/etc/systemd/system"

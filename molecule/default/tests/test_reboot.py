@@ -21,7 +21,8 @@ def test_everything_comes_back_after_a_reboot(host):
     # Right after `docker restart`, PID 1 may not answer yet: wait until it says it has booted.
     wait_for(lambda: host.run("systemctl is-system-running").stdout.strip() in ("running", "degraded"),
              timeout=120, what="systemd to finish booting")
-    for unit in ("nginx.service", "hls-sync.timer", "hls-analytics.timer", "run-hls.mount"):
+    for unit in ("nginx.service", "hls-sync.timer", "hls-analytics.timer", "run-hls.mount",
+                 "hls-stations-start.service"):
         assert host.service(unit).is_running, unit
     for slug, old in before.items():
         after = station_ready(host, slug, min_segments=2)

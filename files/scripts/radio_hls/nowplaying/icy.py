@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from radio_hls.common.contract import USER_AGENT
-from radio_hls.stations.station import open_upstream
+from radio_hls.stations.upstream import open_upstream
 
 READ_CHUNK = 8192
 # A block holds `Key='value';` pairs; a value may itself hold quotes and semicolons ("Guns N' Roses; live"), so
@@ -128,7 +128,7 @@ def stream_titles(stream: BinaryIO, metaint: int) -> Iterator[str | None]:
 
 def open_stream(url: str, timeout: float) -> tuple[BinaryIO, int]:
     """Connect asking for metadata; (the response, its icy-metaint). Follows http and https redirects, with the
-    URL's credentials only on hops to their own origin (station.open_upstream)."""
+    URL's credentials only on hops to their own origin (upstream.open_upstream)."""
     response = open_upstream(url, {"Icy-MetaData": "1", "User-Agent": USER_AGENT}, timeout)
     raw = response.headers.get("icy-metaint")
     if raw is None or not METAINT.fullmatch(raw.strip()) or int(raw) <= 0:

@@ -5,7 +5,7 @@ Run by hls@<slug>.service. After exec, FFmpeg is the unit's main PID, so systemd
 The station URL never reaches a command line, where any local user could read it (`systemctl status`, `ps`):
 the probe and FFmpeg read it, its options and its credentials from an ffconcat document on their standard input
 (input_document). Credentials reach only their origin: a station URL with user:password is followed through its
-redirects here (station.open_upstream), FFmpeg gets the URL where they led, and the Authorization only when
+redirects here (upstream.open_upstream), FFmpeg gets the URL where they led, and the Authorization only when
 that URL is on the credentials' origin, with max_redirects 0 (FFmpeg re-sends its headers on every hop).
 
 FFmpeg's segment muxer writes the segments and their list; hls-playlists, one process for the whole host, turns
@@ -17,7 +17,6 @@ they never go back across a restart, and players that ignore EXT-X-DISCONTINUITY
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import re
@@ -25,7 +24,6 @@ import shlex
 import signal
 import sys
 import time
-import urllib.error
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,15 +31,14 @@ from pathlib import Path
 import ffmpeg
 from dotenv import dotenv_values
 
-from radio_hls.common.contract import USER_AGENT
+from radio_hls.common.contract import STOPPED_MARKER_NAME, USER_AGENT
 from radio_hls.common.files import read_json_object
-from radio_hls.stations import probe
+from radio_hls.stations import facts, probe
 from radio_hls.stations.runs import LIST_SIZE, MAX_BURST_SECONDS, Run, Timeline, last_timeline
 from radio_hls.stations.station import (
     CONTROL_CHARS,
     InvalidStation,
     basic_authorization,
-    open_upstream,
     origin,
     redact_url,
     validate_slug,
@@ -55,17 +52,31 @@ PROTOCOL_WHITELIST = "http,https,tcp,tls"
 # document holds the one upstream URL, with PROTOCOL_WHITELIST for it.
 STDIN_INPUT = "pipe:0"
 INPUT_OPTIONS: dict[str, object] = {"f": "concat", "safe": 0, "protocol_whitelist": "pipe"}
-# What hides a URL's user:password, query string and fragment in a log line; REDACT_SED does the same to FFmpeg's
-# standard error (sed -E, GNU: [[:space:]]), redact_urls to the launcher's own text.
+# What hides a URL's user:password, query string and fragment in a log line; REDACT_AWK does the same to FFmpeg's
+# standard error (mawk: bytes, [[:space:]] is ASCII whitespace), redact_urls to the launcher's own text.
 URL_USERINFO = re.compile(r"(://)[^/@\s]*@")
 URL_QUERY = re.compile(r"(://[^?#\s]*)([?#])\S*")
 # It also drops two lines FFmpeg 5.1's segment muxer prints that say nothing about the station: one per segment
 # ("frame size not set", the inner MPEG-TS muxer of every segment) and one per start (initial_offset, which
 # build_command needs, is deprecated), so `hlsctl status <slug>` shows the station's real last lines.
-REDACT_SED = ("sed", "-u", "-E", "-e", r"/^\[mpegts @ 0x[0-9a-f]+\] frame size not set$/d",
-              "-e", r"/^\[segment @ 0x[0-9a-f]+\] NOTE: the option initial_offset is deprecated/d",
-              "-e", r"s|(://)[^/@[:space:]]*@|\1***@|g",
-              "-e", r"s|(://[^?#[:space:]]*)([?#])[^[:space:]]*|\1\2***|g")
+# mawk rather than GNU sed: the same work in 0.16 MiB of private memory instead of 0.7 (sed's regex DFA builds a
+# 2 KiB table for each state the two long noise patterns walk through), on every station (docs/benchmarks.md,
+# "Memory per station"). -W interactive: each line is read and written as it comes (sed -u).
+REDACT_AWK = ("mawk", "-W", "interactive", r"""
+/^\[mpegts @ 0x[0-9a-f]+\] frame size not set$/ { next }
+/^\[segment @ 0x[0-9a-f]+\] NOTE: the option initial_offset is deprecated/ { next }
+{
+    line = $0
+    gsub(/:\/\/[^\/@[:space:]]*@/, "://***@", line)
+    kept = ""
+    while (match(line, /:\/\/[^?#[:space:]]*[?#]/)) {
+        kept = kept substr(line, 1, RSTART + RLENGTH - 1) "***"
+        line = substr(line, RSTART + RLENGTH)
+        sub(/^[^[:space:]]+/, "", line)
+    }
+    print kept line
+}
+""")
 GLOBAL_OPTIONS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning")
 CODEC_CHOICES = ("auto", "copy", "transcode")
 # FFmpeg's native AAC encoder: "fast" (constant quantizer) costs about two thirds of "twoloop" (FFmpeg's
@@ -170,26 +181,22 @@ def resolve_upstream(settings: StationSettings) -> Upstream:
     """The station URL as FFmpeg may open it.
 
     Without credentials FFmpeg follows the URL's redirects itself: it has nothing to leak. With them, the redirects
-    are followed here, with the credentials on same-origin hops only (station.CredentialsStayHome), and FFmpeg
+    are followed here, with the credentials on same-origin hops only (upstream.CredentialsStayHome), and FFmpeg
     gets the final URL, with the Authorization only when that URL is on the credentials' origin.
     """
     bare, authorization = basic_authorization(settings.stream_url)
     if authorization is None:
         return Upstream(bare)
     shown = redact_url(settings.stream_url)
+    from radio_hls.stations import upstream  # only for stations with credentials (its module says why)
+
     try:
         # No certificate check, as FFmpeg 5.1 does not check one (tls_verify 0): a station FFmpeg can play is not
         # refused here.
-        with open_upstream(settings.stream_url, {"User-Agent": USER_AGENT}, settings.read_timeout_seconds,
-                           verify_tls=False) as response:
-            final = response.geturl()
-    except urllib.error.HTTPError as error:
-        raise LaunchError(f"cannot probe {shown}: the upstream answered {error.code} {printable(str(error.reason))}"
-                          ) from None
-    except urllib.error.URLError as error:
-        raise LaunchError(f"cannot probe {shown}: {printable(str(error.reason))}") from None
-    except (OSError, ValueError, http.client.HTTPException) as error:
-        raise LaunchError(f"cannot probe {shown}: {printable(str(error)) or error.__class__.__name__}") from None
+        final = upstream.where_it_leads(settings.stream_url, {"User-Agent": USER_AGENT},
+                                        settings.read_timeout_seconds, verify_tls=False)
+    except upstream.Unreachable as error:
+        raise LaunchError(f"cannot probe {shown}: {printable(str(error))}") from None
     if final == bare:
         return Upstream(bare, authorization)
     try:
@@ -202,8 +209,9 @@ def resolve_upstream(settings: StationSettings) -> Upstream:
     return Upstream(final, authorization if same_origin else None)
 
 
-def upstream_options(settings: StationSettings, upstream: Upstream) -> dict[str, object]:
-    """The options the probe and FFmpeg open the upstream with.
+def upstream_options(settings: StationSettings, upstream: Upstream, input_format: str | None = None
+                     ) -> dict[str, object]:
+    """The options the probe and FFmpeg open the upstream with; `input_format` holds FFmpeg to that demuxer (facts.py).
 
     In-stream reconnection (`reconnect_streamed`) stays off on purpose: on a live stream it would loop
     forever against an upstream that accepts and then sends nothing, and would feed a changed codec into
@@ -224,6 +232,8 @@ def upstream_options(settings: StationSettings, upstream: Upstream) -> dict[str,
         # (An ffconcat line cannot hold the header's CRLF; FFmpeg adds it, with a warning line.)
         options["headers"] = f"Authorization: {upstream.authorization}"
         options["max_redirects"] = 0
+    if input_format is not None:
+        options["format_whitelist"] = input_format
     return options
 
 
@@ -317,12 +327,13 @@ def longest_wait(values: Mapping[str, str | None]) -> int:
     return int(raw) if ASCII_DIGITS.fullmatch(raw) and low <= int(raw) <= high else default
 
 
-def wait_before_start(output_dir: Path, values: Mapping[str, str | None], name: str) -> None:
-    """Sleep for this start's backoff (see backoff_seconds)."""
+def wait_before_start(output_dir: Path, values: Mapping[str, str | None], name: str) -> bool:
+    """Sleep for this start's backoff (see backoff_seconds); whether the last start failed."""
     delay = backoff_seconds(output_dir, time.time(), longest_wait(values))
     if delay:
         say(f"{name}: the last start failed; waiting {delay} s")
         time.sleep(delay)
+    return delay > 0
 
 
 def prepare_directories(output_dir: Path, run: Run) -> None:
@@ -358,6 +369,18 @@ def begin_run(previous: Timeline | None, settings: StationSettings, mode: str, u
     # the upstream repeats.
     skip = min(start - early, MAX_BURST_SECONDS)
     return Run.begin(start, settings.segment_seconds, mode, upstream_codec, now, skip, settings.variants)
+
+
+def keep_facts(state_dir: Path, settings: StationSettings, probed: probe.Probe, burst: float) -> None:
+    """Keep what the probe found for the next starts, when its format can be held to (facts.py)."""
+    try:
+        if probed.input_format is not None and probed.input_format in facts.PINNED_FORMATS:
+            facts.save(state_dir, settings.slug, facts.UpstreamFacts(
+                facts.url_digest(settings.stream_url), probed.input_format, burst, time.time()))
+        else:
+            facts.forget(state_dir, settings.slug)
+    except OSError as error:  # the next start probes again
+        say(f"cannot record the upstream's facts in {state_dir}: {error.strerror}")
 
 
 def record_run(output_dir: Path, run: Run) -> None:
@@ -441,12 +464,12 @@ def hand_over(document: str) -> None:
 
 
 def redact_stderr() -> None:
-    """From here on, standard error (FFmpeg's, after the exec) goes to the station's log through sed (REDACT_SED).
+    """From here on, standard error (FFmpeg's, after the exec) goes to the station's log through mawk (REDACT_AWK).
 
     FFmpeg prints the URL it opens when the open fails: the concat demuxer's "Impossible to open '<url>'", also when
-    a stop interrupts the open. sed costs about 0.3 MB (PSS) and one task per station. It ignores SIGTERM and
-    SIGINT, so a stop loses none of FFmpeg's last lines: it ends when FFmpeg, gone, closes the pipe. Should sed
-    fail, FFmpeg's lines are lost, never its stream: FFmpeg ignores SIGPIPE (as Python left it).
+    a stop interrupts the open. mawk costs about 0.16 MiB (private) and one task per station. It ignores SIGTERM
+    and SIGINT, so a stop loses none of FFmpeg's last lines: it ends when FFmpeg, gone, closes the pipe. Should
+    mawk fail, FFmpeg's lines are lost, never its stream: FFmpeg ignores SIGPIPE (as Python left it).
     """
     read_end, write_end = os.pipe()
     if os.fork() == 0:
@@ -454,7 +477,7 @@ def redact_stderr() -> None:
             os.dup2(read_end, 0)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            os.execvp(REDACT_SED[0], REDACT_SED)
+            os.execvp(REDACT_AWK[0], REDACT_AWK)
         finally:
             os._exit(127)
     os.dup2(write_end, 2)
@@ -475,12 +498,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("env_file", type=Path, help="the station's env file, e.g. /etc/hls/stations/<slug>.env")
     parser.add_argument("--output-dir", type=Path, default=os.environ.get("RUNTIME_DIRECTORY"),
                         help="where the playlist goes (default: $RUNTIME_DIRECTORY, set by systemd)")
+    parser.add_argument("--state-dir", type=Path, default=os.environ.get("STATE_DIRECTORY"),
+                        help="where the last probe's facts are kept (default: $STATE_DIRECTORY, set by systemd; "
+                             "none: probe at every start that needs to)")
     parser.add_argument("--dry-run", action="store_true", help="print the FFmpeg command instead of running it")
     args = parser.parse_args(argv)
     try:
         if args.output_dir is None:
             raise LaunchError("no output directory: pass --output-dir or run under systemd")
+        if not args.dry_run:
+            # hls@.service marks a stop (ExecStopPost); a start clears the mark here rather than in one more
+            # sandboxed process per start.
+            (args.output_dir / STOPPED_MARKER_NAME).unlink(missing_ok=True)
         values: Mapping[str, str | None] = {}
+        last_start_failed = False
         try:
             values = read_env_file(args.env_file)
             settings = StationSettings.from_env(values)
@@ -488,24 +519,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Every start waits out its backoff first, also one whose env file is refused: a setting out of range
             # must not become one Python start per RestartSec, forever.
             if not args.dry_run:
-                wait_before_start(args.output_dir, values, args.env_file.stem)
+                last_start_failed = wait_before_start(args.output_dir, values, args.env_file.stem)
         upstream = resolve_upstream(settings)
         previous = last_timeline(args.output_dir)
         # The codec decides the mode; a first run also needs the upstream's burst (a later one goes by its last
-        # run's). A dry run only shows the command: it probes for nothing the mode does not need.
+        # run's). Both come from the last probe's facts when they hold (facts.py), else from a probe now. A dry run
+        # only shows the command: it probes for nothing the mode does not need, and records nothing.
         needs_burst = previous is None and not args.dry_run
-        probed = probe_upstream(settings, upstream, needs_burst) if settings.codec == "auto" or needs_burst else None
-        upstream_codec = probed.codec if probed else None
+        known = None
+        if args.state_dir is not None and not last_start_failed:
+            known = facts.load(args.state_dir, settings.slug, settings.stream_url)
+        probed = None
+        if known is None and (settings.codec == "auto" or needs_burst):
+            probed = probe_upstream(settings, upstream, needs_burst)
+            if args.state_dir is not None and not args.dry_run:
+                keep_facts(args.state_dir, settings, probed, probed.burst if needs_burst else
+                           previous.burst if previous else 0.0)
+        upstream_codec = probed.codec if probed else known.codec if known else None
+        burst = probed.burst if probed else known.burst if known else 0.0
+        input_format = known.input_format if known else probed.input_format if probed else None
         mode = choose_mode(settings, upstream_codec)
-        run = begin_run(previous, settings, mode, upstream_codec, time.time(), probed.burst if probed else 0.0)
+        run = begin_run(previous, settings, mode, upstream_codec, time.time(), burst)
         command = build_command(settings, args.output_dir, run)
-        document = input_document(upstream, upstream_options(settings, upstream))
+        pinned = input_format if input_format in facts.PINNED_FORMATS else None
+        document = input_document(upstream, upstream_options(settings, upstream, pinned))
     except LaunchError as error:
         say(f"{args.env_file}: {error}")
         return 1
-    first = f", a first run: the upstream's burst {probed.burst:.2f} s" if probed and needs_burst else ""
-    say(f"{settings.slug}: upstream {redact_url(settings.stream_url)} codec {upstream_codec or 'not probed'}, "
-        f"mode {mode}{first}")
+    source = "probed" if probed else "as last probed" if known else "not probed"
+    first = f", a first run: the upstream's burst {burst:.2f} s" if needs_burst else ""
+    say(f"{settings.slug}: upstream {redact_url(settings.stream_url)} codec {upstream_codec or 'unknown'} "
+        f"({source}), mode {mode}{first}")
     if args.dry_run:
         print(shlex.join(command))
         return 0

@@ -29,13 +29,21 @@ REPORT_SECONDS = 0.1
 SETTLED_SECONDS = 0.5
 # A lead this much larger is more burst coming in, not a report's jitter.
 GROWTH_SECONDS = 0.05
-AUDIO_STREAM = re.compile(rb"^\s*Stream #0:\d+\S*: Audio: ([A-Za-z0-9_]+)", re.MULTILINE)
+# FFmpeg logs at "debug" for the one line that names the demuxer it picked for the upstream ("[aac @ 0x...] [debug]
+# Format aac probed with size=2048 ..."); its lines carry their level, so the rest is read as at "info".
+LOG_LEVEL = "level+debug"
+HIDDEN_LEVELS = (b"[debug] ", b"[verbose] ", b"[trace] ")
+LEVEL_TAG = re.compile(rb"\[(?:panic|fatal|error|warning|info)\] ")
+INPUT_FORMAT = re.compile(rb"\[debug\] Format ([A-Za-z0-9_,]+) probed with size=")
+# At debug FFmpeg adds the stream's id and time base ("Stream #0:0, 1, 1/28224000: Audio: aac (LC), ...").
+AUDIO_STREAM = re.compile(rb"^\s*Stream #0:\d+[^:\n]*: Audio: ([A-Za-z0-9_]+)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
 class Probe:
     codec: str
     burst: float  # seconds of audio the upstream sent at once on connect
+    input_format: str | None = None  # the demuxer FFmpeg picked for the upstream (aac, mp3, ogg ...)
 
 
 class ProbeFailed(RuntimeError):
@@ -52,7 +60,7 @@ def measure(input_arguments: Sequence[str], document: str, timeout: float, max_b
     """Open the input FFmpeg's `input_arguments` name (its document on standard input) and measure it; at most
     `timeout` seconds, the burst at most `max_burst`. Without `with_burst` it ends at the first audio, the codec
     known (a restart: the last run measured the burst), and its burst is 0."""
-    command = ["ffmpeg", "-hide_banner", "-nostats", "-loglevel", "info", *input_arguments,
+    command = ["ffmpeg", "-hide_banner", "-nostats", "-loglevel", LOG_LEVEL, *input_arguments,
                "-map", "0:a:0", "-c", "copy", "-f", "null", "-", "-progress", "pipe:1",
                "-stats_period", str(REPORT_SECONDS)]
     with tempfile.TemporaryFile() as errors:
@@ -67,11 +75,20 @@ def measure(input_arguments: Sequence[str], document: str, timeout: float, max_b
             lead = read_lead(ffmpeg.stdout, started, started + timeout, SETTLED_SECONDS if with_burst else 0.0)
             ffmpeg.kill()
         errors.seek(0)
-        stderr = errors.read()
+        logged = errors.read()
+    input_format = INPUT_FORMAT.search(logged)
+    stderr = shown_lines(logged)
     codec = AUDIO_STREAM.search(stderr)
     if lead is None or codec is None:
         raise ProbeFailed(stderr, codec is not None)
-    return Probe(codec.group(1).decode(), round(min(max(lead, 0.0), max_burst), 3) if with_burst else 0.0)
+    return Probe(codec.group(1).decode(), round(min(max(lead, 0.0), max_burst), 3) if with_burst else 0.0,
+                 input_format.group(1).decode() if input_format else None)
+
+
+def shown_lines(logged: bytes) -> bytes:
+    """FFmpeg's lines as it prints them at "info": no debug lines, no level tags."""
+    lines = (line for line in logged.split(b"\n") if not any(level in line for level in HIDDEN_LEVELS))
+    return b"\n".join(LEVEL_TAG.sub(b"", line, count=1) for line in lines)
 
 
 def read_lead(progress: IO[bytes], started: float, deadline: float, settled: float) -> float | None:

@@ -58,6 +58,11 @@ STATION_SETTINGS = (
 ENV_FILE_MODE = 0o640
 # systemctl takes many units per call; chunks keep the command line well under ARG_MAX.
 SYSTEMCTL_CHUNK = 200
+# Stations whose start systemd works on at once. Each hls@ unit's sandbox is a mount namespace, which the kernel sets
+# up for one unit at a time: 200 at once took 50 ms each, a thousand at once about a second each, and the host ground
+# to a halt (docs/benchmarks.md, "Many stations on one host"). So stations start in steps of this many, each step
+# waiting until its units run.
+STARTS_AT_ONCE = 25
 
 log = logging.getLogger("hls-sync")
 
@@ -257,6 +262,16 @@ def in_chunks(systemctl: Systemctl, verb: Sequence[str], slugs: Sequence[str]) -
         systemctl([*verb, *units(slugs[index : index + SYSTEMCTL_CHUNK])])
 
 
+def start_in_steps(systemctl: Systemctl, slugs: Sequence[str]) -> None:
+    """Start the stations STARTS_AT_ONCE at a time. A step that systemd refuses in part is logged, and the next one
+    goes on: its units that did start run, and Restart=always retries the others."""
+    for index in range(0, len(slugs), STARTS_AT_ONCE):
+        try:
+            systemctl(["start", *units(slugs[index : index + STARTS_AT_ONCE])])
+        except RuntimeError as error:
+            log.warning("%s", error)
+
+
 def systemd_state(systemctl: Systemctl, slugs: Sequence[str]) -> tuple[set[str], set[str]]:
     """(enabled slugs among `slugs`, slugs of every loaded hls@ instance)."""
     enabled: set[str] = set()
@@ -280,7 +295,8 @@ def apply_plan(plan: Plan, desired: Mapping[str, str], config: Config, systemctl
             # The units read their file as the hls user: keep it readable even if someone changed it.
             set_owner_group(path, ENV_FILE_MODE, config.stations_group)
     if plan.start or plan.enable:
-        in_chunks(systemctl, ["enable", "--now", "--no-block"], plan.start + plan.enable)
+        in_chunks(systemctl, ["enable"], plan.start + plan.enable)
+        start_in_steps(systemctl, plan.start)
     if plan.restart:
         in_chunks(systemctl, ["enable"], plan.restart)
         in_chunks(systemctl, ["restart", "--no-block"], plan.restart)
