@@ -12,11 +12,15 @@ Workloads (all with 6 s segments, AAC-LC at the given bitrate; Liquidsoap keeps 
   liquidsoap-each  Liquidsoap output.file.hls, one process per station
   liquidsoap-one   Liquidsoap output.file.hls, one process for all N stations of a codec
   floor            curl copying the upstream bytes to a file, one process per station
+  encoder          the transcoding's floor: one FFmpeg decoding a recording of the MP3 upstream and encoding it
+                   with the stations' AAC settings, as fast as it runs, to nowhere (-f null); its CPU time
+                   (user + sys) per minute of audio stands next to the stations' CPU per station-minute
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +44,10 @@ from benchcommon import (
 CODECS = {"copy": "demo-aac", "transcode": "demo-mp3"}
 SCRIPTS = Path("/var/lib/hls-bench/liquidsoap")
 RUNTIME = Path("/run/hls-bench")
+# On the tmpfs: the encoder floor reads its recording from memory, as a station reads its upstream.
+RECORDING = RUNTIME / "encoder-floor" / "upstream.mp3"
+# The stations' AAC settings (launcher.aac_options with the benchmark's hls_aac_coder): AAC-LC, the fast coder.
+STATION_AAC_CODER = "fast"
 LIQ_HEADER = """settings.init.allow_root.set(true)
 settings.log.stdout.set(true)
 settings.log.file.set(false)
@@ -90,6 +98,44 @@ class Workload:
     def outputs(self) -> list[Path]:
         return [path for job in self.jobs for path in job.outputs]
 
+    def measure(self, window: float, warmup: float) -> dict[str, dict[str, float]]:
+        return measure(self, window, warmup)
+
+
+@dataclass
+class EncoderFloor(Workload):
+    """The transcoding's floor: the stations' decode + encode in one FFmpeg, on a recording of their upstream.
+
+    No unit and no window: the recording (made once, before the rounds) is transcoded as fast as FFmpeg runs, and
+    its CPU time is divided by the recording's audio time.
+    """
+
+    recording: Path = RECORDING
+    audio_s: float = 0.0
+    bitrate: str = "96k"
+
+    def prepare_recording(self, mount: str, seconds: float) -> None:
+        """Copy `seconds` of the upstream's MP3 frames as they arrive (not re-encoded) to the recording."""
+        self.recording.parent.mkdir(parents=True, exist_ok=True)
+        log(f"encoder floor: recording {seconds:g} s of {mount}")
+        run("ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", f"http://127.0.0.1:8000/{mount}",
+            "-map", "0:a:0", "-c", "copy", "-t", f"{seconds:g}", str(self.recording))
+        self.audio_s = float(run("ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
+                                 str(self.recording)))
+
+    def stop(self) -> None:
+        pass  # nothing runs between rounds
+
+    def measure(self, window: float, warmup: float) -> dict[str, dict[str, float]]:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        run("ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-i", str(self.recording),
+            "-map", "0:a:0", "-c:a", "aac", "-profile:a", "aac_low", "-b:a", self.bitrate,
+            "-aac_coder", STATION_AAC_CODER, "-f", "null", "-")
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_s = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        return {"transcode": {"cpu_pct": 100 * cpu_s / self.audio_s, "cpu_s_per_station_min": 60 * cpu_s / self.audio_s,
+                              "audio_s": self.audio_s, "processes": 1, "stations": 1, "advancing": 1, "restarts": 0}}
+
 
 def liquidsoap_script(pairs: Sequence[tuple[str, Path]], mode: str, args: argparse.Namespace) -> str:
     """output.file.hls for each (mount, directory); copy keeps the AAC frames, transcode makes AAC-LC."""
@@ -133,8 +179,11 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
             floor.append(Job(f"bench-floor-{mount}.service", mode, 1, [copy_to],
                              ["/usr/bin/curl", "-sS", "-o", str(copy_to), f"http://127.0.0.1:8000/{mount}"]))
         one.append(liquidsoap_job(f"bench-ls-all-{CODECS[mode]}.service", mode, names, args))
-    return [Workload("project", project, shared=["hls-playlists.service"]), Workload("liquidsoap-each", each),
-            Workload("liquidsoap-one", one), Workload("floor", floor)]
+    every = [Workload("project", project, shared=["hls-playlists.service"]), Workload("liquidsoap-each", each),
+             Workload("liquidsoap-one", one), Workload("floor", floor)]
+    if "transcode" in args.modes:
+        every.append(EncoderFloor("encoder", [], bitrate=args.bitrate))
+    return every
 
 
 def restart_counts(units: Sequence[str]) -> dict[str, int]:
@@ -212,8 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(default: FFmpeg's own default, twoloop)")
     parser.add_argument("--segment-seconds", type=int, default=6)
     parser.add_argument("--playlist-size", type=int, default=10)
+    parser.add_argument("--recording-seconds", type=float, default=60,
+                        help="audio recorded from the MP3 upstream for the encoder floor")
     args = parser.parse_args(argv)
     runs = [w for w in workloads(args) if not args.only or w.name in args.only]
+    for workload in runs:
+        if isinstance(workload, EncoderFloor):
+            workload.prepare_recording(f"{CODECS['transcode']}-1", args.recording_seconds)
     for workload in runs:
         workload.keep_running = args.keep_running and workload.name == "project"
         workload.stop()  # the deployed stations run from the start: every workload starts from nothing
@@ -222,15 +276,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for round_index, workload in rotations(runs, args.rounds):
         log(f"round {round_index + 1}/{args.rounds}: {workload.name}, {args.stations} stations per codec")
         try:
-            measured = measure(workload, args.window, args.warmup)
+            measured = workload.measure(args.window, args.warmup)
         except RuntimeError as error:  # one broken window must not lose the whole run
             log(f"  skipped: {error}")
             failures.append(f"round {round_index + 1}, {workload.name}: {error}")
             continue
         for mode, figures in measured.items():
             samples[workload.name][mode].append(figures)
-            log(f"  {mode}: {figures['cpu_pct']:.3f} % CPU, {figures['pss_mib']:.1f} MiB PSS per station, "
-                f"{figures['advancing']}/{figures['stations']} advancing")
+            memory = f", {figures['pss_mib']:.1f} MiB PSS" if "pss_mib" in figures else ""
+            log(f"  {mode}: {figures['cpu_pct']:.3f} % CPU ({figures['cpu_s_per_station_min']:.3f} s per "
+                f"station-minute){memory} per station, {figures['advancing']}/{figures['stations']} advancing")
     project = [w for w in runs if w.name == "project" and not w.keep_running]
     for workload in project:  # leave the deployed stations running, as they were
         workload.start()

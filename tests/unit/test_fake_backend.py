@@ -81,6 +81,16 @@ def test_hls_stations_query_returns_stations_as_given_and_hides_disabled(url: st
     ]}}
 
 
+def test_an_answer_kept_for_a_query_follows_every_change_of_the_state(url: str) -> None:
+    set_state(url, stations=STATIONS)
+    assert len(gql(url, STATIONS_QUERY).json()["data"]["stations"]) == 3
+    set_state(url, stations=STATIONS[:1])
+    assert gql(url, STATIONS_QUERY).json()["data"]["stations"][0]["slug"] == "radio-joy"
+    assert len(gql(url, STATIONS_QUERY).json()["data"]["stations"]) == 1
+    set_state(url, token="s3cret")  # the same query, now refused
+    assert "errors" in gql(url, STATIONS_QUERY).json()
+
+
 def test_station_defaults_for_optional_fields(url: str) -> None:
     set_state(url, stations=STATIONS[:1])
     query = ("{ stations { order website thumbnail_url hls_stream_url"

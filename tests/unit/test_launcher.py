@@ -1273,6 +1273,36 @@ def test_the_role_refuses_the_ladders_the_launcher_refuses(tmp_path: Path, ladde
         assert refused != launcher_accepts and (refused <= (result.returncode != 0)), result.stdout
 
 
+def test_the_encoder_gets_its_audio_in_batches_when_transcoding(tmp_path: Path) -> None:
+    station = settings(HLS_VARIANTS="low:48k:1:22050")
+    run = Run.begin(NOW, 6, "transcode", "mp3", NOW, variants=station.variants)
+    for output in outputs_of(build_command(station, tmp_path, run)):  # the station's and each rendition's
+        assert option(output, "-af") == "asetnsamples=n=16384:p=0"
+    copy = Run.begin(NOW, 6, "copy", "aac", NOW)
+    assert "-af" not in build_command(settings(), tmp_path, copy)  # FFmpeg refuses a filter on a copied stream
+
+
+def test_batching_leaves_the_segments_byte_for_byte_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tone = tmp_path / "tone.mp3"
+    # 20 s: not a whole number of batches, so the last one is short (and must not be padded).
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:beep_factor=4:duration=20",
+                    "-ac", "2", "-c:a", "libmp3lame", "-b:a", "128k", str(tone)], check=True)
+    document = f"ffconcat version 1.0\nfile 'file:{tone}'\noption protocol_whitelist file\n"
+
+    def segments(batch: int) -> dict[str, bytes]:
+        monkeypatch.setattr(hls_launcher, "ENCODE_BATCH_SAMPLES", batch)
+        directory = tmp_path / str(batch)
+        directory.mkdir()
+        command = build_command(settings(HLS_AAC_BITRATE="96k"), directory, run_of("transcode"))
+        subprocess.run(command, input=document.encode(), check=True, capture_output=True)
+        return {path.name: path.read_bytes() for path in directory.iterdir()}
+
+    batched = segments(hls_launcher.ENCODE_BATCH_SAMPLES)
+    one_frame = segments(1024)  # what the encoder takes at a time anyway: no batching
+    assert len(one_frame) == 5  # 4 segments and their list
+    assert batched == one_frame
+
+
 # --- the filter of FFmpeg's standard error (REDACT_AWK) ---------------------------------------------------------
 
 def filtered(data: bytes, locale: str = "C.UTF-8") -> bytes:

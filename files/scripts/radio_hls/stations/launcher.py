@@ -82,6 +82,11 @@ CODEC_CHOICES = ("auto", "copy", "transcode")
 # FFmpeg's native AAC encoder: "fast" (constant quantizer) costs about two thirds of "twoloop" (FFmpeg's
 # default, a little better at low bitrates); see docs/benchmarks.md.
 AAC_CODERS = ("fast", "twoloop")
+# A live upstream arrives in small reads (about 13 a second from Icecast), and each one woke the encoder for its
+# 2-3 frames with cold caches: 1.2x the CPU of the same transcoding done in one go. The encoder gets its audio in
+# batches of this many samples instead (16 AAC frames: 0.37 s at 44.1 kHz, 1 s at 16 kHz): the same frames and
+# timestamps, byte for byte the same segments, each at most one batch later; see docs/benchmarks.md.
+ENCODE_BATCH_SAMPLES = 16 * 1024
 # Bytes read to recognise the upstream's format. FFmpeg's default keeps reading until it is sure, which
 # for an MP3 stream means 128 KiB: 8 s of a 128k stream (4 s of it after Icecast's 64 KiB burst) before the
 # first segment can even start, on every start and restart.
@@ -414,8 +419,9 @@ def build_command(settings: StationSettings, output_dir: Path, run: Run) -> list
 
 
 def aac_options(settings: StationSettings, bitrate: str) -> dict[str, object]:
-    # Debian's FFmpeg has no libfdk_aac: the native encoder makes AAC-LC.
-    return {"c:a": "aac", "profile:a": "aac_low", "b:a": bitrate, "aac_coder": settings.aac_coder}
+    # Debian's FFmpeg has no libfdk_aac: the native encoder makes AAC-LC. p=0: the last batch is not padded.
+    return {"c:a": "aac", "profile:a": "aac_low", "b:a": bitrate, "aac_coder": settings.aac_coder,
+            "af": f"asetnsamples=n={ENCODE_BATCH_SAMPLES}:p=0"}
 
 
 def segment_output(stream: ffmpeg.nodes.FilterableStream, settings: StationSettings, run: Run, directory: Path,
