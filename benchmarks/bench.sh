@@ -68,7 +68,7 @@ docker exec "$CONTAINER" systemctl stop hls-analytics.timer hls-analytics.servic
 
 if [ "$WHAT" = scale ]; then
     echo "bench: starting $SCALE_STATIONS AAC-copy stations" >&2
-    agent reaction.py list --stations "$SCALE_STATIONS" --codecs aac --timeout 900 >"$OUT/start.json"
+    agent reaction.py list --stations "$SCALE_STATIONS" --codecs aac --timeout 600 >"$OUT/start.json"
     agent station_cost.py --stations "$SCALE_STATIONS" --modes copy --only project --keep-running --rounds 1 \
         --window "$SCALE_WINDOW" >"$OUT/scale.json"
     echo "bench: what writing $SCALE_STATIONS playlists costs, next to $STATIONS FFmpeg writing their own" >&2
@@ -81,7 +81,7 @@ if [ "$WHAT" = scale ]; then
     echo "bench: host restart with $SCALE_STATIONS stations" >&2
     started=$(date +%s.%N)
     docker restart "$CONTAINER" >/dev/null
-    agent reaction.py serving --stations "$SCALE_STATIONS" --codecs aac --since "$started" --timeout 900 \
+    agent reaction.py serving --stations "$SCALE_STATIONS" --codecs aac --since "$started" --timeout 600 \
         >"$OUT/restart.json"
     python3 benchmarks/report.py scale "$OUT" | tee "$OUT/table.md"
     exit 0

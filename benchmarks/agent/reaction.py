@@ -149,15 +149,15 @@ def time_serving(slugs: Sequence[str], since: float, timeout: float) -> dict[str
             pending = [slug for slug, done in zip(pending, answers, strict=True) if not done]
             time.sleep(0.5)
     if pending:
-        raise RuntimeError(f"{len(pending)} station(s) not serving after {timeout:g} s: {sorted(pending)[:5]}")
+        log(f"{len(pending)} station(s) not serving after {timeout:g} s: {sorted(pending)[:5]}")
     return ready
 
 
-def distribution(seconds: Sequence[float]) -> dict[str, float]:
-    """p50, p95 and max of per-station times (nearest rank)."""
-    ordered = sorted(seconds)
-    return {"p50_s": ordered[math.ceil(0.50 * len(ordered)) - 1], "p95_s": ordered[math.ceil(0.95 * len(ordered)) - 1],
-            "max_s": ordered[-1], "stations": len(ordered)}
+def distribution(seconds: Sequence[float], stations: int) -> dict[str, float]:
+    """p50, p95 and max over all `stations` (nearest rank; a station that never served counts as infinitely late)."""
+    ordered = sorted(seconds) + [math.inf] * (stations - len(seconds))
+    return {"p50_s": ordered[math.ceil(0.50 * stations) - 1], "p95_s": ordered[math.ceil(0.95 * stations) - 1],
+            "max_s": ordered[-1], "stations": stations, "serving": len(seconds)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,10 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.what in ("serving", "list"):
         ready = time_serving(slugs, args.since or time.time(), args.timeout)
-        figures = distribution(list(ready.values()))
+        figures = distribution(list(ready.values()), len(slugs))
         log(f"{args.what}: p50 {figures['p50_s']:.1f} s, p95 {figures['p95_s']:.1f} s, max {figures['max_s']:.1f} s")
-        emit({"what": args.what, **figures, "median_s": figures["p50_s"], "samples_s": [figures["max_s"]],
-              "per_station_s": ready})
+        emit({"what": args.what, **figures, "timeout_s": args.timeout, "median_s": figures["p50_s"],
+              "samples_s": [figures["max_s"]], "per_station_s": ready})
         return 0
     samples = []
     for run_index in range(args.runs):

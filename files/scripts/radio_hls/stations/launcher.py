@@ -58,14 +58,18 @@ URL_USERINFO = re.compile(r"(://)[^/@\s]*@")
 URL_QUERY = re.compile(r"(://[^?#\s]*)([?#])\S*")
 # It also drops two lines FFmpeg 5.1's segment muxer prints that say nothing about the station: one per segment
 # ("frame size not set", the inner MPEG-TS muxer of every segment) and one per start (initial_offset, which
-# build_command needs, is deprecated), so `hlsctl status <slug>` shows the station's real last lines.
+# build_command needs, is deprecated), and FFmpeg's "Last message repeated N times" after one of them (its log
+# repeats the first when malloc gives the next segment's muxer the same address), so `hlsctl status <slug>` shows
+# the station's real last lines.
 # mawk rather than GNU sed: the same work in 0.16 MiB of private memory instead of 0.7 (sed's regex DFA builds a
 # 2 KiB table for each state the two long noise patterns walk through), on every station (docs/benchmarks.md,
 # "Memory per station"). -W interactive: each line is read and written as it comes (sed -u).
 REDACT_AWK = ("mawk", "-W", "interactive", r"""
-/^\[mpegts @ 0x[0-9a-f]+\] frame size not set$/ { next }
-/^\[segment @ 0x[0-9a-f]+\] NOTE: the option initial_offset is deprecated/ { next }
+/^ +Last message repeated [0-9]+ times$/ { if (dropped) next }
+/^\[mpegts @ 0x[0-9a-f]+\] frame size not set$/ { dropped = 1; next }
+/^\[segment @ 0x[0-9a-f]+\] NOTE: the option initial_offset is deprecated/ { dropped = 1; next }
 {
+    dropped = 0
     line = $0
     gsub(/:\/\/[^\/@[:space:]]*@/, "://***@", line)
     kept = ""
