@@ -82,7 +82,7 @@ def test_a_new_station_starts_a_sync_once(backend: FakeBackend, watcher: Watcher
     assert watcher.poll() is False
     assert watcher.poll() is False
     assert syncs.count == 1
-    assert syncs.systemctl.calls[-1][0] == "enable"
+    assert [call[0] for call in syncs.systemctl.calls[-2:]] == ["enable", "start"]
 
 
 def test_flagging_a_station_on_and_off(backend: FakeBackend, watcher: Watcher, syncs: Syncs, config: Config) -> None:
