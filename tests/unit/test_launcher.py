@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 from patience import PATIENCE, wait_for
 
-from radio_hls.common.contract import STOPPED_MARKER_NAME
 from radio_hls.stations import launcher as hls_launcher
 from radio_hls.stations import station as hls_station
 from radio_hls.stations import upstream as hls_upstream
@@ -731,13 +730,6 @@ def test_facts_of_another_url_or_after_a_failed_start_are_probed_again(tmp_path:
         start(tmp_path, url=url)
         assert len(probed.calls) == probes, f"{offset} s"
     assert len(execs) == 5
-
-
-def test_a_start_clears_the_stop_mark(tmp_path: Path, probed: FakeProbe, execs: list[Exec]) -> None:
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / STOPPED_MARKER_NAME).touch()
-    start(tmp_path)
-    assert not (tmp_path / "out" / STOPPED_MARKER_NAME).exists() and len(execs) == 1
 
 
 def test_main_missing_env_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_probe: None) -> None:

@@ -388,7 +388,7 @@ def test_a_first_run_never_publishes_a_slot_again(root: Path, replicated: bool) 
 
 def test_a_station_stopped_on_a_disk_output_goes_after_the_grace(root: Path) -> None:
     # On a disk, systemd leaves a stopped station's directory; hls@.service's ExecStopPost marks the stop, and the
-    # next start (the launcher) clears the mark.
+    # next start (ExecStartPre) clears the mark.
     station, hls = FakeStation(root), writer(root)
     station.start(NOW)
     station.finish_segments(2)

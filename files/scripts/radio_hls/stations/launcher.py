@@ -31,7 +31,7 @@ from pathlib import Path
 import ffmpeg
 from dotenv import dotenv_values
 
-from radio_hls.common.contract import STOPPED_MARKER_NAME, USER_AGENT
+from radio_hls.common.contract import USER_AGENT
 from radio_hls.common.files import read_json_object
 from radio_hls.stations import facts, probe
 from radio_hls.stations.runs import LIST_SIZE, MAX_BURST_SECONDS, Run, Timeline, last_timeline
@@ -510,10 +510,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.output_dir is None:
             raise LaunchError("no output directory: pass --output-dir or run under systemd")
-        if not args.dry_run:
-            # hls@.service marks a stop (ExecStopPost); a start clears the mark here rather than in one more
-            # sandboxed process per start.
-            (args.output_dir / STOPPED_MARKER_NAME).unlink(missing_ok=True)
         values: Mapping[str, str | None] = {}
         last_start_failed = False
         try:
