@@ -131,3 +131,14 @@ def test_ffmpeg_held_to_another_format_refuses_the_upstream(upstream: str) -> No
                                 input=document.encode(), capture_output=True, timeout=30, check=False)
         assert (result.returncode != 0, b"Format not on whitelist" in result.stderr) == (refused, refused), \
             result.stderr
+
+
+@pytest.mark.parametrize(("line", "input_format"), [
+    (b"[aac @ 0x55] [debug] Format aac probed with size=2048 and score=75", "aac"),
+    # Icecast's MP3, joined mid-stream: FFmpeg settles on it with a low score, and says so as a warning
+    (b"[mp3 @ 0x56] [warning] Format mp3 detected only with low score of 25, misdetection possible!", "mp3"),
+    (b"[info] Input #0, concat, from 'pipe:0':", None),
+])
+def test_the_demuxer_is_read_from_ffmpegs_log(line: bytes, input_format: str | None) -> None:
+    found = hls_launcher.probe.INPUT_FORMAT.search(line)
+    assert (found.group(1).decode() if found else None) == input_format

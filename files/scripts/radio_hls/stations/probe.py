@@ -30,11 +30,13 @@ SETTLED_SECONDS = 0.5
 # A lead this much larger is more burst coming in, not a report's jitter.
 GROWTH_SECONDS = 0.05
 # FFmpeg logs at "debug" for the one line that names the demuxer it picked for the upstream ("[aac @ 0x...] [debug]
-# Format aac probed with size=2048 ..."); its lines carry their level, so the rest is read as at "info".
+# Format aac probed with size=2048 ..."), or at "warning" when its score was low (an MP3 stream joined mid-frame:
+# "Format mp3 detected only with low score of 25"); its lines carry their level, so the rest is read as at "info".
 LOG_LEVEL = "level+debug"
 HIDDEN_LEVELS = (b"[debug] ", b"[verbose] ", b"[trace] ")
 LEVEL_TAG = re.compile(rb"\[(?:panic|fatal|error|warning|info)\] ")
-INPUT_FORMAT = re.compile(rb"\[debug\] Format ([A-Za-z0-9_,]+) probed with size=")
+INPUT_FORMAT = re.compile(rb"\[(?:debug|warning)\] Format ([A-Za-z0-9_,]+) "
+                          rb"(?:probed with size=|detected only with low)")
 # At debug FFmpeg adds the stream's id and time base ("Stream #0:0, 1, 1/28224000: Audio: aac (LC), ...").
 AUDIO_STREAM = re.compile(rb"^\s*Stream #0:\d+[^:\n]*: Audio: ([A-Za-z0-9_]+)", re.MULTILINE)
 
