@@ -40,6 +40,11 @@ class UpstreamFacts:
         return PINNED_FORMATS[self.input_format]
 
 
+def pinned(input_format: str | None) -> str | None:
+    """The demuxer FFmpeg is held to, when it decides the codec by itself (PINNED_FORMATS); else None."""
+    return input_format if input_format in PINNED_FORMATS else None
+
+
 def url_digest(stream_url: str) -> str:
     return hashlib.sha256(stream_url.encode()).hexdigest()
 

@@ -378,9 +378,9 @@ def begin_run(previous: Timeline | None, settings: StationSettings, mode: str, u
 def keep_facts(state_dir: Path, settings: StationSettings, probed: probe.Probe, burst: float) -> None:
     """Keep what the probe found for the next starts, when its format can be held to (facts.py)."""
     try:
-        if probed.input_format is not None and probed.input_format in facts.PINNED_FORMATS:
+        if (input_format := facts.pinned(probed.input_format)) is not None:
             facts.save(state_dir, settings.slug, facts.UpstreamFacts(
-                facts.url_digest(settings.stream_url), probed.input_format, burst, time.time()))
+                facts.url_digest(settings.stream_url), input_format, burst, time.time()))
         else:
             facts.forget(state_dir, settings.slug)
     except OSError as error:  # the next start probes again
@@ -537,11 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                            previous.burst if previous else 0.0)
         upstream_codec = probed.codec if probed else known.codec if known else None
         burst = probed.burst if probed else known.burst if known else 0.0
-        input_format = known.input_format if known else probed.input_format if probed else None
         mode = choose_mode(settings, upstream_codec)
         run = begin_run(previous, settings, mode, upstream_codec, time.time(), burst)
         command = build_command(settings, args.output_dir, run)
-        pinned = input_format if input_format in facts.PINNED_FORMATS else None
+        pinned = known.input_format if known else facts.pinned(probed.input_format) if probed else None
         document = input_document(upstream, upstream_options(settings, upstream, pinned))
     except LaunchError as error:
         say(f"{args.env_file}: {error}")
