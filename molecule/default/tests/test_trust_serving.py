@@ -147,6 +147,7 @@ def test_health_stays_200_while_one_station_is_stopped(host):
     for station in STATIONS:
         station_ready(host, station["slug"], min_segments=1)
     station_health_is(host, "demo-mp3", 200)
+    streaming_ffmpeg_pid(host, "demo-mp3")  # its stop reports "inactive (dead)", not "failed"
     host.check_output("systemctl stop hls@demo-mp3")
     try:
         # hls-status reports every 10 s: a report taken while the stop ran says "deactivating" first.
