@@ -96,6 +96,14 @@ def main_pid(host, slug: str) -> int:
     return int(host.check_output(f"systemctl show -p MainPID --value hls@{slug}.service"))
 
 
+def ffmpeg_pid(host, slug: str) -> int:
+    """The station's main PID once it is FFmpeg (the launcher, Python, runs first: probing, backing off)."""
+    def ffmpeg() -> int:
+        pid = main_pid(host, slug)
+        return pid if pid and host.run(f"cat /proc/{pid}/comm").stdout.strip() == "ffmpeg" else 0
+    return wait_for(ffmpeg, what=f"FFmpeg to be the main process of hls@{slug}")
+
+
 def http(host, path: str, *curl_args: str):
     """(status, headers, body) of a request through nginx, made inside the host."""
     args = " ".join(shlex.quote(a) for a in curl_args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import main_pid, new_run_in, playlist, segment_of_a_new_run, station_ready, wait_for
+from conftest import ffmpeg_pid, main_pid, new_run_in, playlist, segment_of_a_new_run, station_ready, wait_for
 
 SLUGS = ["demo-mp3", "demo-aac"]
 
@@ -19,6 +19,24 @@ def test_station_is_enabled_and_running_as_the_hls_user(host, slug):
     # FFmpeg itself is the main PID (the launcher exec'd it), without privileges.
     assert host.file(f"/proc/{pid}/comm").content_string.strip() == "ffmpeg"
     assert host.check_output(f"stat -c %U /proc/{pid}") == "hls"
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_station_runs_the_build_of_debians_own_ffmpeg(host, slug):
+    """hls_ffmpeg_build (the default): Debian's source of the installed ffmpeg, with only what a station uses."""
+    debian = host.check_output("dpkg-query --show --showformat='${Version}' ffmpeg")  # e.g. 7:5.1.9-0+deb12u1
+    pid = ffmpeg_pid(host, slug)
+    # As the station's user: root in this container may not read another user's /proc/<pid>/exe.
+    binary = host.check_output(f"runuser -u hls -- readlink /proc/{pid}/exe")
+    assert binary.startswith("/usr/local/lib/hls-ffmpeg/"), binary
+    version = host.check_output(f"{binary} -version").splitlines()[0]
+    assert version.startswith(f"ffmpeg version {debian.split(':')[-1]}+radio-hls "), version
+    assert "--disable-everything" in host.check_output(f"{binary} -hide_banner -buildconf")
+    # What the build is for: Debian's binary loads 214 libraries, each station's private copy of their relocations.
+    libraries = host.check_output(f"ldd {binary}").splitlines()
+    assert len(libraries) < 20, libraries
+    # The host's own apt sources are as they were: the build fetched its source with an apt index of its own.
+    assert "deb-src" not in host.check_output("cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true")
 
 
 @pytest.mark.parametrize("slug", SLUGS)

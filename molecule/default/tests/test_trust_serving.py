@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Iterator
 
 import pytest
-from conftest import STATIONS, http, main_pid, playlist, run_sync, session_log, station_ready, wait_for
+from conftest import STATIONS, ffmpeg_pid, http, main_pid, playlist, run_sync, session_log, station_ready, wait_for
 
 SEGMENT_LINE = re.compile(r"[0-9]+\.ts")
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -234,14 +234,6 @@ def unit_state(host, slug: str) -> tuple[str, str]:
     out = host.check_output(f"systemctl show -p ActiveState -p Result hls@{slug}")
     fields = dict(line.split("=", 1) for line in out.splitlines())
     return fields["ActiveState"], fields["Result"]
-
-
-def ffmpeg_pid(host, slug: str) -> int:
-    """The station's main PID once it is FFmpeg (the launcher, Python, runs first: probing, backing off)."""
-    def ffmpeg() -> int:
-        pid = main_pid(host, slug)
-        return pid if pid and host.run(f"cat /proc/{pid}/comm").stdout.strip() == "ffmpeg" else 0
-    return wait_for(ffmpeg, what=f"FFmpeg to be the main process of hls@{slug}")
 
 
 def streaming_ffmpeg_pid(host, slug: str) -> int:
