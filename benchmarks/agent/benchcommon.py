@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,6 +50,13 @@ def show(units: Sequence[str], *props: str) -> dict[str, dict[str, str]]:
             values = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
             answer[values["Id"]] = values
     return answer
+
+
+def station_ffmpeg() -> str:
+    """The FFmpeg the stations run: the first in hls@.service's PATH (hls_ffmpeg_build's own build, else Debian's)."""
+    environment = systemctl("show", "--property=Environment", "--value", "hls@any.service").split()
+    path = next((item.split("=", 1)[1] for item in environment if item.startswith("PATH=")), None)
+    return shutil.which("ffmpeg", path=path) or "ffmpeg"
 
 
 def cgroup_dir(control_group: str, filename: str) -> Path | None:

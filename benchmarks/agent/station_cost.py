@@ -36,6 +36,7 @@ from benchcommon import (
     rotations,
     run,
     show,
+    station_ffmpeg,
     systemctl,
     unit_memory,
     wait_for,
@@ -128,7 +129,7 @@ class EncoderFloor(Workload):
 
     def measure(self, window: float, warmup: float) -> dict[str, dict[str, float]]:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        run("ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-i", str(self.recording),
+        run(station_ffmpeg(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-i", str(self.recording),
             "-map", "0:a:0", "-c:a", "aac", "-profile:a", "aac_low", "-b:a", self.bitrate,
             "-aac_coder", STATION_AAC_CODER, "-f", "null", "-")
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
