@@ -30,7 +30,11 @@ apt_own() {
         -o Dir::State::Lists="$work/lists" -o Dir::Cache::Archives="$work/archives" \
         -o APT::Sandbox::User=root "$@"
 }
-apt_own update >"$work/apt.log" 2>&1 || { cat "$work/apt.log" >&2; exit 1; }
+if ! apt_own update --error-on=any >"$work/apt.log" 2>&1; then
+    cat "$work/apt.log" >&2
+    echo "build.sh: cannot read the source repositories in $sources (hls_ffmpeg_source_repositories)" >&2
+    exit 1
+fi
 cd "$work"
 if ! apt_own source --download-only "ffmpeg=$version" >>"$work/apt.log" 2>&1; then
     cat "$work/apt.log" >&2
