@@ -118,6 +118,14 @@ def test_status_and_nowplaying_run_unprivileged(host):
     assert "--token-from-stdin" in host.file(f"/proc/{pid}/cmdline").content_string
 
 
+def test_nowplaying_may_hold_a_connection_to_each_of_the_most_stations_the_sync_takes(host):
+    # One socket per station: systemd's default limit of 1,024 open files timed out a 1,000-station host's watchers.
+    most = int(host.check_output("sed -n 's/^HLS_SYNC_MAX_STATIONS=//p' /etc/hls/sync.env"))
+    pid = int(host.check_output("systemctl show -p MainPID --value hls-nowplaying.service"))
+    limits = host.check_output(f"grep '^Max open files' /proc/{pid}/limits").split()
+    assert int(limits[3]) > most + 100, limits  # the soft limit, with room for its own files
+
+
 # --- health ------------------------------------------------------------------------------------------------------
 
 def test_health_stays_200_and_names_a_stopped_station(host):
