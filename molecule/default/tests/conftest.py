@@ -167,6 +167,21 @@ def station_ready(host, slug: str, min_segments: int = 3) -> Playlist:
                     what=f"{slug} to list {min_segments} segments")
 
 
+def streaming_ffmpeg_pid(host, slug: str) -> int:
+    """The main PID of an FFmpeg that has opened its upstream: it wrote a segment while it was the main process.
+
+    A signal that lands while FFmpeg is still opening its input makes it exit 1 (FFmpeg 5.1), not 255: only a
+    streaming FFmpeg shows what a stop does to a running station.
+    """
+    def attempt() -> int:
+        pid = ffmpeg_pid(host, slug)
+        before = station_ready(host, slug, min_segments=1).segments[-1]
+        wait_for(lambda: (p := playlist(host, slug)) and p.segments and p.segments[-1] != before,
+                 what=f"a new {slug} segment")
+        return pid if main_pid(host, slug) == pid else 0
+    return wait_for(attempt, what=f"a streaming FFmpeg in hls@{slug}")
+
+
 @pytest.fixture
 def backend(host):
     """The test backend serving the two demo stations; put back after the test whatever it changed."""

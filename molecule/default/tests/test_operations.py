@@ -14,9 +14,19 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import BACKEND, TOKEN, http, main_pid, playlist, run_sync, session_log, station_ready, wait_for
+from conftest import (
+    BACKEND,
+    TOKEN,
+    http,
+    main_pid,
+    playlist,
+    run_sync,
+    session_log,
+    station_ready,
+    streaming_ffmpeg_pid,
+    wait_for,
+)
 from prometheus_client.parser import text_string_to_metric_families
-from test_trust_serving import streaming_ffmpeg_pid
 
 SLUGS = ["demo-mp3", "demo-aac"]
 STATION_IDS = {"demo-mp3": 1, "demo-aac": 2}

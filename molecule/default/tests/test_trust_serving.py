@@ -11,7 +11,17 @@ import shlex
 from collections.abc import Iterator
 
 import pytest
-from conftest import STATIONS, ffmpeg_pid, http, main_pid, playlist, run_sync, session_log, station_ready, wait_for
+from conftest import (
+    STATIONS,
+    http,
+    main_pid,
+    playlist,
+    run_sync,
+    session_log,
+    station_ready,
+    streaming_ffmpeg_pid,
+    wait_for,
+)
 
 SEGMENT_LINE = re.compile(r"[0-9]+\.ts")
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -234,21 +244,6 @@ def unit_state(host, slug: str) -> tuple[str, str]:
     out = host.check_output(f"systemctl show -p ActiveState -p Result hls@{slug}")
     fields = dict(line.split("=", 1) for line in out.splitlines())
     return fields["ActiveState"], fields["Result"]
-
-
-def streaming_ffmpeg_pid(host, slug: str) -> int:
-    """The main PID of an FFmpeg that has opened its upstream: it wrote a segment while it was the main process.
-
-    A signal that lands while FFmpeg is still opening its input makes it exit 1 (FFmpeg 5.1), not 255: only a
-    streaming FFmpeg shows what a stop does to a running station.
-    """
-    def attempt() -> int:
-        pid = ffmpeg_pid(host, slug)
-        before = station_ready(host, slug, min_segments=1).segments[-1]
-        wait_for(lambda: (p := playlist(host, slug)) and p.segments and p.segments[-1] != before,
-                 what=f"a new {slug} segment")
-        return pid if main_pid(host, slug) == pid else 0
-    return wait_for(attempt, what=f"a streaming FFmpeg in hls@{slug}")
 
 
 def test_systemctl_stop_leaves_the_station_inactive_not_failed(host):
