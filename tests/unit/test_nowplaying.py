@@ -7,6 +7,8 @@ import base64
 import io
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from patience import GENEROUS_TIMEOUT, PATIENCE, SHORT_TIMEOUT, wait_for
 
 from radio_hls.nowplaying import service as hls_nowplaying
 from radio_hls.nowplaying.icy import (
+    WAKE_BYTES,
     IcyError,
     NowPlaying,
     metadata_blocks,
@@ -187,6 +190,15 @@ def test_open_stream_asks_for_metadata_and_reads_titles(icy: IcyServer) -> None:
         assert next(titles) == "First Artist - First Song"
         icy.title = "Second - Song"
         assert wait_for(lambda: next(titles) == "Second - Song", what="the new title")
+
+
+def test_open_stream_wakes_the_reader_only_for_full_reads(icy: IcyServer) -> None:
+    """A thousand watchers woken for every packet took half a core: the kernel holds the bytes until a full read."""
+    response, metaint = open_stream(icy.url, timeout=GENEROUS_TIMEOUT)
+    with response:
+        with socket.socket(fileno=os.dup(response.fileno())) as connection:
+            assert connection.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == WAKE_BYTES
+        assert next(stream_titles(response, metaint)) == "First Artist - First Song"
 
 
 def test_open_stream_sends_credentials_in_a_header_never_in_the_url(icy: IcyServer) -> None:

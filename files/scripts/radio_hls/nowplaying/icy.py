@@ -8,7 +8,9 @@ padded with NULs. L = 0 means "unchanged". Servers only do this for MP3 and AAC 
 from __future__ import annotations
 
 import bisect
+import os
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -17,6 +19,11 @@ from radio_hls.common.contract import USER_AGENT
 from radio_hls.stations.upstream import open_upstream
 
 READ_CHUNK = 8192
+# The kernel wakes a watcher only once this many bytes wait on its socket (SO_RCVLOWAT), not on every packet an
+# upstream sends: Icecast writes about 1.2 KB at a time, so a thousand watcher threads woke 13,000 times a second
+# and took half a core (docs/benchmarks.md, "Now playing"). A title is read at most this much audio late: 0.5 s
+# at 128 kbit/s, 2 s at 32 kbit/s, well inside the read timeout for any radio bitrate.
+WAKE_BYTES = READ_CHUNK
 # A block holds `Key='value';` pairs; a value may itself hold quotes and semicolons ("Guns N' Roses; live"), so
 # a value ends only at `';` followed by another key or by the end of the block. Both patterns are linear: a key
 # is only looked for where a run of letters starts (the look-behind), and an end looks ahead by one key at most.
@@ -134,4 +141,12 @@ def open_stream(url: str, timeout: float) -> tuple[BinaryIO, int]:
     if raw is None or not METAINT.fullmatch(raw.strip()) or int(raw) <= 0:
         response.close()
         raise IcyError("the upstream sends no ICY metadata (no icy-metaint header)")
+    wake_on_full_reads(response.fileno())
     return response, int(raw)
+
+
+def wake_on_full_reads(fileno: int) -> None:
+    """Set WAKE_BYTES as the low-water mark of the response's socket (a duplicate descriptor of the same socket:
+    the option belongs to the socket, and closing the duplicate leaves the response's own open)."""
+    with socket.socket(fileno=os.dup(fileno)) as connection:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, WAKE_BYTES)
