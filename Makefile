@@ -54,8 +54,9 @@ lint: $(BIN)/.installed
 
 # tests/unit/test_placement.py checks the placement ring against a throwaway Debian nginx (/usr/sbin/nginx, on root's
 # PATH but not always on a user's); tests/unit/test_monitoring.py runs Debian's promtool on the alert rules.
+# Debian's ffmpeg and ffprobe: the probe, timed ID3 and multivariant tests run them on real streams.
 unit: $(BIN)/.installed
-	PATH="$$PATH:/usr/sbin" bash tools/ensure-packages.sh nginx promtool
+	PATH="$$PATH:/usr/sbin" bash tools/ensure-packages.sh nginx promtool ffmpeg
 	$(BIN)/pytest -q tests/unit
 
 engine:

@@ -6,7 +6,8 @@
 #   venv         `python3 -m venv` with pip, i.e. Debian's ensurepip (python3-venv; brings python3 if absent)
 #   node         node and npm (nodejs, npm), then node against the engines of tests/browser/package-lock.json
 #   chromium     Debian's chromium (the browser test)
-#   ffmpeg, mpv  the players of the player matrix (molecule/default/tests/test_players.py), with
+#   ffmpeg, mpv  the players of the player matrix (molecule/default/tests/test_players.py; ffmpeg and ffprobe
+#                also for the unit tests of the probe, the timed ID3 and the multivariant playlist), with
 #   vlc          cvlc and its base plugins (HLS, the remote control interface, a dummy audio output), and
 #   gstreamer    GStreamer 1.x: tools, plugins base/good/bad (hlsdemux, tsdemux, faad, mpg123) and python3-gi
 #   nginx        Debian's nginx, for the unit test of the placement ring against nginx's own hash (a throwaway one

@@ -1,23 +1,29 @@
 #!/bin/sh
 # Build the stations' FFmpeg from Debian's own source package of the FFmpeg installed on this host (its patches,
 # its version, its hardening flags), configured with only what a station runs: a few demuxers, decoders and
-# filters, the AAC encoder, the segment and MPEG-TS muxers, HTTP(S) through GnuTLS. Debian's binary links 214
+# filters, the AAC encoder, the segment and MPEG-TS muxers, HTTP(S) through GnuTLS; plus the project's own patches
+# (files/ffmpeg/patches, each says why). Debian's binary links 214
 # libraries whose relocated data costs each station about 8 MiB and each start about 60 ms of CPU
 # (docs/benchmarks.md, "A thousand stations").
 #
-# usage: build.sh VERSION OUTPUT SOURCES_LIST [CONFIGURE_OPTION...]
+# usage: build.sh VERSION OUTPUT SOURCES_LIST PATCHES [CONFIGURE_OPTION...]
 #   VERSION       Debian's version of the source package, e.g. 5.1.9-0+deb12u1 (dpkg-query -W ffmpeg)
 #   OUTPUT        where the ffmpeg binary goes (its directory is created)
 #   SOURCES_LIST  one-line apt entries (deb-src ...) to fetch the source from; the host's own apt setup is not
 #                 touched: the download uses an apt configuration and index of its own, removed afterwards
+#   PATCHES       a directory of the project's own patches (*.patch, -p1), applied in name order after Debian's
 set -eu
 
-if [ "$#" -lt 3 ]; then
-    echo "usage: $0 VERSION OUTPUT SOURCES_LIST [CONFIGURE_OPTION...]" >&2
+if [ "$#" -lt 4 ]; then
+    echo "usage: $0 VERSION OUTPUT SOURCES_LIST PATCHES [CONFIGURE_OPTION...]" >&2
     exit 2
 fi
-version=$1 output=$2 sources=$3
-shift 3
+version=$1 output=$2 sources=$3 patches=$4
+shift 4
+if [ ! -d "$patches" ]; then
+    echo "build.sh: $patches is not a directory of patches" >&2
+    exit 2
+fi
 
 work=$(mktemp -d /var/tmp/hls-ffmpeg-build.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -46,6 +52,14 @@ fi
 dpkg-source -x ffmpeg_*.dsc source >"$work/dpkg-source.log" 2>&1 || { cat "$work/dpkg-source.log" >&2; exit 1; }
 
 cd source
+for patch in "$patches"/*.patch; do
+    [ -e "$patch" ] || continue
+    if ! patch -p1 --forward --batch <"$patch" >"$work/patch.log" 2>&1; then
+        cat "$work/patch.log" >&2
+        echo "build.sh: $patch does not apply to Debian's ffmpeg $version: the patch needs updating for it" >&2
+        exit 1
+    fi
+done
 # The Debian revision in `ffmpeg -version` (5.1.9-0+deb12u1+radio-hls), so an operator sees what it was built from.
 ./configure --prefix=/usr/local --extra-version="${version#*-}+radio-hls" \
     --extra-cflags="$(dpkg-buildflags --get CFLAGS) $(dpkg-buildflags --get CPPFLAGS)" \

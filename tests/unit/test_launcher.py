@@ -692,6 +692,18 @@ def test_a_restart_goes_by_the_facts_and_holds_ffmpeg_to_their_format(tmp_path: 
     assert [read_document(done.stdin)[1]["format_whitelist"] for done in execs] == ["aac", "aac"]
 
 
+def test_the_stations_ffmpeg_waits_for_full_reads_of_its_upstream_and_the_probe_does_not(
+        tmp_path: Path, probed: FakeProbe, execs: list[Exec]) -> None:
+    """--upstream-wake-bytes (hls@.service with the FFmpeg build) reaches FFmpeg's http as recv_low_water; the probe,
+    which times the upstream's burst as it arrives, reads as before, and so does a launcher without the option."""
+    start(tmp_path, "--upstream-wake-bytes", "8192")
+    [(_, probe_document)] = probed.calls
+    assert "recv_low_water" not in read_document(probe_document)[1]
+    assert read_document(execs[-1].stdin)[1]["recv_low_water"] == "8192"
+    start(tmp_path)
+    assert "recv_low_water" not in read_document(execs[-1].stdin)[1]
+
+
 def test_an_upstream_whose_format_does_not_decide_the_codec_is_probed_at_every_start(
         tmp_path: Path, probed: FakeProbe, execs: list[Exec], monkeypatch: pytest.MonkeyPatch) -> None:
     probed.probe = Probe("aac", 1.0, "mpegts")  # MPEG-TS may carry MP3 just as well

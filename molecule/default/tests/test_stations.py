@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 
 import pytest
 from conftest import ffmpeg_pid, main_pid, new_run_in, playlist, segment_of_a_new_run, station_ready, wait_for
@@ -37,6 +39,36 @@ def test_station_runs_the_build_of_debians_own_ffmpeg(host, slug):
     assert len(libraries) < 20, libraries
     # The host's own apt sources are as they were: the build fetched its source with an apt index of its own.
     assert "deb-src" not in host.check_output("cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true")
+
+
+# One recvfrom(2) line of strace: the size asked for and the bytes it returned.
+RECVFROM = re.compile(r"recvfrom\(\d+, .*, (\d+), [^,]+, [^,]+, [^,]+\) = (\d+)$", re.MULTILINE)
+WAKE_BYTES = 8192  # __hls_station_upstream_wake_bytes
+
+
+def upstream_reads(host, binary: str, wake_bytes: int) -> list[tuple[int, int]]:
+    """(asked, returned) of each read of the demo's MP3 mount by the stations' FFmpeg, 10 s of it, recv_low_water as
+    given: the launcher's ffconcat document, as hls@ hands it over."""
+    document = ("ffconcat version 1.0\nfile http://127.0.0.1:8000/demo-mp3\n"
+                f"option protocol_whitelist http,tcp\noption recv_low_water {wake_bytes}\n")
+    trace = f"/tmp/upstream-reads-{wake_bytes}"
+    host.check_output(f"printf %s {shlex.quote(document)} | timeout 120 strace -f -e trace=recvfrom -o {trace} "
+                      f"{binary} -hide_banner -nostdin -loglevel error -f concat -safe 0 -protocol_whitelist pipe "
+                      "-i pipe:0 -t 10 -c copy -f null -")
+    return [(int(asked), int(got)) for asked, got in RECVFROM.findall(host.file(trace).content_string)]
+
+
+def test_the_stations_ffmpeg_reads_a_live_upstream_in_full_reads(host):
+    """hls@ passes --upstream-wake-bytes: the build's http (files/ffmpeg/patches/http-recv-low-water.patch) sets
+    SO_RCVLOWAT once the live body starts, so a read returns what it asked for or at least 8 KiB, never one of
+    Icecast's 1.4 KB writes; the same build without the option reads those one by one."""
+    assert f"--upstream-wake-bytes {WAKE_BYTES}" in host.check_output("systemctl cat hls@demo-mp3")
+    [binary] = host.check_output("ls /usr/local/lib/hls-ffmpeg/*/ffmpeg").split()  # the build hls@ starts now
+    _headers, *body = upstream_reads(host, binary, WAKE_BYTES)  # the response's headers come before the mark is set
+    assert len(body) > 10, body
+    assert [(asked, got) for asked, got in body if got < min(asked, WAKE_BYTES)] == []
+    _, *unmarked = upstream_reads(host, binary, 0)
+    assert [(asked, got) for asked, got in unmarked if got < min(asked, WAKE_BYTES)] != []
 
 
 @pytest.mark.parametrize("slug", SLUGS)

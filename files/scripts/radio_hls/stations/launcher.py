@@ -505,6 +505,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=os.environ.get("STATE_DIRECTORY"),
                         help="where the last probe's facts are kept (default: $STATE_DIRECTORY, set by systemd; "
                              "none: probe at every start that needs to)")
+    parser.add_argument("--upstream-wake-bytes", type=int, default=0, metavar="BYTES",
+                        help="FFmpeg reads a live upstream only once this many bytes wait (recv_low_water: the "
+                             "stations' FFmpeg build, files/ffmpeg/patches); default 0: on every packet")
     parser.add_argument("--dry-run", action="store_true", help="print the FFmpeg command instead of running it")
     args = parser.parse_args(argv)
     try:
@@ -541,7 +544,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = begin_run(previous, settings, mode, upstream_codec, time.time(), burst)
         command = build_command(settings, args.output_dir, run)
         pinned = known.input_format if known else facts.pinned(probed.input_format) if probed else None
-        document = input_document(upstream, upstream_options(settings, upstream, pinned))
+        options = upstream_options(settings, upstream, pinned)
+        if args.upstream_wake_bytes > 0:
+            # The station's FFmpeg only: the probe times the upstream's burst as it arrives.
+            options["recv_low_water"] = args.upstream_wake_bytes
+        document = input_document(upstream, options)
     except LaunchError as error:
         say(f"{args.env_file}: {error}")
         return 1
